@@ -1,0 +1,547 @@
+//! The JSON API: route table and handlers (DESIGN.md, "HTTP contract").
+//!
+//! Each handler: parse the request into domain types, call one use case on
+//! the store, shape the answer. Paths carry ids as strings and are parsed
+//! here so that `abc`, `-1` or an overflowing id is a clean 400.
+
+use actix_multipart::Multipart;
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::app::{App, SignedIn, UploadParts};
+use crate::domain::{PageQuery, PhotoId, UserId, parse_id};
+use crate::error::ApiError;
+use crate::images;
+use crate::openapi::ApiDoc;
+use crate::store::{FollowState, LikeState, MyProfile, Photo, PhotoPage, Store, StoreError, UserProfile};
+
+type Data<S> = web::Data<App<S>>;
+
+/// Registers every API route. Each resource answers 405 (JSON) for other
+/// methods; unknown paths get the app-wide JSON 404.
+pub fn configure<S: Store>(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/api/register").route(web::post().to(register::<S>)))
+        .service(resource("/api/login").route(web::post().to(login::<S>)))
+        .service(resource("/api/logout").route(web::post().to(logout::<S>)))
+        .service(resource("/api/me").route(web::get().to(me::<S>)))
+        .service(resource("/api/users/{id}").route(web::get().to(get_user::<S>)))
+        .service(
+            resource("/api/users/{id}/follow")
+                .route(web::post().to(follow::<S>))
+                .route(web::delete().to(unfollow::<S>)),
+        )
+        .service(resource("/api/users/{id}/photos").route(web::get().to(user_photos::<S>)))
+        .service(resource("/api/photos").route(web::post().to(upload::<S>)))
+        .service(resource("/api/photos/{id}").route(web::get().to(get_photo::<S>)))
+        .service(
+            resource("/api/photos/{id}/like")
+                .route(web::post().to(like::<S>))
+                .route(web::delete().to(unlike::<S>)),
+        )
+        .service(resource("/api/feed").route(web::get().to(feed::<S>)))
+        .service(resource("/api/explore").route(web::get().to(explore::<S>)))
+        .service(resource("/uploads/{name}").route(web::get().to(uploaded_image::<S>)))
+        .service(resource("/health").route(web::get().to(health)))
+        .service(resource("/ready").route(web::get().to(ready::<S>)))
+        .service(resource("/api/openapi.json").route(web::get().to(openapi)));
+}
+
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not take that method",
+    )
+    .into()
+}
+
+/// The app-wide fallback for unknown paths.
+pub async fn not_found() -> HttpResponse {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such path").into()
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterForm {
+    /// 3–30 characters: letters, digits, `_` and `.`.
+    pub username: String,
+    /// 8–128 characters.
+    pub password: String,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginForm {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthBody {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub user_id: i64,
+    pub username: String,
+}
+
+impl From<SignedIn> for AuthBody {
+    fn from(s: SignedIn) -> Self {
+        Self {
+            token: s.token,
+            user_id: s.user.user_id.0,
+            username: s.user.username.to_string(),
+        }
+    }
+}
+
+/// `?limit=20&before=<cursor>`; both optional.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page, 1–100 (default 20).
+    pub limit: Option<String>,
+    /// The `next` cursor of the previous page.
+    pub before: Option<String>,
+}
+
+impl PageParams {
+    fn parse(&self) -> Result<PageQuery, ApiError> {
+        Ok(PageQuery::parse(self.limit.as_deref(), self.before.as_deref())?)
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusBody {
+    pub status: String,
+}
+
+fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    Ok(UserId(parse_id(raw)?))
+}
+
+fn photo_id(raw: &str) -> Result<PhotoId, ApiError> {
+    Ok(PhotoId(parse_id(raw)?))
+}
+
+#[utoipa::path(post, path = "/api/register", tag = "auth", request_body = RegisterForm,
+    responses(
+        (status = 201, description = "Registered and signed in", body = AuthBody),
+        (status = 400, description = "`invalid_json`: malformed JSON", body = crate::error::ErrorBody),
+        (status = 409, description = "`username_taken`", body = crate::error::ErrorBody),
+        (status = 415, description = "`unsupported_content_type`", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_username`, `invalid_password`, `invalid_email`, `invalid_body`", body = crate::error::ErrorBody),
+        (status = 503, description = "`overloaded`: too many password hashes queued", body = crate::error::ErrorBody),
+    ))]
+pub async fn register<S: Store>(
+    app: Data<S>,
+    form: web::Json<RegisterForm>,
+) -> Result<HttpResponse, ApiError> {
+    let signed_in = app
+        .register(&form.username, &form.password, form.email.as_deref())
+        .await?;
+    Ok(HttpResponse::Created().json(AuthBody::from(signed_in)))
+}
+
+#[utoipa::path(post, path = "/api/login", tag = "auth", request_body = LoginForm,
+    responses(
+        (status = 200, description = "Signed in; a new token every time", body = AuthBody),
+        (status = 400, description = "`invalid_json`", body = crate::error::ErrorBody),
+        (status = 401, description = "`invalid_credentials` (also for an unknown user)", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_body`", body = crate::error::ErrorBody),
+        (status = 503, description = "`overloaded`", body = crate::error::ErrorBody),
+    ))]
+pub async fn login<S: Store>(app: Data<S>, form: web::Json<LoginForm>) -> Result<HttpResponse, ApiError> {
+    let signed_in = app.login(&form.username, &form.password).await?;
+    Ok(HttpResponse::Ok().json(AuthBody::from(signed_in)))
+}
+
+#[utoipa::path(post, path = "/api/logout", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "The token is revoked for every server"),
+        (status = 401, description = "`unauthorized`", body = crate::error::ErrorBody),
+    ))]
+pub async fn logout<S: Store>(app: Data<S>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let session = app.require_session(&req).await?;
+    app.logout(&session).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(get, path = "/api/me", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The signed-in user's profile", body = MyProfile),
+        (status = 401, description = "`unauthorized`", body = crate::error::ErrorBody),
+    ))]
+pub async fn me<S: Store>(app: Data<S>, req: HttpRequest) -> Result<web::Json<MyProfile>, ApiError> {
+    let session = app.require_session(&req).await?;
+    let profile = app.store.my_profile(session.user.user_id).await?;
+    Ok(web::Json(profile.ok_or_else(ApiError::unauthorized)?))
+}
+
+#[utoipa::path(get, path = "/api/users/{id}", tag = "users",
+    params(("id" = i64, Path, description = "User id")),
+    responses(
+        (status = 200, description = "Profile with counts", body = UserProfile),
+        (status = 400, description = "`invalid_id`", body = crate::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: a token was sent but is not valid", body = crate::error::ErrorBody),
+        (status = 404, description = "`not_found`", body = crate::error::ErrorBody),
+    ))]
+pub async fn get_user<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<web::Json<UserProfile>, ApiError> {
+    let id = user_id(&id)?;
+    let viewer = app.optional_session(&req).await?.map(|s| s.user.user_id);
+    let profile = app.store.user_profile(viewer, id).await?;
+    Ok(web::Json(profile.ok_or_else(|| ApiError::not_found("user"))?))
+}
+
+#[utoipa::path(post, path = "/api/users/{id}/follow", tag = "users", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "User to follow")),
+    responses(
+        (status = 200, description = "Following (idempotent)", body = FollowState),
+        (status = 400, description = "`invalid_id`", body = crate::error::ErrorBody),
+        (status = 401, description = "`unauthorized`", body = crate::error::ErrorBody),
+        (status = 404, description = "`not_found`", body = crate::error::ErrorBody),
+        (status = 422, description = "`cannot_follow_self`", body = crate::error::ErrorBody),
+    ))]
+pub async fn follow<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<web::Json<FollowState>, ApiError> {
+    set_follow(app, req, &id, true).await
+}
+
+#[utoipa::path(delete, path = "/api/users/{id}/follow", tag = "users", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "User to unfollow")),
+    responses(
+        (status = 200, description = "Not following (idempotent)", body = FollowState),
+        (status = 400, description = "`invalid_id`", body = crate::error::ErrorBody),
+        (status = 401, description = "`unauthorized`", body = crate::error::ErrorBody),
+        (status = 404, description = "`not_found`", body = crate::error::ErrorBody),
+        (status = 422, description = "`cannot_follow_self`", body = crate::error::ErrorBody),
+    ))]
+pub async fn unfollow<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<web::Json<FollowState>, ApiError> {
+    set_follow(app, req, &id, false).await
+}
+
+async fn set_follow<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+    id: &str,
+    on: bool,
+) -> Result<web::Json<FollowState>, ApiError> {
+    let followee = user_id(id)?;
+    let session = app.require_session(&req).await?;
+    Ok(web::Json(follow_user(&app, session.user.user_id, followee, on).await?))
+}
+
+/// Follow or unfollow, shared with the HTML pages.
+pub async fn follow_user<S: Store>(
+    app: &App<S>,
+    follower: UserId,
+    followee: UserId,
+    on: bool,
+) -> Result<FollowState, ApiError> {
+    if follower == followee {
+        return Err(ApiError::unprocessable(
+            "cannot_follow_self",
+            "you cannot follow yourself",
+        ));
+    }
+    match app.store.set_follow(follower, followee, on).await {
+        Err(StoreError::NotFound) => Err(ApiError::not_found("user")),
+        other => Ok(other?),
+    }
+}
+
+#[utoipa::path(get, path = "/api/users/{id}/photos", tag = "photos",
+    params(("id" = i64, Path, description = "User id"), PageParams),
+    responses(
+        (status = 200, description = "The user's photos, newest first", body = PhotoPage),
+        (status = 400, description = "`invalid_id`", body = crate::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: a token was sent but is not valid", body = crate::error::ErrorBody),
+        (status = 404, description = "`not_found`", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_limit`, `invalid_cursor`", body = crate::error::ErrorBody),
+    ))]
+pub async fn user_photos<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    params: web::Query<PageParams>,
+) -> Result<web::Json<PhotoPage>, ApiError> {
+    let owner = user_id(&id)?;
+    let page = params.parse()?;
+    let viewer = app.optional_session(&req).await?.map(|s| s.user.user_id);
+    let photos = app.store.user_photos(viewer, owner, page).await?;
+    Ok(web::Json(photos.ok_or_else(|| ApiError::not_found("user"))?))
+}
+
+/// The multipart body of `POST /api/photos`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// The image: JPEG, PNG, WebP or GIF, at most the configured size (5 MiB by default).
+    #[schema(value_type = String, format = Binary)]
+    photo: Vec<u8>,
+    /// Optional, at most 2,200 characters.
+    caption: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/photos", tag = "photos", security(("bearer" = [])),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored, re-encoded as JPEG", body = Photo),
+        (status = 400, description = "`missing_photo`, `invalid_multipart`", body = crate::error::ErrorBody),
+        (status = 401, description = "`unauthorized`", body = crate::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = crate::error::ErrorBody),
+        (status = 415, description = "`not_an_image`, `invalid_image`", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_caption`, `image_too_large` (over 8192 px a side)", body = crate::error::ErrorBody),
+    ))]
+pub async fn upload<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+    body: Multipart,
+) -> Result<HttpResponse, ApiError> {
+    let session = app.require_session(&req).await?;
+    let parts = read_upload(&req, body, app.settings.max_upload_bytes).await?;
+    let photo = app.upload(&session.user, parts).await?;
+    Ok(HttpResponse::Created().json(photo))
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("uploads are limited to {max} bytes"),
+    )
+}
+
+/// Reads a multipart upload, enforcing `max_bytes` while streaming (a
+/// declared Content-Length over the limit is refused before reading).
+pub async fn read_upload(
+    req: &HttpRequest,
+    mut body: Multipart,
+    max_bytes: usize,
+) -> Result<UploadParts, ApiError> {
+    const TEXT_FIELD_MAX: usize = 16 * 1024;
+    const ENVELOPE: usize = 64 * 1024; // boundaries, headers, caption
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max_bytes + ENVELOPE) {
+        return Err(too_large(max_bytes));
+    }
+    let bad = |e: actix_multipart::MultipartError| {
+        ApiError::bad_request("invalid_multipart", format!("send multipart/form-data: {e}"))
+    };
+    let mut parts = UploadParts::default();
+    while let Some(field) = body.next().await {
+        let mut field = field.map_err(bad)?;
+        let name = field.name().unwrap_or_default().to_owned();
+        let limit = if name == "photo" { max_bytes } else { TEXT_FIELD_MAX };
+        let mut buf = Vec::new();
+        while let Some(chunk) = field.next().await {
+            let chunk = chunk.map_err(bad)?;
+            if buf.len() + chunk.len() > limit {
+                return Err(if name == "photo" {
+                    too_large(max_bytes)
+                } else {
+                    ApiError::unprocessable("field_too_large", format!("field `{name}` is too large"))
+                });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        match name.as_str() {
+            "photo" => parts.photo = Some(buf),
+            "caption" | "csrf" => {
+                let text = String::from_utf8(buf).map_err(|_| {
+                    ApiError::unprocessable("invalid_caption", "text fields must be UTF-8")
+                })?;
+                if name == "caption" {
+                    parts.caption = Some(text);
+                } else {
+                    parts.csrf = Some(text);
+                }
+            }
+            _ => {} // unknown fields are read (bounded) and ignored
+        }
+    }
+    Ok(parts)
+}
+
+#[utoipa::path(get, path = "/api/photos/{id}", tag = "photos",
+    params(("id" = i64, Path, description = "Photo id")),
+    responses(
+        (status = 200, description = "The photo", body = Photo),
+        (status = 400, description = "`invalid_id`", body = crate::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: a token was sent but is not valid", body = crate::error::ErrorBody),
+        (status = 404, description = "`not_found`", body = crate::error::ErrorBody),
+    ))]
+pub async fn get_photo<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<web::Json<Photo>, ApiError> {
+    let id = photo_id(&id)?;
+    let viewer = app.optional_session(&req).await?.map(|s| s.user.user_id);
+    let photo = app.store.photo(viewer, id).await?;
+    Ok(web::Json(photo.ok_or_else(|| ApiError::not_found("photo"))?))
+}
+
+#[utoipa::path(post, path = "/api/photos/{id}/like", tag = "photos", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Photo id")),
+    responses(
+        (status = 200, description = "Liked (idempotent); the exact count", body = LikeState),
+        (status = 400, description = "`invalid_id`", body = crate::error::ErrorBody),
+        (status = 401, description = "`unauthorized`", body = crate::error::ErrorBody),
+        (status = 404, description = "`not_found`", body = crate::error::ErrorBody),
+    ))]
+pub async fn like<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<web::Json<LikeState>, ApiError> {
+    set_like(app, req, &id, true).await
+}
+
+#[utoipa::path(delete, path = "/api/photos/{id}/like", tag = "photos", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Photo id")),
+    responses(
+        (status = 200, description = "Not liked (idempotent); the exact count", body = LikeState),
+        (status = 400, description = "`invalid_id`", body = crate::error::ErrorBody),
+        (status = 401, description = "`unauthorized`", body = crate::error::ErrorBody),
+        (status = 404, description = "`not_found`", body = crate::error::ErrorBody),
+    ))]
+pub async fn unlike<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<web::Json<LikeState>, ApiError> {
+    set_like(app, req, &id, false).await
+}
+
+async fn set_like<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+    id: &str,
+    on: bool,
+) -> Result<web::Json<LikeState>, ApiError> {
+    let photo = photo_id(id)?;
+    let session = app.require_session(&req).await?;
+    Ok(web::Json(like_photo(&app, session.user.user_id, photo, on).await?))
+}
+
+/// Like or unlike, shared with the HTML pages.
+pub async fn like_photo<S: Store>(
+    app: &App<S>,
+    user: UserId,
+    photo: PhotoId,
+    on: bool,
+) -> Result<LikeState, ApiError> {
+    match app.store.set_like(user, photo, on).await {
+        Err(StoreError::NotFound) => Err(ApiError::not_found("photo")),
+        other => Ok(other?),
+    }
+}
+
+#[utoipa::path(get, path = "/api/feed", tag = "photos", security(("bearer" = [])), params(PageParams),
+    responses(
+        (status = 200, description = "Photos of followed users and your own, newest first", body = PhotoPage),
+        (status = 401, description = "`unauthorized`", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_limit`, `invalid_cursor`", body = crate::error::ErrorBody),
+    ))]
+pub async fn feed<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+    params: web::Query<PageParams>,
+) -> Result<web::Json<PhotoPage>, ApiError> {
+    let page = params.parse()?;
+    let session = app.require_session(&req).await?;
+    Ok(web::Json(app.store.feed(session.user.user_id, page).await?))
+}
+
+#[utoipa::path(get, path = "/api/explore", tag = "photos", params(PageParams),
+    responses(
+        (status = 200, description = "Everyone's photos, newest first", body = PhotoPage),
+        (status = 401, description = "`unauthorized`: a token was sent but is not valid", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_limit`, `invalid_cursor`", body = crate::error::ErrorBody),
+    ))]
+pub async fn explore<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+    params: web::Query<PageParams>,
+) -> Result<web::Json<PhotoPage>, ApiError> {
+    let page = params.parse()?;
+    let viewer = app.optional_session(&req).await?.map(|s| s.user.user_id);
+    Ok(web::Json(app.store.explore(viewer, page).await?))
+}
+
+#[utoipa::path(get, path = "/uploads/{name}", tag = "photos",
+    params(("name" = String, Path, description = "`<sha256>.jpg`, as in a photo's `url`")),
+    responses(
+        (status = 200, description = "JPEG bytes, cacheable for a year", content_type = "image/jpeg"),
+        (status = 404, description = "`not_found`", body = crate::error::ErrorBody),
+    ))]
+pub async fn uploaded_image<S: Store>(
+    app: Data<S>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if !images::is_stored_name(&name) {
+        return Err(ApiError::not_found("image"));
+    }
+    let path = app.uploads_dir.join(name.as_str());
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::not_found("image")),
+        Err(e) => return Err(ApiError::internal(&anyhow::Error::new(e).context("reading an upload"))),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("image/jpeg")
+        // Content-addressed: the bytes behind a name never change.
+        .insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
+        .insert_header((header::ETAG, format!("\"{}\"", &name[..64])))
+        .body(bytes))
+}
+
+#[utoipa::path(get, path = "/health", tag = "ops",
+    responses((status = 200, description = "The process is up", body = StatusBody)))]
+pub async fn health() -> web::Json<StatusBody> {
+    web::Json(StatusBody { status: "ok".into() })
+}
+
+#[utoipa::path(get, path = "/ready", tag = "ops",
+    responses(
+        (status = 200, description = "Storage answers", body = StatusBody),
+        (status = 503, description = "`not_ready`", body = crate::error::ErrorBody),
+    ))]
+pub async fn ready<S: Store>(app: Data<S>) -> Result<web::Json<StatusBody>, ApiError> {
+    match app.store.ping().await {
+        Ok(()) => Ok(web::Json(StatusBody { status: "ready".into() })),
+        Err(e) => {
+            tracing::warn!(error = ?e, "readiness check failed");
+            Err(ApiError::unavailable("not_ready", "storage does not answer"))
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/openapi.json", tag = "ops",
+    responses((status = 200, description = "This document", content_type = "application/json")))]
+pub async fn openapi() -> HttpResponse {
+    use utoipa::OpenApi;
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

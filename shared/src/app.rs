@@ -1,0 +1,243 @@
+//! The application state shared by every handler, and the use cases that
+//! both the JSON API and the HTML pages run (register, login, upload...).
+
+use actix_web::HttpRequest;
+use actix_web::http::header;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::auth::{self, Hasher};
+use crate::domain::{Caption, Email, Password, Username};
+use crate::error::ApiError;
+use crate::images::{self, ImageError};
+use crate::store::{NewPhoto, NewSession, NewUser, Photo, SessionUser, Store};
+use crate::timing;
+
+/// Knobs of the app that are the same for both stages.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest accepted upload body, in bytes.
+    pub max_upload_bytes: usize,
+    /// Set the `Secure` attribute on the session cookie (serve over TLS).
+    pub cookie_secure: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 5 * 1024 * 1024,
+            cookie_secure: false,
+        }
+    }
+}
+
+/// Everything a handler needs. Wrapped in `web::Data` (an `Arc`) once.
+pub struct App<S> {
+    pub store: S,
+    pub hasher: Hasher,
+    /// Where uploaded images live; served under `/uploads/`.
+    pub uploads_dir: PathBuf,
+    pub settings: Settings,
+}
+
+/// A signed-in user and the token they presented.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user: SessionUser,
+    pub token: String,
+}
+
+/// What register and login hand back.
+pub struct SignedIn {
+    pub token: String,
+    pub user: SessionUser,
+}
+
+/// The raw parts of an upload form, before validation.
+#[derive(Default)]
+pub struct UploadParts {
+    pub photo: Option<Vec<u8>>,
+    pub caption: Option<String>,
+    /// The anti-CSRF field of the HTML upload form (ignored by the API).
+    pub csrf: Option<String>,
+}
+
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The bearer token of a request, if it sent one.
+pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl<S: Store> App<S> {
+    /// Who owns `token`: `None` for a malformed, unknown, expired or revoked one.
+    pub async fn session_for(&self, token: &str) -> Result<Option<Session>, ApiError> {
+        if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let user = self.store.session_user(auth::token_hash(token)).await?;
+        Ok(user.map(|user| Session {
+            user,
+            token: token.to_owned(),
+        }))
+    }
+
+    /// The API's caller: 401 without a valid bearer token.
+    pub async fn require_session(&self, req: &HttpRequest) -> Result<Session, ApiError> {
+        let token = bearer_token(req).ok_or_else(ApiError::unauthorized)?;
+        self.session_for(token)
+            .await?
+            .ok_or_else(ApiError::unauthorized)
+    }
+
+    /// The API's caller where signing in is optional; a token that is sent
+    /// must still be valid (401 otherwise), so a client learns it expired.
+    pub async fn optional_session(&self, req: &HttpRequest) -> Result<Option<Session>, ApiError> {
+        match bearer_token(req) {
+            None => Ok(None),
+            Some(token) => Ok(Some(
+                self.session_for(token)
+                    .await?
+                    .ok_or_else(ApiError::unauthorized)?,
+            )),
+        }
+    }
+
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+        email: Option<&str>,
+    ) -> Result<SignedIn, ApiError> {
+        let username = Username::parse(username)?;
+        let password = Password::parse(password)?;
+        let email = email
+            .filter(|e| !e.is_empty())
+            .map(Email::parse)
+            .transpose()?;
+        let password_hash = self.hasher.hash(password).await?;
+        let user_id = self
+            .store
+            .create_user(NewUser {
+                username: username.clone(),
+                email,
+                password_hash,
+            })
+            .await?;
+        self.start_session(SessionUser { user_id, username }).await
+    }
+
+    /// Same answer and (one Argon2 verify) the same cost whether the user is
+    /// unknown or the password is wrong.
+    pub async fn login(&self, username: &str, password: &str) -> Result<SignedIn, ApiError> {
+        let password = Password::for_login(password)?;
+        let credentials = match Username::parse(username) {
+            Ok(name) => self.store.credentials_for(name.as_str()).await?,
+            Err(_) => None,
+        };
+        let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
+        let ok = self.hasher.verify(password, stored_hash).await?;
+        match credentials {
+            Some(c) if ok => {
+                self.start_session(SessionUser {
+                    user_id: c.user_id,
+                    username: c.username,
+                })
+                .await
+            }
+            _ => Err(ApiError::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "wrong username or password",
+            )),
+        }
+    }
+
+    async fn start_session(&self, user: SessionUser) -> Result<SignedIn, ApiError> {
+        let token = auth::new_token();
+        self.store
+            .create_session(NewSession {
+                token_hash: auth::token_hash(&token),
+                user_id: user.user_id,
+                expires_at: now_secs() + auth::SESSION_TTL.as_secs() as i64,
+            })
+            .await?;
+        Ok(SignedIn { token, user })
+    }
+
+    pub async fn logout(&self, session: &Session) -> Result<(), ApiError> {
+        self.store
+            .revoke_session(auth::token_hash(&session.token))
+            .await?;
+        Ok(())
+    }
+
+    /// Validates, re-encodes and stores a photo, then records it.
+    pub async fn upload(&self, user: &SessionUser, parts: UploadParts) -> Result<Photo, ApiError> {
+        let caption = Caption::parse(parts.caption.as_deref().unwrap_or(""))?;
+        let bytes = parts.photo.ok_or_else(|| {
+            ApiError::bad_request("missing_photo", "send the image in a multipart field named `photo`")
+        })?;
+        if bytes.is_empty() {
+            return Err(image_error(ImageError::NotAnImage));
+        }
+        let dir = self.uploads_dir.clone();
+        let started = Instant::now();
+        let processed = actix_web::web::block(move || {
+            let processed = images::process(&bytes)?;
+            images::store_file(&dir, &processed).map_err(|e| {
+                anyhow::Error::new(e).context("writing the uploaded image to disk")
+            })?;
+            Ok::<_, UploadFailure>(processed)
+        })
+        .await
+        .map_err(|e| ApiError::internal(&anyhow::anyhow!("image worker failed: {e}")))?
+        .map_err(|e| match e {
+            UploadFailure::Image(e) => image_error(e),
+            UploadFailure::Io(e) => ApiError::internal(&e),
+        })?;
+        timing::record(timing::Phase::Image, started.elapsed());
+        Ok(self
+            .store
+            .insert_photo(NewPhoto {
+                user_id: user.user_id,
+                caption,
+                file_name: processed.file_name,
+                width: processed.width,
+                height: processed.height,
+            })
+            .await?)
+    }
+}
+
+enum UploadFailure {
+    Image(ImageError),
+    Io(anyhow::Error),
+}
+
+impl From<ImageError> for UploadFailure {
+    fn from(e: ImageError) -> Self {
+        Self::Image(e)
+    }
+}
+
+impl From<anyhow::Error> for UploadFailure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+pub fn image_error(e: ImageError) -> ApiError {
+    let status = match e {
+        ImageError::TooLarge => actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+        _ => actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    };
+    ApiError::new(status, e.code(), e.to_string())
+}

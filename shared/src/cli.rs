@@ -1,0 +1,55 @@
+//! Command-line pieces both stages share: app flags and logging.
+
+use std::path::PathBuf;
+
+use crate::app::Settings;
+use crate::auth::Hasher;
+
+/// Flags of the app itself (the same for both stages).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AppArgs {
+    /// Largest accepted upload, in bytes (checked while the body streams in).
+    #[arg(long, env = "MINIGRAM_MAX_UPLOAD_BYTES", default_value_t = 5 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
+    /// Password hashes that may run at once (default: one per core).
+    #[arg(long, env = "MINIGRAM_HASH_CONCURRENCY")]
+    pub hash_concurrency: Option<usize>,
+    /// Sign-ins that may wait for a hashing slot before new ones get a 503.
+    #[arg(long, env = "MINIGRAM_HASH_QUEUE", default_value_t = 256)]
+    pub hash_queue: usize,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "MINIGRAM_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+    /// Mark the session cookie Secure (set when serving over TLS).
+    #[arg(long, env = "MINIGRAM_COOKIE_SECURE")]
+    pub cookie_secure: bool,
+}
+
+impl AppArgs {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            max_upload_bytes: self.max_upload_bytes,
+            cookie_secure: self.cookie_secure,
+        }
+    }
+
+    pub fn hasher(&self) -> anyhow::Result<Hasher> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Hasher::new(self.hash_concurrency.unwrap_or(cores), self.hash_queue)
+    }
+}
+
+/// Where a stage keeps uploads under its data directory.
+pub fn uploads_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("uploads")
+}
+
+/// Human-readable logs on stderr; `RUST_LOG` overrides the level.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,actix_server=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,200 @@
+//! Photo processing: nothing a client says about a file is trusted.
+//!
+//! The bytes must decode as JPEG, PNG, WebP or GIF (sniffed from content,
+//! not from the filename or Content-Type), within dimension and memory
+//! limits. The image is then downscaled to at most [`MAX_EDGE`] pixels on
+//! its long side and re-encoded as a JPEG, which drops anything hidden in
+//! the original file (metadata, scripts in polyglot files, extra frames).
+//! The stored name is the SHA-256 of the re-encoded bytes, so equal photos
+//! share one file and a name can never contain a path.
+
+use image::{DynamicImage, ImageFormat, ImageReader, Limits};
+use sha2::{Digest, Sha256};
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+
+/// Longest edge of a stored photo, in pixels.
+pub const MAX_EDGE: u32 = 1080;
+/// Largest input accepted, in pixels per edge.
+pub const MAX_INPUT_EDGE: u32 = 8192;
+/// Decoder memory bound (bytes): a "decompression bomb" fails, not the server.
+pub const MAX_DECODE_ALLOC: u64 = 256 * 1024 * 1024;
+const JPEG_QUALITY: u8 = 85;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ImageError {
+    #[error("the file is not a JPEG, PNG, WebP or GIF image")]
+    NotAnImage,
+    #[error("the image is damaged or truncated")]
+    Corrupt,
+    #[error("the image is larger than 8192 pixels on a side")]
+    TooLarge,
+}
+
+impl ImageError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotAnImage => "not_an_image",
+            Self::Corrupt => "invalid_image",
+            Self::TooLarge => "image_too_large",
+        }
+    }
+}
+
+/// A re-encoded photo ready to be stored.
+#[derive(Debug, Clone)]
+pub struct ProcessedImage {
+    pub jpeg: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    /// `<sha256 hex>.jpg`
+    pub file_name: String,
+}
+
+/// Decodes, bounds, downscales and re-encodes. CPU-heavy: run it on a
+/// blocking thread.
+pub fn process(bytes: &[u8]) -> Result<ProcessedImage, ImageError> {
+    let format = image::guess_format(bytes).map_err(|_| ImageError::NotAnImage)?;
+    if !matches!(
+        format,
+        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif
+    ) {
+        return Err(ImageError::NotAnImage);
+    }
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_INPUT_EDGE);
+    limits.max_image_height = Some(MAX_INPUT_EDGE);
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    reader.limits(limits);
+    let decoded = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => ImageError::TooLarge,
+        _ => ImageError::Corrupt,
+    })?;
+    if decoded.width() == 0 || decoded.height() == 0 {
+        return Err(ImageError::Corrupt);
+    }
+    Ok(encode(&shrink(decoded)))
+}
+
+fn shrink(img: DynamicImage) -> DynamicImage {
+    if img.width().max(img.height()) <= MAX_EDGE {
+        img
+    } else {
+        // `thumbnail` is a fast box-filter downscale that keeps the aspect ratio.
+        img.thumbnail(MAX_EDGE, MAX_EDGE)
+    }
+}
+
+/// Encodes as JPEG and names the result by its content hash.
+pub fn encode(img: &DynamicImage) -> ProcessedImage {
+    let rgb = img.to_rgb8();
+    let mut jpeg = Vec::with_capacity(32 * 1024);
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY)
+        .encode_image(&rgb)
+        .expect("encoding an RGB8 buffer into memory cannot fail");
+    let file_name = format!("{}.jpg", hex::encode(Sha256::digest(&jpeg)));
+    ProcessedImage {
+        width: rgb.width(),
+        height: rgb.height(),
+        jpeg,
+        file_name,
+    }
+}
+
+/// Is `name` one we made (`<64 hex>.jpg`)? Anything else is not served.
+pub fn is_stored_name(name: &str) -> bool {
+    name.len() == 68
+        && name.ends_with(".jpg")
+        && name[..64].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Writes the image durably: to a temporary file, fsync, rename, fsync the
+/// directory. A photo row is only committed after this returns, so an
+/// acknowledged upload survives a crash with its file.
+pub fn store_file(dir: &Path, image: &ProcessedImage) -> std::io::Result<PathBuf> {
+    let path = dir.join(&image.file_name);
+    if path.exists() {
+        return Ok(path); // content-addressed: same name, same bytes
+    }
+    let tmp = dir.join(format!(".{}.{}.tmp", image.file_name, std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&image.jpeg)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(path)
+}
+
+/// A generated picture for seeding and tests: a colour gradient with a few
+/// bands, deterministic in `seed`.
+pub fn generated(seed: u64, width: u32, height: u32) -> DynamicImage {
+    let r0 = (seed.wrapping_mul(97) % 256) as u8;
+    let g0 = (seed.wrapping_mul(57) % 256) as u8;
+    let b0 = (seed.wrapping_mul(31) % 256) as u8;
+    let bands = 2 + (seed % 5) as u32;
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        let band = (x * bands / width.max(1)) as u8;
+        image::Rgb([
+            r0.wrapping_add((x * 255 / width.max(1)) as u8),
+            g0.wrapping_add((y * 255 / height.max(1)) as u8),
+            b0.wrapping_add(band.wrapping_mul(40)),
+        ])
+    });
+    DynamicImage::ImageRgb8(img)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        generated(7, w, h)
+            .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn png_is_reencoded_as_jpeg() {
+        let p = process(&png(40, 30)).unwrap();
+        assert_eq!((p.width, p.height), (40, 30));
+        assert_eq!(&p.jpeg[..3], &[0xFF, 0xD8, 0xFF]);
+        assert!(is_stored_name(&p.file_name));
+    }
+
+    #[test]
+    fn big_images_are_downscaled_keeping_aspect() {
+        let p = process(&png(2160, 1080)).unwrap();
+        assert_eq!((p.width, p.height), (1080, 540));
+    }
+
+    #[test]
+    fn rejects_text_truncated_and_empty() {
+        assert_eq!(process(b"hello, I am a text file").unwrap_err(), ImageError::NotAnImage);
+        assert_eq!(process(b"").unwrap_err(), ImageError::NotAnImage);
+        let full = png(64, 64);
+        assert_eq!(process(&full[..full.len() / 2]).unwrap_err(), ImageError::Corrupt);
+    }
+
+    #[test]
+    fn rejects_huge_dimensions_without_allocating_them() {
+        // A valid PNG header claiming 100000 x 100000 pixels.
+        let mut bomb = png(1, 1);
+        bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let err = process(&bomb).unwrap_err();
+        assert!(matches!(err, ImageError::TooLarge | ImageError::Corrupt), "{err:?}");
+    }
+
+    #[test]
+    fn stored_names_are_strict() {
+        assert!(is_stored_name(&format!("{}.jpg", "a".repeat(64))));
+        assert!(!is_stored_name("../etc/passwd"));
+        assert!(!is_stored_name(&format!("{}.png", "a".repeat(64))));
+        assert!(!is_stored_name(&format!("{}.jpg", "A".repeat(64))));
+    }
+}

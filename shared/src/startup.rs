@@ -1,0 +1,62 @@
+//! Builds the HTTP server around an [`App`]. Tests start it on port 0.
+
+use actix_web::dev::Server;
+use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_web::{App as ActixApp, HttpServer, web};
+use anyhow::Context;
+use std::net::TcpListener;
+
+use crate::app::App;
+use crate::error::{json_error, query_error};
+use crate::store::Store;
+use crate::{api, pages, timing};
+
+/// A bound, not yet running server.
+pub struct Application {
+    server: Server,
+    port: u16,
+}
+
+impl Application {
+    /// Binds `listen` (e.g. `127.0.0.1:0`) and builds the server with
+    /// `workers` async workers (0: one per core).
+    pub fn build<S: Store>(app: App<S>, listen: &str, workers: usize) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(listen)
+            .with_context(|| format!("cannot listen on {listen}: is another server using it?"))?;
+        let port = listener.local_addr()?.port();
+        let data = web::Data::new(app);
+        let mut server = HttpServer::new(move || {
+            ActixApp::new()
+                .app_data(data.clone())
+                .app_data(web::JsonConfig::default().limit(64 * 1024).error_handler(|e, _| json_error(e).into()))
+                .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
+                .app_data(web::FormConfig::default().limit(64 * 1024))
+                .wrap(from_fn(timing::server_timing))
+                .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
+                .configure(api::configure::<S>)
+                .configure(pages::configure::<S>)
+                .default_service(web::to(api::not_found))
+        })
+        .listen(listener)?;
+        if workers > 0 {
+            server = server.workers(workers);
+        }
+        Ok(Self {
+            server: server.shutdown_timeout(5).run(),
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server gracefully.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

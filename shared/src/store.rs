@@ -1,0 +1,305 @@
+//! The seam between the app and a stage's storage: a use-case-shaped trait.
+//!
+//! Each method is one thing Minigram does ("like this photo", "read this
+//! feed page"), not generic CRUD, so each backend can answer it the way its
+//! engine is best at (one SQLite transaction, one Postgres round trip, a
+//! Redis cache in front). Handlers are generic over `S: Store`; a stage's
+//! `main` picks the implementation.
+//!
+//! Sessions are part of the trait because every request needs them and the
+//! stages differ on purpose here: stage 1 keeps them in its SQLite file,
+//! stage 2 in Redis so that any process can serve any user.
+
+use crate::domain::{Caption, Email, PageQuery, PhotoId, UserId, Username};
+use serde::Serialize;
+use std::future::Future;
+use utoipa::ToSchema;
+
+/// Why a storage call failed, in the terms a handler needs to answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique username already exists (case-insensitively).
+    #[error("username is taken")]
+    UsernameTaken,
+    /// The user or photo named by the call does not exist.
+    #[error("not found")]
+    NotFound,
+    /// Storage is there but cannot take more work right now (lock or pool
+    /// timeout, server restarting): the client should retry shortly (503).
+    #[error("storage is busy or unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A user to create; the password is already hashed.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: Username,
+    pub email: Option<Email>,
+    pub password_hash: String,
+}
+
+/// What login needs to check a password.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user_id: UserId,
+    pub username: Username,
+    pub password_hash: String,
+}
+
+/// The user a session token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionUser {
+    pub user_id: UserId,
+    pub username: Username,
+}
+
+/// A session to store: the SHA-256 of the token (the token itself is never
+/// stored), its owner and when it stops working (unix seconds).
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub token_hash: [u8; 32],
+    pub user_id: UserId,
+    pub expires_at: i64,
+}
+
+/// A user's public profile with counts, as seen by `viewer`.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserProfile {
+    #[schema(value_type = i64)]
+    pub id: UserId,
+    #[schema(value_type = String)]
+    pub username: Username,
+    /// How many users follow this user.
+    pub followers: i64,
+    /// How many users this user follows.
+    pub following: i64,
+    /// How many photos this user posted.
+    pub photos: i64,
+    /// Whether the viewer follows this user (false when anonymous).
+    pub followed_by_me: bool,
+}
+
+/// The signed-in user's own profile: the public one plus private fields.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MyProfile {
+    #[serde(flatten)]
+    pub profile: UserProfile,
+    #[schema(value_type = Option<String>)]
+    pub email: Option<Email>,
+}
+
+/// A photo row to insert; the image file is already stored under `file_name`.
+#[derive(Debug, Clone)]
+pub struct NewPhoto {
+    pub user_id: UserId,
+    pub caption: Caption,
+    pub file_name: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// A photo as the API shows it; `url` is derived from the file name.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Photo {
+    #[schema(value_type = i64)]
+    pub id: PhotoId,
+    #[schema(value_type = i64)]
+    pub user_id: UserId,
+    pub username: String,
+    pub caption: String,
+    /// Where the image bytes are served, e.g. `/uploads/<sha256>.jpg`.
+    pub url: String,
+    pub width: u32,
+    pub height: u32,
+    /// Unix time in milliseconds.
+    pub created_at: i64,
+    pub like_count: i64,
+    /// Whether the viewer likes this photo (false when anonymous).
+    pub liked_by_me: bool,
+}
+
+impl Photo {
+    pub fn url_for(file_name: &str) -> String {
+        format!("/uploads/{file_name}")
+    }
+}
+
+/// One page of photos, newest first, and the cursor of the next page.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PhotoPage {
+    pub photos: Vec<Photo>,
+    /// Pass as `before` to get the next page; null on the last page.
+    pub next: Option<String>,
+}
+
+impl PhotoPage {
+    /// Builds a page from up to `limit + 1` rows: the extra row, if present,
+    /// only proves that a next page exists.
+    pub fn from_rows(mut rows: Vec<Photo>, query: PageQuery) -> Self {
+        let limit = query.limit.get() as usize;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = if more {
+            rows.last().map(|p| p.id.0.to_string())
+        } else {
+            None
+        };
+        Self { photos: rows, next }
+    }
+}
+
+/// The state after a follow or unfollow.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowState {
+    /// Whether the viewer now follows the user.
+    pub following: bool,
+    /// The followed user's follower count.
+    pub followers: i64,
+}
+
+/// The state after a like or unlike.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LikeState {
+    pub liked: bool,
+    pub like_count: i64,
+}
+
+/// A generated dataset to load in bulk (see `seed`). Rows reference users
+/// and photos by their position in these vectors (0-based), and storage
+/// assigns ids in that order: user `i` gets id `i + 1` in an empty store.
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    pub users: Vec<SeedUser>,
+    pub photos: Vec<SeedPhoto>,
+    /// (follower index, followee index), no duplicates, no self-follows.
+    pub follows: Vec<(usize, usize)>,
+    /// (user index, photo index), no duplicates.
+    pub likes: Vec<(usize, usize)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SeedUser {
+    pub username: String,
+    pub email: Option<String>,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+/// Seed photos are ordered by `created_at`, oldest first.
+#[derive(Debug, Clone)]
+pub struct SeedPhoto {
+    pub user: usize,
+    pub caption: String,
+    pub file_name: String,
+    pub width: u32,
+    pub height: u32,
+    pub created_at: i64,
+}
+
+/// What an import wrote, for the seed command's summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub users: u64,
+    pub photos: u64,
+    pub follows: u64,
+    pub likes: u64,
+}
+
+/// Everything Minigram asks of its storage. Every method is one use case and
+/// one atomic step: counts returned are those committed by the same call.
+pub trait Store: Clone + Send + Sync + 'static {
+    /// Whether storage answers at all (for `/ready`).
+    fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// True when there are no users yet (the demo dataset is loaded then).
+    fn is_empty(&self) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Creates a user; `UsernameTaken` if the name exists in any case.
+    fn create_user(&self, user: NewUser) -> impl Future<Output = StoreResult<UserId>> + Send;
+
+    /// The password hash of `username` (case-insensitive), if it exists.
+    fn credentials_for(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = StoreResult<Option<Credentials>>> + Send;
+
+    fn create_session(&self, session: NewSession) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// The owner of an unexpired session, if any.
+    fn session_user(
+        &self,
+        token_hash: [u8; 32],
+    ) -> impl Future<Output = StoreResult<Option<SessionUser>>> + Send;
+
+    /// Revokes a session; false if it did not exist.
+    fn revoke_session(&self, token_hash: [u8; 32])
+    -> impl Future<Output = StoreResult<bool>> + Send;
+
+    fn user_profile(
+        &self,
+        viewer: Option<UserId>,
+        user: UserId,
+    ) -> impl Future<Output = StoreResult<Option<UserProfile>>> + Send;
+
+    fn my_profile(&self, me: UserId) -> impl Future<Output = StoreResult<Option<MyProfile>>> + Send;
+
+    /// Follows (`on`) or unfollows `followee`; idempotent. `NotFound` if the
+    /// followee does not exist. Self-follows are rejected before this call.
+    fn set_follow(
+        &self,
+        follower: UserId,
+        followee: UserId,
+        on: bool,
+    ) -> impl Future<Output = StoreResult<FollowState>> + Send;
+
+    fn insert_photo(&self, photo: NewPhoto) -> impl Future<Output = StoreResult<Photo>> + Send;
+
+    fn photo(
+        &self,
+        viewer: Option<UserId>,
+        photo: PhotoId,
+    ) -> impl Future<Output = StoreResult<Option<Photo>>> + Send;
+
+    /// Likes (`on`) or unlikes a photo; idempotent; the count is exact.
+    fn set_like(
+        &self,
+        user: UserId,
+        photo: PhotoId,
+        on: bool,
+    ) -> impl Future<Output = StoreResult<LikeState>> + Send;
+
+    /// Photos of the users `viewer` follows and the viewer's own, newest first.
+    fn feed(
+        &self,
+        viewer: UserId,
+        page: PageQuery,
+    ) -> impl Future<Output = StoreResult<PhotoPage>> + Send;
+
+    /// Everyone's photos, newest first.
+    fn explore(
+        &self,
+        viewer: Option<UserId>,
+        page: PageQuery,
+    ) -> impl Future<Output = StoreResult<PhotoPage>> + Send;
+
+    /// One user's photos, newest first; `None` if the user does not exist.
+    fn user_photos(
+        &self,
+        viewer: Option<UserId>,
+        owner: UserId,
+        page: PageQuery,
+    ) -> impl Future<Output = StoreResult<Option<PhotoPage>>> + Send;
+
+    /// Loads a generated dataset in bulk (one transaction or COPY).
+    fn import(&self, data: Dataset) -> impl Future<Output = StoreResult<ImportSummary>> + Send;
+}

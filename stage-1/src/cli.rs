@@ -1,0 +1,153 @@
+//! Stage 1's command line: `serve` (the default) and `seed`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use minigram::cli::{AppArgs, uploads_dir};
+use minigram::seed::{self, SeedArgs};
+use minigram::{App, Application, Store};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::store::{JournalMode, SqliteConfig, SqliteStore, Synchronous, database_path};
+
+const EXAMPLES: &str = "Examples:
+  stage-1                                   serve on 127.0.0.1:8080 with ./data/stage-1
+  stage-1 --listen 0.0.0.0:9000 --data-dir /tmp/mg
+  stage-1 --journal-mode delete --synchronous full   the slow, classic rollback journal
+  stage-1 seed --users 10000 --photos 100000 --follows-per-user 50 --likes 200000";
+
+#[derive(Debug, Parser)]
+#[command(name = "stage-1", version, about = "Minigram stage 1: one process, one SQLite file, photos on disk",
+    after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve Minigram over HTTP (the default).
+    Serve(ServeArgs),
+    /// Fill an empty data directory with a generated dataset.
+    Seed(SeedCommand),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MINIGRAM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SeedCommand {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+}
+
+/// Where and how stage 1 stores data. The defaults keep every acknowledged
+/// write through a crash or a power loss; see README for the trade-offs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StorageArgs {
+    /// Directory of the SQLite file (minigram.sqlite3) and uploads/.
+    #[arg(long, env = "MINIGRAM_DATA_DIR", default_value = "./data/stage-1")]
+    pub data_dir: PathBuf,
+    /// SQLite journal: wal (readers and the writer run in parallel) or
+    /// delete (rollback journal, several fsyncs per commit).
+    #[arg(long, env = "MINIGRAM_SQLITE_JOURNAL", value_enum, default_value = "wal")]
+    pub journal_mode: JournalMode,
+    /// SQLite synchronous level: full (survives power loss), normal (WAL:
+    /// survives an app crash, may lose the last commits on power loss), off.
+    #[arg(long, env = "MINIGRAM_SQLITE_SYNCHRONOUS", value_enum, default_value = "full")]
+    pub synchronous: Synchronous,
+    /// How long a SQLite connection waits for a lock before answering 503.
+    #[arg(long, env = "MINIGRAM_SQLITE_BUSY_TIMEOUT_MS", default_value_t = 5000)]
+    pub busy_timeout_ms: u64,
+    /// Read connections (concurrent reads) at most.
+    #[arg(long, env = "MINIGRAM_SQLITE_READERS", default_value_t = 8)]
+    pub readers: usize,
+}
+
+impl StorageArgs {
+    pub fn config(&self) -> SqliteConfig {
+        SqliteConfig {
+            path: database_path(&self.data_dir),
+            journal_mode: self.journal_mode,
+            synchronous: self.synchronous,
+            busy_timeout: Duration::from_millis(self.busy_timeout_ms),
+            max_readers: self.readers,
+        }
+    }
+
+    pub fn open(&self) -> anyhow::Result<SqliteStore> {
+        let store = SqliteStore::open(self.config())?;
+        std::fs::create_dir_all(uploads_dir(&self.data_dir))
+            .with_context(|| format!("cannot create {}", uploads_dir(&self.data_dir).display()))?;
+        Ok(store)
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Seed(args)) => seed_command(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = args.storage.open()?;
+    let uploads = uploads_dir(&args.storage.data_dir);
+    if store.is_empty().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+        eprintln!("empty database: loading the demo dataset");
+        seed::run(&store, &uploads, &SeedArgs::DEMO).await?;
+    }
+    let app = App {
+        store,
+        hasher: args.app.hasher()?,
+        uploads_dir: uploads,
+        settings: args.app.settings(),
+    };
+    let server = Application::build(app, &args.listen, args.app.workers)?;
+    let url = format!("http://{}", local_url(&args.listen, server.port()));
+    eprintln!(
+        "Minigram stage 1 on {url}  (data: {}, journal {:?}, synchronous {:?})",
+        args.storage.data_dir.display(),
+        args.storage.journal_mode,
+        args.storage.synchronous
+    );
+    eprintln!("  demo login: {}   API docs: {url}/api/openapi.json", seed::demo_login());
+    server.run_until_stopped().await?;
+    Ok(())
+}
+
+fn local_url(listen: &str, port: u16) -> String {
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    let host = if host == "0.0.0.0" || host.is_empty() { "127.0.0.1" } else { host };
+    format!("{host}:{port}")
+}
+
+async fn seed_command(args: SeedCommand) -> anyhow::Result<()> {
+    let store = args.storage.open()?;
+    if !store.is_empty().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+        anyhow::bail!(
+            "{} already has users: seed into a new --data-dir (or delete this one)",
+            args.storage.data_dir.display()
+        );
+    }
+    seed::run(&store, &uploads_dir(&args.storage.data_dir), &args.seed).await?;
+    eprintln!(
+        "wrote {} and {}",
+        database_path(&args.storage.data_dir).display(),
+        uploads_dir(&args.storage.data_dir).display()
+    );
+    Ok(())
+}
