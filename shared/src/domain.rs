@@ -47,7 +47,7 @@ pub struct PhotoId(pub i64);
 /// Anything else (letters, signs, overflow, empty) is `invalid_id`.
 pub fn parse_id(raw: &str) -> Result<i64, Invalid> {
     let invalid = || Invalid::new("invalid_id", "ids are positive integers");
-    if raw.is_empty() || raw.len() > 19 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid());
     }
     match raw.parse::<i64>() {

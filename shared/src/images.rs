@@ -188,6 +188,8 @@ mod tests {
         bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
         let err = process(&bomb).unwrap_err();
         assert!(matches!(err, ImageError::TooLarge | ImageError::Corrupt), "{err:?}");
+        // A genuine PNG 9000 pixels wide.
+        assert_eq!(process(&png(9000, 2)).unwrap_err(), ImageError::TooLarge);
     }
 
     #[test]
