@@ -16,7 +16,9 @@ use crate::domain::{PageQuery, PhotoId, UserId, parse_id};
 use crate::error::ApiError;
 use crate::images;
 use crate::openapi::ApiDoc;
-use crate::store::{FollowState, LikeState, MyProfile, Photo, PhotoPage, Store, StoreError, UserProfile};
+use crate::store::{
+    FollowState, LikeState, MyProfile, Photo, PhotoPage, Store, StoreError, UserProfile,
+};
 
 type Data<S> = web::Data<App<S>>;
 
@@ -113,7 +115,10 @@ pub struct PageParams {
 
 impl PageParams {
     fn parse(&self) -> Result<PageQuery, ApiError> {
-        Ok(PageQuery::parse(self.limit.as_deref(), self.before.as_deref())?)
+        Ok(PageQuery::parse(
+            self.limit.as_deref(),
+            self.before.as_deref(),
+        )?)
     }
 }
 
@@ -157,7 +162,10 @@ pub async fn register<S: Store>(
         (status = 422, description = "`invalid_body`", body = crate::error::ErrorBody),
         (status = 503, description = "`overloaded`", body = crate::error::ErrorBody),
     ))]
-pub async fn login<S: Store>(app: Data<S>, form: web::Json<LoginForm>) -> Result<HttpResponse, ApiError> {
+pub async fn login<S: Store>(
+    app: Data<S>,
+    form: web::Json<LoginForm>,
+) -> Result<HttpResponse, ApiError> {
     let signed_in = app.login(&form.username, &form.password).await?;
     Ok(HttpResponse::Ok().json(AuthBody::from(signed_in)))
 }
@@ -178,7 +186,10 @@ pub async fn logout<S: Store>(app: Data<S>, req: HttpRequest) -> Result<HttpResp
         (status = 200, description = "The signed-in user's profile", body = MyProfile),
         (status = 401, description = "`unauthorized`", body = crate::error::ErrorBody),
     ))]
-pub async fn me<S: Store>(app: Data<S>, req: HttpRequest) -> Result<web::Json<MyProfile>, ApiError> {
+pub async fn me<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+) -> Result<web::Json<MyProfile>, ApiError> {
     let session = app.require_session(&req).await?;
     let profile = app.store.my_profile(session.user.user_id).await?;
     Ok(web::Json(profile.ok_or_else(ApiError::unauthorized)?))
@@ -200,7 +211,9 @@ pub async fn get_user<S: Store>(
     let id = user_id(&id)?;
     let viewer = app.optional_session(&req).await?.map(|s| s.user.user_id);
     let profile = app.store.user_profile(viewer, id).await?;
-    Ok(web::Json(profile.ok_or_else(|| ApiError::not_found("user"))?))
+    Ok(web::Json(
+        profile.ok_or_else(|| ApiError::not_found("user"))?,
+    ))
 }
 
 #[utoipa::path(post, path = "/api/users/{id}/follow", tag = "users", security(("bearer" = [])),
@@ -245,7 +258,9 @@ async fn set_follow<S: Store>(
 ) -> Result<web::Json<FollowState>, ApiError> {
     let followee = user_id(id)?;
     let session = app.require_session(&req).await?;
-    Ok(web::Json(follow_user(&app, session.user.user_id, followee, on).await?))
+    Ok(web::Json(
+        follow_user(&app, session.user.user_id, followee, on).await?,
+    ))
 }
 
 /// Follow or unfollow, shared with the HTML pages.
@@ -286,7 +301,9 @@ pub async fn user_photos<S: Store>(
     let page = params.parse()?;
     let viewer = app.optional_session(&req).await?.map(|s| s.user.user_id);
     let photos = app.store.user_photos(viewer, owner, page).await?;
-    Ok(web::Json(photos.ok_or_else(|| ApiError::not_found("user"))?))
+    Ok(web::Json(
+        photos.ok_or_else(|| ApiError::not_found("user"))?,
+    ))
 }
 
 /// The multipart body of `POST /api/photos`.
@@ -347,13 +364,20 @@ pub async fn read_upload(
         return Err(too_large(max_bytes));
     }
     let bad = |e: actix_multipart::MultipartError| {
-        ApiError::bad_request("invalid_multipart", format!("send multipart/form-data: {e}"))
+        ApiError::bad_request(
+            "invalid_multipart",
+            format!("send multipart/form-data: {e}"),
+        )
     };
     let mut parts = UploadParts::default();
     while let Some(field) = body.next().await {
         let mut field = field.map_err(bad)?;
         let name = field.name().unwrap_or_default().to_owned();
-        let limit = if name == "photo" { max_bytes } else { TEXT_FIELD_MAX };
+        let limit = if name == "photo" {
+            max_bytes
+        } else {
+            TEXT_FIELD_MAX
+        };
         let mut buf = Vec::new();
         while let Some(chunk) = field.next().await {
             let chunk = chunk.map_err(bad)?;
@@ -361,7 +385,10 @@ pub async fn read_upload(
                 return Err(if name == "photo" {
                     too_large(max_bytes)
                 } else {
-                    ApiError::unprocessable("field_too_large", format!("field `{name}` is too large"))
+                    ApiError::unprocessable(
+                        "field_too_large",
+                        format!("field `{name}` is too large"),
+                    )
                 });
             }
             buf.extend_from_slice(&chunk);
@@ -400,7 +427,9 @@ pub async fn get_photo<S: Store>(
     let id = photo_id(&id)?;
     let viewer = app.optional_session(&req).await?.map(|s| s.user.user_id);
     let photo = app.store.photo(viewer, id).await?;
-    Ok(web::Json(photo.ok_or_else(|| ApiError::not_found("photo"))?))
+    Ok(web::Json(
+        photo.ok_or_else(|| ApiError::not_found("photo"))?,
+    ))
 }
 
 #[utoipa::path(post, path = "/api/photos/{id}/like", tag = "photos", security(("bearer" = [])),
@@ -443,7 +472,9 @@ async fn set_like<S: Store>(
 ) -> Result<web::Json<LikeState>, ApiError> {
     let photo = photo_id(id)?;
     let session = app.require_session(&req).await?;
-    Ok(web::Json(like_photo(&app, session.user.user_id, photo, on).await?))
+    Ok(web::Json(
+        like_photo(&app, session.user.user_id, photo, on).await?,
+    ))
 }
 
 /// Like or unlike, shared with the HTML pages.
@@ -507,8 +538,14 @@ pub async fn uploaded_image<S: Store>(
     let path = app.uploads_dir.join(name.as_str());
     let bytes = match tokio::fs::read(&path).await {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::not_found("image")),
-        Err(e) => return Err(ApiError::internal(&anyhow::Error::new(e).context("reading an upload"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::not_found("image"));
+        }
+        Err(e) => {
+            return Err(ApiError::internal(
+                &anyhow::Error::new(e).context("reading an upload"),
+            ));
+        }
     };
     Ok(HttpResponse::Ok()
         .content_type("image/jpeg")
@@ -521,7 +558,9 @@ pub async fn uploaded_image<S: Store>(
 #[utoipa::path(get, path = "/health", tag = "ops",
     responses((status = 200, description = "The process is up", body = StatusBody)))]
 pub async fn health() -> web::Json<StatusBody> {
-    web::Json(StatusBody { status: "ok".into() })
+    web::Json(StatusBody {
+        status: "ok".into(),
+    })
 }
 
 #[utoipa::path(get, path = "/ready", tag = "ops",
@@ -531,10 +570,15 @@ pub async fn health() -> web::Json<StatusBody> {
     ))]
 pub async fn ready<S: Store>(app: Data<S>) -> Result<web::Json<StatusBody>, ApiError> {
     match app.store.ping().await {
-        Ok(()) => Ok(web::Json(StatusBody { status: "ready".into() })),
+        Ok(()) => Ok(web::Json(StatusBody {
+            status: "ready".into(),
+        })),
         Err(e) => {
             tracing::warn!(error = ?e, "readiness check failed");
-            Err(ApiError::unavailable("not_ready", "storage does not answer"))
+            Err(ApiError::unavailable(
+                "not_ready",
+                "storage does not answer",
+            ))
         }
     }
 }

@@ -183,7 +183,10 @@ impl<S: Store> App<S> {
     pub async fn upload(&self, user: &SessionUser, parts: UploadParts) -> Result<Photo, ApiError> {
         let caption = Caption::parse(parts.caption.as_deref().unwrap_or(""))?;
         let bytes = parts.photo.ok_or_else(|| {
-            ApiError::bad_request("missing_photo", "send the image in a multipart field named `photo`")
+            ApiError::bad_request(
+                "missing_photo",
+                "send the image in a multipart field named `photo`",
+            )
         })?;
         if bytes.is_empty() {
             return Err(image_error(ImageError::NotAnImage));
@@ -192,9 +195,8 @@ impl<S: Store> App<S> {
         let started = Instant::now();
         let processed = actix_web::web::block(move || {
             let processed = images::process(&bytes)?;
-            images::store_file(&dir, &processed).map_err(|e| {
-                anyhow::Error::new(e).context("writing the uploaded image to disk")
-            })?;
+            images::store_file(&dir, &processed)
+                .map_err(|e| anyhow::Error::new(e).context("writing the uploaded image to disk"))?;
             Ok::<_, UploadFailure>(processed)
         })
         .await

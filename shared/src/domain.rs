@@ -346,9 +346,15 @@ mod tests {
         assert_eq!(PageLimit::parse(None).unwrap().get(), 20);
         assert_eq!(PageLimit::parse(Some("100")).unwrap().get(), 100);
         for bad in ["0", "-1", "101", "99999999999", "ten", "", "+5", "1.5"] {
-            assert_eq!(PageLimit::parse(Some(bad)).unwrap_err().code, "invalid_limit");
+            assert_eq!(
+                PageLimit::parse(Some(bad)).unwrap_err().code,
+                "invalid_limit"
+            );
         }
-        assert_eq!(Cursor::parse(Some("42")).unwrap(), Some(Cursor(PhotoId(42))));
+        assert_eq!(
+            Cursor::parse(Some("42")).unwrap(),
+            Some(Cursor(PhotoId(42)))
+        );
         for bad in ["0", "-3", "abc", "9223372036854775808", ""] {
             assert_eq!(Cursor::parse(Some(bad)).unwrap_err().code, "invalid_cursor");
         }
@@ -366,7 +372,9 @@ mod tests {
     #[test]
     fn emails_table() {
         assert!(Email::parse("a@b.co").is_ok());
-        for bad in ["", "a", "a@b", "@b.co", "a@@b.co", "a b@c.de", "a@.b", "a@b."] {
+        for bad in [
+            "", "a", "a@b", "@b.co", "a@@b.co", "a b@c.de", "a@.b", "a@b.",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
     }

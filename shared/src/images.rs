@@ -106,7 +106,9 @@ pub fn encode(img: &DynamicImage) -> ProcessedImage {
 pub fn is_stored_name(name: &str) -> bool {
     name.len() == 68
         && name.ends_with(".jpg")
-        && name[..64].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && name[..64]
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Writes the image durably: to a temporary file, fsync, rename, fsync the
@@ -174,10 +176,16 @@ mod tests {
 
     #[test]
     fn rejects_text_truncated_and_empty() {
-        assert_eq!(process(b"hello, I am a text file").unwrap_err(), ImageError::NotAnImage);
+        assert_eq!(
+            process(b"hello, I am a text file").unwrap_err(),
+            ImageError::NotAnImage
+        );
         assert_eq!(process(b"").unwrap_err(), ImageError::NotAnImage);
         let full = png(64, 64);
-        assert_eq!(process(&full[..full.len() / 2]).unwrap_err(), ImageError::Corrupt);
+        assert_eq!(
+            process(&full[..full.len() / 2]).unwrap_err(),
+            ImageError::Corrupt
+        );
     }
 
     #[test]
@@ -187,7 +195,10 @@ mod tests {
         bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
         bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
         let err = process(&bomb).unwrap_err();
-        assert!(matches!(err, ImageError::TooLarge | ImageError::Corrupt), "{err:?}");
+        assert!(
+            matches!(err, ImageError::TooLarge | ImageError::Corrupt),
+            "{err:?}"
+        );
         // A genuine PNG 9000 pixels wide.
         assert_eq!(process(&png(9000, 2)).unwrap_err(), ImageError::TooLarge);
     }

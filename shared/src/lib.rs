@@ -17,6 +17,7 @@ pub mod cli;
 pub mod domain;
 pub mod error;
 pub mod images;
+pub mod machine;
 pub mod openapi;
 pub mod pages;
 pub mod seed;

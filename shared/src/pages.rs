@@ -177,7 +177,10 @@ fn here(req: &HttpRequest) -> String {
     }
 }
 
-async fn page_session<S: Store>(app: &App<S>, req: &HttpRequest) -> Result<Option<Session>, ApiError> {
+async fn page_session<S: Store>(
+    app: &App<S>,
+    req: &HttpRequest,
+) -> Result<Option<Session>, ApiError> {
     match req.cookie(SESSION_COOKIE) {
         Some(c) => app.session_for(c.value()).await,
         None => Ok(None),
@@ -226,7 +229,11 @@ fn forbidden() -> ApiError {
     )
 }
 
-async fn feed_page<S: Store>(app: Data<S>, req: HttpRequest, q: web::Query<PageParams>) -> HttpResponse {
+async fn feed_page<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+    q: web::Query<PageParams>,
+) -> HttpResponse {
     let session = match page_session(&app, &req).await {
         Ok(Some(s)) => s,
         Ok(None) => return see_other("/explore"),
@@ -257,7 +264,11 @@ fn parse_page(q: &PageParams) -> Result<PageQuery, ApiError> {
     Ok(PageQuery::parse(q.limit.as_deref(), q.before.as_deref())?)
 }
 
-async fn explore_page<S: Store>(app: Data<S>, req: HttpRequest, q: web::Query<PageParams>) -> HttpResponse {
+async fn explore_page<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+    q: web::Query<PageParams>,
+) -> HttpResponse {
     let session = match page_session(&app, &req).await {
         Ok(s) => s,
         Err(e) => return error_page(None, e),
@@ -482,7 +493,11 @@ async fn form_session<S: Store>(
     }
 }
 
-async fn logout_submit<S: Store>(app: Data<S>, req: HttpRequest, form: web::Form<ActionForm>) -> HttpResponse {
+async fn logout_submit<S: Store>(
+    app: Data<S>,
+    req: HttpRequest,
+    form: web::Form<ActionForm>,
+) -> HttpResponse {
     let session = match form_session(&app, &req, form.csrf.as_deref()).await {
         Ok(s) => s,
         Err(res) => return res,

@@ -62,7 +62,11 @@ pub fn demo_login() -> String {
 
 /// Generates the rows of a dataset (no I/O). `password_hash` is stored for
 /// every user.
-pub fn generate(args: &SeedArgs, password_hash: &str, image_names: &[(String, u32, u32)]) -> Dataset {
+pub fn generate(
+    args: &SeedArgs,
+    password_hash: &str,
+    image_names: &[(String, u32, u32)],
+) -> Dataset {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let n = args.users;
     let users = (0..n)
@@ -101,8 +105,22 @@ pub fn generate(args: &SeedArgs, password_hash: &str, image_names: &[(String, u3
     }
 
     const WORDS: [&str; 16] = [
-        "sunset", "coffee", "city", "beach", "friends", "mountains", "dinner", "cat",
-        "weekend", "rain", "street", "garden", "morning", "concert", "bike", "lake",
+        "sunset",
+        "coffee",
+        "city",
+        "beach",
+        "friends",
+        "mountains",
+        "dinner",
+        "cat",
+        "weekend",
+        "rain",
+        "street",
+        "garden",
+        "morning",
+        "concert",
+        "bike",
+        "lake",
     ];
     let span_ms: i64 = 300 * 24 * 3600 * 1000;
     let step = if args.photos > 0 {
@@ -153,7 +171,11 @@ pub fn generate(args: &SeedArgs, password_hash: &str, image_names: &[(String, u3
 }
 
 /// Writes the pool of distinct generated images; returns (name, w, h).
-pub fn write_images(uploads_dir: &Path, count: usize, seed: u64) -> anyhow::Result<Vec<(String, u32, u32)>> {
+pub fn write_images(
+    uploads_dir: &Path,
+    count: usize,
+    seed: u64,
+) -> anyhow::Result<Vec<(String, u32, u32)>> {
     std::fs::create_dir_all(uploads_dir)?;
     (0..count.clamp(1, DISTINCT_IMAGES))
         .map(|i| {
@@ -167,7 +189,11 @@ pub fn write_images(uploads_dir: &Path, count: usize, seed: u64) -> anyhow::Resu
 }
 
 /// Generates a dataset and loads it into `store`, printing progress.
-pub async fn run<S: Store>(store: &S, uploads_dir: &Path, args: &SeedArgs) -> anyhow::Result<ImportSummary> {
+pub async fn run<S: Store>(
+    store: &S,
+    uploads_dir: &Path,
+    args: &SeedArgs,
+) -> anyhow::Result<ImportSummary> {
     let started = Instant::now();
     eprintln!(
         "seed 1/3: hashing the shared password and writing up to {} images",
@@ -255,7 +281,11 @@ mod tests {
         assert!(d.follows.iter().all(|(a, b)| a != b && *a < 30 && *b < 30));
         let likes: HashSet<_> = d.likes.iter().collect();
         assert_eq!(likes.len(), d.likes.len(), "no duplicate likes");
-        assert!(d.photos.windows(2).all(|w| w[0].created_at < w[1].created_at));
+        assert!(
+            d.photos
+                .windows(2)
+                .all(|w| w[0].created_at < w[1].created_at)
+        );
     }
 
     #[test]

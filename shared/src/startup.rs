@@ -28,7 +28,11 @@ impl Application {
         let mut server = HttpServer::new(move || {
             ActixApp::new()
                 .app_data(data.clone())
-                .app_data(web::JsonConfig::default().limit(64 * 1024).error_handler(|e, _| json_error(e).into()))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(64 * 1024)
+                        .error_handler(|e, _| json_error(e).into()),
+                )
                 .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
                 .app_data(web::FormConfig::default().limit(64 * 1024))
                 .wrap(from_fn(timing::server_timing))

@@ -242,8 +242,10 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<SessionUser>>> + Send;
 
     /// Revokes a session; false if it did not exist.
-    fn revoke_session(&self, token_hash: [u8; 32])
-    -> impl Future<Output = StoreResult<bool>> + Send;
+    fn revoke_session(
+        &self,
+        token_hash: [u8; 32],
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
 
     fn user_profile(
         &self,
@@ -251,7 +253,8 @@ pub trait Store: Clone + Send + Sync + 'static {
         user: UserId,
     ) -> impl Future<Output = StoreResult<Option<UserProfile>>> + Send;
 
-    fn my_profile(&self, me: UserId) -> impl Future<Output = StoreResult<Option<MyProfile>>> + Send;
+    fn my_profile(&self, me: UserId)
+    -> impl Future<Output = StoreResult<Option<MyProfile>>> + Send;
 
     /// Follows (`on`) or unfollows `followee`; idempotent. `NotFound` if the
     /// followee does not exist. Self-follows are rejected before this call.

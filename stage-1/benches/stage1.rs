@@ -1,1 +1,301 @@
-fn main(){}
+//! Stage-1 benchmark: `cargo bench -p stage-1` (add `-- --help` for flags).
+//!
+//! Measures, on this machine, in one run, against the real `stage-1`
+//! binary as a separate process:
+//! 1. seeding a dataset (default 10k users / 100k photos / 50 follows per
+//!    user / 200k likes) with `stage-1 seed`: wall time;
+//! 2. raw Argon2id verify throughput on all cores (the hash is the floor
+//!    of a login's cost), then HTTP login throughput with many concurrent
+//!    clients, and their ratio;
+//! 3. GET /api/feed at low concurrency (1 and 4 clients): the server-side
+//!    time from the `Server-Timing: app` entry and the client-side time.
+//!
+//! It writes `results/bench-stage1.json` and prints a table. Numbers are
+//! for the machine described in the file; the load generator shares it.
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stage-1");
+
+#[derive(Debug, Parser)]
+#[command(about = "Stage-1 benchmark: seeding time, login vs raw Argon2, feed latency",
+    after_help = "Examples:\n  cargo bench -p stage-1\n  cargo bench -p stage-1 -- --quick\n  cargo bench -p stage-1 -- --secs 20 --out /tmp/b.json")]
+struct Args {
+    #[arg(long, default_value_t = 10_000)]
+    users: usize,
+    #[arg(long, default_value_t = 100_000)]
+    photos: usize,
+    #[arg(long, default_value_t = 50)]
+    follows_per_user: usize,
+    #[arg(long, default_value_t = 200_000)]
+    likes: usize,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// Concurrent clients in the login phase.
+    #[arg(long, default_value_t = 64)]
+    login_clients: usize,
+    /// A small dataset and short phases: checks the benchmark runs.
+    #[arg(long)]
+    quick: bool,
+    /// Result file (default: results/bench-stage1.json in the repo).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(data_dir: &std::path::Path) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start stage-1");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("Minigram stage 1 on ").nth(1) {
+            let url = rest.split_whitespace().next().unwrap().to_owned();
+            std::thread::spawn(move || for _ in lines {});
+            return Server { child, url };
+        }
+    }
+    panic!("stage-1 exited before printing its address");
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// Raw Argon2id verify throughput: one thread per core, `secs` seconds.
+fn raw_verify_rate(secs: u64) -> (f64, usize) {
+    let hash = minigram::auth::hash_blocking(minigram::seed::SEED_PASSWORD).unwrap();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (stop, count, hash) = (stop.clone(), count.clone(), hash.clone());
+            std::thread::spawn(move || {
+                // The same reusable-memory verifier the server's hashing threads use.
+                let mut work = minigram::auth::PasswordWork::default();
+                while !stop.load(Ordering::Relaxed) {
+                    assert!(work.verify(minigram::seed::SEED_PASSWORD, &hash));
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    (count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(), threads)
+}
+
+/// `clients` loops of login for `secs` seconds; returns (rate, tokens, p50 ms, errors).
+async fn login_phase(url: &str, users: usize, clients: usize, secs: u64) -> (f64, Vec<String>, Histogram<u64>, u64) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let client = client.clone();
+            let url = format!("{url}/api/login");
+            tokio::spawn(async move {
+                let (mut tokens, mut h, mut errors) = (Vec::new(), hist(), 0u64);
+                let mut i = c;
+                while Instant::now() < deadline {
+                    let user = format!("user{}", 1 + i % users);
+                    i += clients;
+                    let t = Instant::now();
+                    let res = client
+                        .post(&url)
+                        .json(&json!({"username": user, "password": minigram::seed::SEED_PASSWORD}))
+                        .send()
+                        .await;
+                    match res {
+                        Ok(r) if r.status() == 200 => {
+                            let body: Value = r.json().await.unwrap();
+                            h.record(t.elapsed().as_micros() as u64).unwrap();
+                            tokens.push(body["token"].as_str().unwrap().to_owned());
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (tokens, h, errors)
+            })
+        })
+        .collect();
+    let (mut tokens, mut h, mut errors) = (Vec::new(), hist(), 0);
+    for t in tasks {
+        let (tk, hh, e) = t.await.unwrap();
+        tokens.extend(tk);
+        h.add(hh).unwrap();
+        errors += e;
+    }
+    let rate = tokens.len() as f64 / started.elapsed().as_secs_f64();
+    (rate, tokens, h, errors)
+}
+
+/// Feed reads by `clients` concurrent clients for `secs` seconds.
+async fn feed_phase(url: &str, tokens: &[String], clients: usize, secs: u64) -> Value {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let tokens = Arc::new(tokens.to_vec());
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (client, tokens) = (client.clone(), tokens.clone());
+            let url = format!("{url}/api/feed?limit=20");
+            tokio::spawn(async move {
+                let (mut server, mut db, mut rtt, mut errors) = (hist(), hist(), hist(), 0u64);
+                let mut i = c;
+                while Instant::now() < deadline {
+                    let token = &tokens[i % tokens.len()];
+                    i += clients;
+                    let t = Instant::now();
+                    let res = client.get(&url).bearer_auth(token).send().await.unwrap();
+                    let timing = res
+                        .headers()
+                        .get("server-timing")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let ok = res.status() == 200;
+                    let body: Value = res.json().await.unwrap_or(Value::Null);
+                    if !ok || !body["photos"].is_array() {
+                        errors += 1;
+                        continue;
+                    }
+                    rtt.record(t.elapsed().as_micros().max(1) as u64).unwrap();
+                    let us = |name| (minigram::timing::parse_entry(&timing, name).unwrap_or(0.0) * 1000.0).max(1.0) as u64;
+                    server.record(us("app")).unwrap();
+                    db.record(us("db")).unwrap();
+                }
+                (server, db, rtt, errors)
+            })
+        })
+        .collect();
+    let (mut server, mut db, mut rtt, mut errors) = (hist(), hist(), hist(), 0);
+    for t in tasks {
+        let (s, d, r, e) = t.await.unwrap();
+        server.add(s).unwrap();
+        db.add(d).unwrap();
+        rtt.add(r).unwrap();
+        errors += e;
+    }
+    json!({
+        "clients": clients,
+        "requests": server.len(),
+        "errors": errors,
+        "rps": server.len() as f64 / started.elapsed().as_secs_f64(),
+        "serverP50Ms": ms(&server, 0.5), "serverP99Ms": ms(&server, 0.99),
+        "dbP50Ms": ms(&db, 0.5), "dbP99Ms": ms(&db, 0.99),
+        "clientP50Ms": ms(&rtt, 0.5), "clientP99Ms": ms(&rtt, 0.99),
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = Args::parse();
+    if args.quick {
+        (args.users, args.photos, args.follows_per_user, args.likes, args.secs) = (200, 2000, 20, 3000, 2);
+        args.login_clients = args.login_clients.min(8);
+    }
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../results/bench-stage1.json"))
+    });
+    let dir = tempfile::tempdir().unwrap();
+
+    eprintln!("bench 1/4: seeding {} users / {} photos / {} follows per user / {} likes",
+        args.users, args.photos, args.follows_per_user, args.likes);
+    let started = Instant::now();
+    let status = Command::new(BIN)
+        .args(["seed", "--users", &args.users.to_string(), "--photos", &args.photos.to_string(),
+            "--follows-per-user", &args.follows_per_user.to_string(), "--likes", &args.likes.to_string(),
+            "--data-dir"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "stage-1 seed failed");
+    let seed_secs = started.elapsed().as_secs_f64();
+
+    eprintln!("bench 2/4: raw Argon2id verify throughput for {} s (server not running)", args.secs);
+    let (raw_rate, threads) = raw_verify_rate(args.secs);
+
+    let server = start_server(dir.path());
+    eprintln!("bench 3/4: HTTP login with {} clients for {} s", args.login_clients, args.secs);
+    let (login_rate, tokens, login_h, login_errors) =
+        login_phase(&server.url, args.users, args.login_clients, args.secs).await;
+    assert!(!tokens.is_empty(), "no login succeeded");
+
+    eprintln!("bench 4/4: GET /api/feed with 1 and 4 clients, {} s each", args.secs);
+    let feed_1 = feed_phase(&server.url, &tokens, 1, args.secs).await;
+    let feed_4 = feed_phase(&server.url, &tokens, 4, args.secs).await;
+    drop(server);
+
+    let result = json!({
+        "schema": "minigram.bench-stage1/1",
+        "command": "cargo bench -p stage-1",
+        "commit": minigram::machine::git_commit(),
+        "machine": minigram::machine::Machine::current(),
+        "quick": args.quick,
+        "dataset": {"users": args.users, "photos": args.photos, "followsPerUser": args.follows_per_user, "likes": args.likes},
+        "seed": {"seconds": seed_secs, "targetSeconds": 60.0},
+        "login": {
+            "rawVerifyPerSec": raw_rate, "rawVerifyThreads": threads,
+            "httpLoginPerSec": login_rate, "clients": args.login_clients,
+            "ratio": login_rate / raw_rate, "targetRatio": 0.8,
+            "p50Ms": ms(&login_h, 0.5), "p99Ms": ms(&login_h, 0.99), "errors": login_errors,
+        },
+        "feed": {"lowConcurrency": [feed_1, feed_4], "targetServerP50Ms": 2.0, "targetServerP99Ms": 10.0},
+    });
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    std::fs::write(&out, serde_json::to_string_pretty(&result).unwrap() + "\n").unwrap();
+
+    println!("\nstage-1 benchmark ({} cores, commit {})", threads, result["commit"].as_str().unwrap());
+    println!("{:<44} {:>12} {:>12}", "measure", "value", "target");
+    println!("{:<44} {:>10.1} s {:>10} s", "seed dataset", seed_secs, "< 60");
+    println!("{:<44} {:>10.1}/s {:>12}", "raw argon2 verify (all cores)", raw_rate, "");
+    println!("{:<44} {:>10.1}/s {:>12}", format!("HTTP login ({} clients)", args.login_clients), login_rate, "");
+    println!("{:<44} {:>12.2} {:>12}", "login / raw verify", login_rate / raw_rate, ">= 0.80");
+    for f in [&result["feed"]["lowConcurrency"][0], &result["feed"]["lowConcurrency"][1]] {
+        let c = f["clients"].as_u64().unwrap();
+        println!("{:<44} {:>9.2} ms {:>9} ms", format!("feed server p50, {c} client(s)"), f["serverP50Ms"].as_f64().unwrap(), "<= 2");
+        println!("{:<44} {:>9.2} ms {:>9} ms", format!("feed server p99, {c} client(s)"), f["serverP99Ms"].as_f64().unwrap(), "<= 10");
+        println!("{:<44} {:>9.2} ms {:>12}", format!("feed client p50, {c} client(s)"), f["clientP50Ms"].as_f64().unwrap(), "");
+        println!("{:<44} {:>10.0}/s {:>12}", format!("feed throughput, {c} client(s)"), f["rps"].as_f64().unwrap(), "");
+    }
+    println!("\nwrote {}", out.display());
+}

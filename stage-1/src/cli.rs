@@ -62,11 +62,21 @@ pub struct StorageArgs {
     pub data_dir: PathBuf,
     /// SQLite journal: wal (readers and the writer run in parallel) or
     /// delete (rollback journal, several fsyncs per commit).
-    #[arg(long, env = "MINIGRAM_SQLITE_JOURNAL", value_enum, default_value = "wal")]
+    #[arg(
+        long,
+        env = "MINIGRAM_SQLITE_JOURNAL",
+        value_enum,
+        default_value = "wal"
+    )]
     pub journal_mode: JournalMode,
     /// SQLite synchronous level: full (survives power loss), normal (WAL:
     /// survives an app crash, may lose the last commits on power loss), off.
-    #[arg(long, env = "MINIGRAM_SQLITE_SYNCHRONOUS", value_enum, default_value = "full")]
+    #[arg(
+        long,
+        env = "MINIGRAM_SQLITE_SYNCHRONOUS",
+        value_enum,
+        default_value = "full"
+    )]
     pub synchronous: Synchronous,
     /// How long a SQLite connection waits for a lock before answering 503.
     #[arg(long, env = "MINIGRAM_SQLITE_BUSY_TIMEOUT_MS", default_value_t = 5000)]
@@ -124,14 +134,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.storage.journal_mode,
         args.storage.synchronous
     );
-    eprintln!("  demo login: {}   API docs: {url}/api/openapi.json", seed::demo_login());
+    eprintln!(
+        "  demo login: {}   API docs: {url}/api/openapi.json",
+        seed::demo_login()
+    );
     server.run_until_stopped().await?;
     Ok(())
 }
 
 fn local_url(listen: &str, port: u16) -> String {
     let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
-    let host = if host == "0.0.0.0" || host.is_empty() { "127.0.0.1" } else { host };
+    let host = if host == "0.0.0.0" || host.is_empty() {
+        "127.0.0.1"
+    } else {
+        host
+    };
     format!("{host}:{port}")
 }
 

@@ -12,11 +12,10 @@
 //! write gets SQLITE_BUSY at once in WAL mode, ignoring busy_timeout.
 
 use anyhow::Context;
-use minigram::domain::{PageQuery, PhotoId, UserId, Username, Email};
+use minigram::domain::{Email, PageQuery, PhotoId, UserId, Username};
 use minigram::store::{
-    Credentials, Dataset, FollowState, ImportSummary, LikeState, MyProfile, NewPhoto,
-    NewSession, NewUser, Photo, PhotoPage, SessionUser, Store, StoreError, StoreResult,
-    UserProfile,
+    Credentials, Dataset, FollowState, ImportSummary, LikeState, MyProfile, NewPhoto, NewSession,
+    NewUser, Photo, PhotoPage, SessionUser, Store, StoreError, StoreResult, UserProfile,
 };
 use minigram::timing;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -103,7 +102,10 @@ struct Inner {
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -138,7 +140,10 @@ impl SqliteStore {
         let applied: String = writer
             .query_row(&format!("PRAGMA journal_mode = {mode}"), [], |r| r.get(0))
             .context("setting the journal mode")?;
-        anyhow::ensure!(applied.eq_ignore_ascii_case(mode), "SQLite refused journal_mode={mode}");
+        anyhow::ensure!(
+            applied.eq_ignore_ascii_case(mode),
+            "SQLite refused journal_mode={mode}"
+        );
         migrate(&mut writer)?;
         let max_readers = config.max_readers.max(1);
         Ok(Self {
@@ -182,7 +187,11 @@ impl SqliteStore {
                 None => open_connection(&inner.config, true).map_err(StoreError::Unexpected)?,
             };
             let out = f(&conn).map_err(|e| inner.classify(e, doing));
-            inner.readers.lock().expect("reader pool poisoned").push(conn);
+            inner
+                .readers
+                .lock()
+                .expect("reader pool poisoned")
+                .push(conn);
             out
         })
         .await
@@ -241,7 +250,9 @@ fn open_connection(config: &SqliteConfig, read_only: bool) -> anyhow::Result<Con
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(&config.path, flags)
         .with_context(|| format!("cannot open SQLite database {}", config.path.display()))?;
@@ -323,7 +334,11 @@ fn photo_page(
     Ok(PhotoPage::from_rows(rows, page))
 }
 
-fn profile(conn: &Connection, viewer: Option<UserId>, user: UserId) -> rusqlite::Result<Option<UserProfile>> {
+fn profile(
+    conn: &Connection,
+    viewer: Option<UserId>,
+    user: UserId,
+) -> rusqlite::Result<Option<UserProfile>> {
     conn.prepare_cached(
         "SELECT u.id, u.username,
                 (SELECT COUNT(*) FROM follows WHERE followee_id = u.id),
@@ -346,14 +361,17 @@ fn profile(conn: &Connection, viewer: Option<UserId>, user: UserId) -> rusqlite:
 }
 
 fn exists(conn: &Connection, sql: &str, id: i64) -> rusqlite::Result<bool> {
-    Ok(conn.prepare_cached(sql)?.query_row([id], |_| Ok(()))
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row([id], |_| Ok(()))
         .optional()?
         .is_some())
 }
 
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.read("ping", |c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+        self.read("ping", |c| c.query_row("SELECT 1", [], |_| Ok(())))
+            .await
     }
 
     async fn is_empty(&self) -> StoreResult<bool> {
@@ -404,8 +422,14 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, session: NewSession) -> StoreResult<()> {
         self.write("creating a session", move |conn| {
-            conn.prepare_cached("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES (?1, ?2, ?3)")?
-                .execute(params![&session.token_hash[..], session.user_id.0, session.expires_at])?;
+            conn.prepare_cached(
+                "INSERT INTO sessions (token_hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![
+                &session.token_hash[..],
+                session.user_id.0,
+                session.expires_at
+            ])?;
             Ok(())
         })
         .await
@@ -439,8 +463,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn user_profile(&self, viewer: Option<UserId>, user: UserId) -> StoreResult<Option<UserProfile>> {
-        self.read("reading a profile", move |c| profile(c, viewer, user)).await
+    async fn user_profile(
+        &self,
+        viewer: Option<UserId>,
+        user: UserId,
+    ) -> StoreResult<Option<UserProfile>> {
+        self.read("reading a profile", move |c| profile(c, viewer, user))
+            .await
     }
 
     async fn my_profile(&self, me: UserId) -> StoreResult<Option<MyProfile>> {
@@ -459,7 +488,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_follow(&self, follower: UserId, followee: UserId, on: bool) -> StoreResult<FollowState> {
+    async fn set_follow(
+        &self,
+        follower: UserId,
+        followee: UserId,
+        on: bool,
+    ) -> StoreResult<FollowState> {
         self.write("following", move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if !exists(&tx, "SELECT 1 FROM users WHERE id = ?1", followee.0)? {
@@ -621,8 +655,10 @@ impl Store for SqliteStore {
     }
 
     async fn import(&self, data: Dataset) -> StoreResult<ImportSummary> {
-        self.write("importing a dataset", move |conn| import(conn, &data).map_err(WriteError::Sqlite))
-            .await
+        self.write("importing a dataset", move |conn| {
+            import(conn, &data).map_err(WriteError::Sqlite)
+        })
+        .await
     }
 }
 
@@ -663,16 +699,22 @@ fn import(conn: &mut Connection, data: &Dataset) -> rusqlite::Result<ImportSumma
         }
     }
     {
-        let mut stmt =
-            tx.prepare("INSERT INTO follows (follower_id, followee_id, created_at) VALUES (?1, ?2, ?3)")?;
+        let mut stmt = tx.prepare(
+            "INSERT INTO follows (follower_id, followee_id, created_at) VALUES (?1, ?2, ?3)",
+        )?;
         for &(a, b) in &data.follows {
             stmt.execute(params![user_ids[a], user_ids[b], data.users[a].created_at])?;
         }
     }
     {
-        let mut stmt = tx.prepare("INSERT INTO likes (photo_id, user_id, created_at) VALUES (?1, ?2, ?3)")?;
+        let mut stmt =
+            tx.prepare("INSERT INTO likes (photo_id, user_id, created_at) VALUES (?1, ?2, ?3)")?;
         for &(u, p) in &data.likes {
-            stmt.execute(params![photo_ids[p], user_ids[u], data.photos[p].created_at])?;
+            stmt.execute(params![
+                photo_ids[p],
+                user_ids[u],
+                data.photos[p].created_at
+            ])?;
         }
     }
     tx.commit()?;

@@ -11,7 +11,12 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn register_then_use_the_token() {
     let app = spawn_app().await;
-    let res = app.post_json("/api/register", &json!({"username": "alice", "password": "password123", "email": "a@example.com"})).await;
+    let res = app
+        .post_json(
+            "/api/register",
+            &json!({"username": "alice", "password": "password123", "email": "a@example.com"}),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["username"], "alice");
@@ -33,36 +38,155 @@ async fn register_rejects_bad_input_and_changes_nothing() {
     let long_name = "x".repeat(31);
     let long_pw = "p".repeat(129);
     let cases: Vec<(&str, Value, u16, &str)> = vec![
-        ("taken name", json!({"username": "taken", "password": "password123"}), 409, "username_taken"),
-        ("taken name, other case", json!({"username": "TAKEN", "password": "password123"}), 409, "username_taken"),
-        ("empty name", json!({"username": "", "password": "password123"}), 422, "invalid_username"),
-        ("short name", json!({"username": "ab", "password": "password123"}), 422, "invalid_username"),
-        ("long name", json!({"username": long_name, "password": "password123"}), 422, "invalid_username"),
-        ("space in name", json!({"username": "a b c", "password": "password123"}), 422, "invalid_username"),
-        ("control char", json!({"username": "ab\u{1}c", "password": "password123"}), 422, "invalid_username"),
-        ("traversal name", json!({"username": "../etc", "password": "password123"}), 422, "invalid_username"),
-        ("short password", json!({"username": "bobby", "password": "short"}), 422, "invalid_password"),
-        ("huge password", json!({"username": "bobby", "password": long_pw}), 422, "invalid_password"),
-        ("bad email", json!({"username": "bobby", "password": "password123", "email": "nope"}), 422, "invalid_email"),
-        ("wrong type", json!({"username": 5, "password": "password123"}), 422, "invalid_body"),
-        ("missing password", json!({"username": "bobby"}), 422, "invalid_body"),
+        (
+            "taken name",
+            json!({"username": "taken", "password": "password123"}),
+            409,
+            "username_taken",
+        ),
+        (
+            "taken name, other case",
+            json!({"username": "TAKEN", "password": "password123"}),
+            409,
+            "username_taken",
+        ),
+        (
+            "empty name",
+            json!({"username": "", "password": "password123"}),
+            422,
+            "invalid_username",
+        ),
+        (
+            "short name",
+            json!({"username": "ab", "password": "password123"}),
+            422,
+            "invalid_username",
+        ),
+        (
+            "long name",
+            json!({"username": long_name, "password": "password123"}),
+            422,
+            "invalid_username",
+        ),
+        (
+            "space in name",
+            json!({"username": "a b c", "password": "password123"}),
+            422,
+            "invalid_username",
+        ),
+        (
+            "control char",
+            json!({"username": "ab\u{1}c", "password": "password123"}),
+            422,
+            "invalid_username",
+        ),
+        (
+            "traversal name",
+            json!({"username": "../etc", "password": "password123"}),
+            422,
+            "invalid_username",
+        ),
+        (
+            "short password",
+            json!({"username": "bobby", "password": "short"}),
+            422,
+            "invalid_password",
+        ),
+        (
+            "huge password",
+            json!({"username": "bobby", "password": long_pw}),
+            422,
+            "invalid_password",
+        ),
+        (
+            "bad email",
+            json!({"username": "bobby", "password": "password123", "email": "nope"}),
+            422,
+            "invalid_email",
+        ),
+        (
+            "wrong type",
+            json!({"username": 5, "password": "password123"}),
+            422,
+            "invalid_body",
+        ),
+        (
+            "missing password",
+            json!({"username": "bobby"}),
+            422,
+            "invalid_body",
+        ),
         ("array body", json!([1, 2]), 422, "invalid_body"),
     ];
     for (case, body, status, code) in cases {
-        assert_error(app.post_json("/api/register", &body).await, status, code, case).await;
+        assert_error(
+            app.post_json("/api/register", &body).await,
+            status,
+            code,
+            case,
+        )
+        .await;
     }
-    let raw: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
-        ("malformed JSON", Some("application/json"), b"{\"username\":".to_vec(), 400, "invalid_json"),
-        ("not UTF-8", Some("application/json"), b"{\"username\":\"\xff\xfe\"}".to_vec(), 400, "invalid_json"),
-        ("empty body", Some("application/json"), Vec::new(), 400, "invalid_json"),
-        ("no content type", None, b"{}".to_vec(), 415, "unsupported_content_type"),
-        ("form content type", Some("application/x-www-form-urlencoded"), b"a=b".to_vec(), 415, "unsupported_content_type"),
-        ("huge body", Some("application/json"), vec![b' '; 200_000], 413, "payload_too_large"),
+    // (case, content type, body, status, code)
+    type RawCase<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let raw: Vec<RawCase> = vec![
+        (
+            "malformed JSON",
+            Some("application/json"),
+            b"{\"username\":".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "not UTF-8",
+            Some("application/json"),
+            b"{\"username\":\"\xff\xfe\"}".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "empty body",
+            Some("application/json"),
+            Vec::new(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "no content type",
+            None,
+            b"{}".to_vec(),
+            415,
+            "unsupported_content_type",
+        ),
+        (
+            "form content type",
+            Some("application/x-www-form-urlencoded"),
+            b"a=b".to_vec(),
+            415,
+            "unsupported_content_type",
+        ),
+        (
+            "huge body",
+            Some("application/json"),
+            vec![b' '; 200_000],
+            413,
+            "payload_too_large",
+        ),
     ];
     for (case, ct, body, status, code) in raw {
-        assert_error(app.post_raw("/api/register", ct, body).await, status, code, case).await;
+        assert_error(
+            app.post_raw("/api/register", ct, body).await,
+            status,
+            code,
+            case,
+        )
+        .await;
     }
-    assert_eq!(app.count("users").await, 1, "no failed registration created a user");
+    assert_eq!(
+        app.count("users").await,
+        1,
+        "no failed registration created a user"
+    );
 }
 
 /// Login gives a new token each time; unknown user and wrong password get
@@ -75,24 +199,50 @@ async fn login_and_its_failures() {
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["userId"], alice.id);
-    assert_ne!(body["token"], alice.token.as_str(), "a new token on every login");
+    assert_ne!(
+        body["token"],
+        alice.token.as_str(),
+        "a new token on every login"
+    );
 
     let wrong = app.login("alice", "password124").await;
     let unknown = app.login("nobody", "password123").await;
     let (w_status, u_status) = (wrong.status(), unknown.status());
     let w: Value = wrong.json().await.unwrap();
     let u: Value = unknown.json().await.unwrap();
-    assert_eq!((w_status, u_status), (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED));
+    assert_eq!(
+        (w_status, u_status),
+        (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED)
+    );
     assert_eq!(w, u, "wrong password and unknown user must look the same");
     assert_eq!(w["code"], "invalid_credentials");
 
     for (case, body) in [
-        ("bad username shape", json!({"username": "a b", "password": "password123"})),
-        ("empty password", json!({"username": "alice", "password": ""})),
+        (
+            "bad username shape",
+            json!({"username": "a b", "password": "password123"}),
+        ),
+        (
+            "empty password",
+            json!({"username": "alice", "password": ""}),
+        ),
     ] {
-        assert_error(app.post_json("/api/login", &body).await, 401, "invalid_credentials", case).await;
+        assert_error(
+            app.post_json("/api/login", &body).await,
+            401,
+            "invalid_credentials",
+            case,
+        )
+        .await;
     }
-    assert_error(app.post_json("/api/login", &json!({"username": "alice"})).await, 422, "invalid_body", "missing password").await;
+    assert_error(
+        app.post_json("/api/login", &json!({"username": "alice"}))
+            .await,
+        422,
+        "invalid_body",
+        "missing password",
+    )
+    .await;
 }
 
 /// Logout revokes the token on the server: it stops working at once.
@@ -100,11 +250,32 @@ async fn login_and_its_failures() {
 async fn logout_revokes_the_token() {
     let app = spawn_app().await;
     let alice = app.registered("alice").await;
-    let res = app.send(Method::POST, "/api/logout", Some(&alice.token)).await;
+    let res = app
+        .send(Method::POST, "/api/logout", Some(&alice.token))
+        .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    assert_error(app.get("/api/me", Some(&alice.token)).await, 401, "unauthorized", "revoked token").await;
-    assert_error(app.send(Method::POST, "/api/logout", Some(&alice.token)).await, 401, "unauthorized", "logout twice").await;
-    assert_error(app.send(Method::POST, "/api/logout", None).await, 401, "unauthorized", "logout anonymous").await;
+    assert_error(
+        app.get("/api/me", Some(&alice.token)).await,
+        401,
+        "unauthorized",
+        "revoked token",
+    )
+    .await;
+    assert_error(
+        app.send(Method::POST, "/api/logout", Some(&alice.token))
+            .await,
+        401,
+        "unauthorized",
+        "logout twice",
+    )
+    .await;
+    assert_error(
+        app.send(Method::POST, "/api/logout", None).await,
+        401,
+        "unauthorized",
+        "logout anonymous",
+    )
+    .await;
     assert_eq!(app.count("sessions").await, 0);
 }
 
@@ -119,7 +290,10 @@ async fn bad_tokens_are_refused() {
         ("forged token", Some(format!("Bearer {forged}"))),
         ("short token", Some("Bearer abc".to_owned())),
         ("non-hex token", Some(format!("Bearer {}", "zz".repeat(32)))),
-        ("basic scheme", Some("Basic YWxpY2U6cGFzc3dvcmQxMjM=".to_owned())),
+        (
+            "basic scheme",
+            Some("Basic YWxpY2U6cGFzc3dvcmQxMjM=".to_owned()),
+        ),
         ("empty bearer", Some("Bearer ".to_owned())),
     ] {
         let mut req = app.client.get(app.url("/api/me"));
@@ -129,7 +303,13 @@ async fn bad_tokens_are_refused() {
         assert_error(req.send().await.unwrap(), 401, "unauthorized", case).await;
     }
     // Optional-auth routes still refuse a token that is sent but invalid.
-    assert_error(app.get("/api/explore", Some(&forged)).await, 401, "unauthorized", "explore with forged").await;
+    assert_error(
+        app.get("/api/explore", Some(&forged)).await,
+        401,
+        "unauthorized",
+        "explore with forged",
+    )
+    .await;
     assert_eq!(app.get("/api/explore", None).await.status(), StatusCode::OK);
 }
 
@@ -140,21 +320,76 @@ async fn user_profiles_and_bad_ids() {
     let alice = app.registered("alice").await;
     let bob = app.make_user("bob").await;
     app.posted_photo(&alice, "hi").await;
-    app.send(Method::POST, &format!("/api/users/{}/follow", alice.id), Some(&bob.token)).await;
+    app.send(
+        Method::POST,
+        &format!("/api/users/{}/follow", alice.id),
+        Some(&bob.token),
+    )
+    .await;
 
-    let res = app.get(&format!("/api/users/{}", alice.id), Some(&bob.token)).await;
+    let res = app
+        .get(&format!("/api/users/{}", alice.id), Some(&bob.token))
+        .await;
     assert_eq!(res.status(), StatusCode::OK);
     let p: Value = res.json().await.unwrap();
-    assert_eq!(p, json!({"id": alice.id, "username": "alice", "followers": 1, "following": 0, "photos": 1, "followedByMe": true}));
-    let anon: Value = app.get(&format!("/api/users/{}", alice.id), None).await.json().await.unwrap();
+    assert_eq!(
+        p,
+        json!({"id": alice.id, "username": "alice", "followers": 1, "following": 0, "photos": 1, "followedByMe": true})
+    );
+    let anon: Value = app
+        .get(&format!("/api/users/{}", alice.id), None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(anon["followedByMe"], false);
 
-    assert_error(app.get("/api/users/999999", None).await, 404, "not_found", "missing user").await;
+    assert_error(
+        app.get("/api/users/999999", None).await,
+        404,
+        "not_found",
+        "missing user",
+    )
+    .await;
     for bad in ["abc", "-1", "0", "99999999999999999999", "1.5", "%20"] {
-        assert_error(app.get(&format!("/api/users/{bad}"), None).await, 400, "invalid_id", bad).await;
-        assert_error(app.get(&format!("/api/photos/{bad}"), None).await, 400, "invalid_id", bad).await;
-        assert_error(app.send(Method::POST, &format!("/api/photos/{bad}/like"), Some(&alice.token)).await, 400, "invalid_id", bad).await;
-        assert_error(app.send(Method::POST, &format!("/api/users/{bad}/follow"), Some(&alice.token)).await, 400, "invalid_id", bad).await;
+        assert_error(
+            app.get(&format!("/api/users/{bad}"), None).await,
+            400,
+            "invalid_id",
+            bad,
+        )
+        .await;
+        assert_error(
+            app.get(&format!("/api/photos/{bad}"), None).await,
+            400,
+            "invalid_id",
+            bad,
+        )
+        .await;
+        assert_error(
+            app.send(
+                Method::POST,
+                &format!("/api/photos/{bad}/like"),
+                Some(&alice.token),
+            )
+            .await,
+            400,
+            "invalid_id",
+            bad,
+        )
+        .await;
+        assert_error(
+            app.send(
+                Method::POST,
+                &format!("/api/users/{bad}/follow"),
+                Some(&alice.token),
+            )
+            .await,
+            400,
+            "invalid_id",
+            bad,
+        )
+        .await;
     }
 }
 
@@ -176,9 +411,28 @@ async fn follow_and_unfollow() {
         assert_eq!(res.json::<Value>().await.unwrap(), expected, "{method}");
     }
     let own = format!("/api/users/{}/follow", alice.id);
-    assert_error(app.send(Method::POST, &own, Some(&alice.token)).await, 422, "cannot_follow_self", "self follow").await;
-    assert_error(app.send(Method::POST, "/api/users/424242/follow", Some(&alice.token)).await, 404, "not_found", "missing user").await;
-    assert_error(app.send(Method::POST, &path, None).await, 401, "unauthorized", "anonymous").await;
+    assert_error(
+        app.send(Method::POST, &own, Some(&alice.token)).await,
+        422,
+        "cannot_follow_self",
+        "self follow",
+    )
+    .await;
+    assert_error(
+        app.send(Method::POST, "/api/users/424242/follow", Some(&alice.token))
+            .await,
+        404,
+        "not_found",
+        "missing user",
+    )
+    .await;
+    assert_error(
+        app.send(Method::POST, &path, None).await,
+        401,
+        "unauthorized",
+        "anonymous",
+    )
+    .await;
     assert_eq!(app.count("follows").await, 0);
 }
 
@@ -188,30 +442,71 @@ async fn follow_and_unfollow() {
 async fn upload_and_serve_a_photo() {
     let app = spawn_app().await;
     let alice = app.make_user("alice").await;
-    let res = app.upload(Some(&alice.token), photo_form(png(64, 48), "../../etc/passwd", "  my cat  ")).await;
+    let res = app
+        .upload(
+            Some(&alice.token),
+            photo_form(png(64, 48), "../../etc/passwd", "  my cat  "),
+        )
+        .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let photo: Value = res.json().await.unwrap();
     assert_eq!(photo["caption"], "my cat");
-    assert_eq!((photo["width"].as_u64(), photo["height"].as_u64()), (Some(64), Some(48)));
+    assert_eq!(
+        (photo["width"].as_u64(), photo["height"].as_u64()),
+        (Some(64), Some(48))
+    );
     assert_eq!(photo["userId"], alice.id);
     assert_eq!(photo["username"], "alice");
     assert_eq!(photo["likeCount"], 0);
     assert_eq!(photo["likedByMe"], false);
     let url = photo["url"].as_str().unwrap();
-    assert!(url.starts_with("/uploads/") && url.ends_with(".jpg") && !url.contains("passwd"), "{url}");
+    assert!(
+        url.starts_with("/uploads/") && url.ends_with(".jpg") && !url.contains("passwd"),
+        "{url}"
+    );
 
     let img = app.get(url, None).await;
     assert_eq!(img.status(), StatusCode::OK);
     assert_eq!(img.headers()["content-type"], "image/jpeg");
-    assert!(img.headers()["cache-control"].to_str().unwrap().contains("max-age=31536000"));
+    assert!(
+        img.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=31536000")
+    );
     let bytes = img.bytes().await.unwrap();
-    assert_eq!(&bytes[..3], &[0xFF, 0xD8, 0xFF], "served bytes are our JPEG");
+    assert_eq!(
+        &bytes[..3],
+        &[0xFF, 0xD8, 0xFF],
+        "served bytes are our JPEG"
+    );
 
-    let got: Value = app.get(&format!("/api/photos/{}", photo["id"]), None).await.json().await.unwrap();
+    let got: Value = app
+        .get(&format!("/api/photos/{}", photo["id"]), None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got, photo);
-    assert_error(app.get("/api/photos/424242", None).await, 404, "not_found", "missing photo").await;
-    for bad in ["..%2F..%2Fetc%2Fpasswd", "abc.jpg", &format!("{}.jpg", "0".repeat(64))] {
-        assert_error(app.get(&format!("/uploads/{bad}"), None).await, 404, "not_found", bad).await;
+    assert_error(
+        app.get("/api/photos/424242", None).await,
+        404,
+        "not_found",
+        "missing photo",
+    )
+    .await;
+    for bad in [
+        "..%2F..%2Fetc%2Fpasswd",
+        "abc.jpg",
+        &format!("{}.jpg", "0".repeat(64)),
+    ] {
+        assert_error(
+            app.get(&format!("/uploads/{bad}"), None).await,
+            404,
+            "not_found",
+            bad,
+        )
+        .await;
     }
 }
 
@@ -225,16 +520,57 @@ async fn upload_rejects_bad_files_and_stores_nothing() {
     // A real, tiny PNG file that is 9000 pixels wide: over the 8192 limit.
     let wide = png(9000, 2);
     let cases: Vec<(&str, multipart::Form, u16, &str)> = vec![
-        ("text file named .jpg", photo_form(b"just some text, not a photo".to_vec(), "cat.jpg", ""), 415, "not_an_image"),
-        ("truncated image", photo_form(truncated, "t.png", ""), 415, "invalid_image"),
-        ("zero bytes", photo_form(Vec::new(), "e.png", ""), 415, "not_an_image"),
-        ("missing photo field", multipart::Form::new().text("caption", "hi"), 400, "missing_photo"),
-        ("caption too long", photo_form(png(8, 8), "c.png", &"x".repeat(2201)), 422, "invalid_caption"),
-        ("caption control char", photo_form(png(8, 8), "c.png", "bad\u{7}"), 422, "invalid_caption"),
-        ("oversized pixels", photo_form(wide, "w.png", ""), 422, "image_too_large"),
+        (
+            "text file named .jpg",
+            photo_form(b"just some text, not a photo".to_vec(), "cat.jpg", ""),
+            415,
+            "not_an_image",
+        ),
+        (
+            "truncated image",
+            photo_form(truncated, "t.png", ""),
+            415,
+            "invalid_image",
+        ),
+        (
+            "zero bytes",
+            photo_form(Vec::new(), "e.png", ""),
+            415,
+            "not_an_image",
+        ),
+        (
+            "missing photo field",
+            multipart::Form::new().text("caption", "hi"),
+            400,
+            "missing_photo",
+        ),
+        (
+            "caption too long",
+            photo_form(png(8, 8), "c.png", &"x".repeat(2201)),
+            422,
+            "invalid_caption",
+        ),
+        (
+            "caption control char",
+            photo_form(png(8, 8), "c.png", "bad\u{7}"),
+            422,
+            "invalid_caption",
+        ),
+        (
+            "oversized pixels",
+            photo_form(wide, "w.png", ""),
+            422,
+            "image_too_large",
+        ),
     ];
     for (case, form, status, code) in cases {
-        assert_error(app.upload(Some(&alice.token), form).await, status, code, case).await;
+        assert_error(
+            app.upload(Some(&alice.token), form).await,
+            status,
+            code,
+            case,
+        )
+        .await;
     }
     let not_multipart = app
         .client
@@ -245,9 +581,17 @@ async fn upload_rejects_bad_files_and_stores_nothing() {
         .await
         .unwrap();
     assert_error(not_multipart, 400, "invalid_multipart", "JSON body").await;
-    assert_error(app.upload(None, photo_form(png(8, 8), "a.png", "")).await, 401, "unauthorized", "anonymous").await;
+    assert_error(
+        app.upload(None, photo_form(png(8, 8), "a.png", "")).await,
+        401,
+        "unauthorized",
+        "anonymous",
+    )
+    .await;
     assert_eq!(app.count("photos").await, 0);
-    let files = std::fs::read_dir(app.dir.path().join("uploads")).unwrap().count();
+    let files = std::fs::read_dir(app.dir.path().join("uploads"))
+        .unwrap()
+        .count();
     assert_eq!(files, 0, "no file kept from a rejected upload");
 }
 
@@ -262,13 +606,23 @@ async fn oversized_upload_is_413() {
     let alice = app.make_user("alice").await;
     // Declared length over the limit: refused before the body is read.
     let big = vec![0u8; 300_000];
-    let res = app.upload(Some(&alice.token), photo_form(big, "big.png", "")).await;
+    let res = app
+        .upload(Some(&alice.token), photo_form(big, "big.png", ""))
+        .await;
     assert_error(res, 413, "payload_too_large", "declared length").await;
     // Streamed (no Content-Length): refused once the limit is crossed.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..20).map(|_| Ok(vec![0u8; 10_000])).collect();
-    let part = multipart::Part::stream(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
-        .file_name("big.png");
-    let res = app.upload(Some(&alice.token), multipart::Form::new().part("photo", part)).await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..20).map(|_| Ok(vec![0u8; 10_000])).collect();
+    let part = multipart::Part::stream(reqwest::Body::wrap_stream(futures_util::stream::iter(
+        chunks,
+    )))
+    .file_name("big.png");
+    let res = app
+        .upload(
+            Some(&alice.token),
+            multipart::Form::new().part("photo", part),
+        )
+        .await;
     assert_error(res, 413, "payload_too_large", "streamed").await;
     assert_eq!(app.count("photos").await, 0);
 }
@@ -291,10 +645,31 @@ async fn like_and_unlike() {
         assert_eq!(res.json::<Value>().await.unwrap(), expected, "{method}");
     }
     app.send(Method::POST, &path, Some(&alice.token)).await;
-    let got: Value = app.get(&format!("/api/photos/{}", photo["id"]), Some(&alice.token)).await.json().await.unwrap();
-    assert_eq!((got["likeCount"].as_i64(), got["likedByMe"].as_bool()), (Some(1), Some(true)));
-    assert_error(app.send(Method::POST, "/api/photos/424242/like", Some(&alice.token)).await, 404, "not_found", "missing").await;
-    assert_error(app.send(Method::POST, &path, None).await, 401, "unauthorized", "anonymous").await;
+    let got: Value = app
+        .get(&format!("/api/photos/{}", photo["id"]), Some(&alice.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (got["likeCount"].as_i64(), got["likedByMe"].as_bool()),
+        (Some(1), Some(true))
+    );
+    assert_error(
+        app.send(Method::POST, "/api/photos/424242/like", Some(&alice.token))
+            .await,
+        404,
+        "not_found",
+        "missing",
+    )
+    .await;
+    assert_error(
+        app.send(Method::POST, &path, None).await,
+        401,
+        "unauthorized",
+        "anonymous",
+    )
+    .await;
 }
 
 /// The feed holds followed users' photos and your own, newest first, and
@@ -305,12 +680,25 @@ async fn feed_explore_and_pagination() {
     let me = app.make_user("me_user").await;
     let friend = app.make_user("friend").await;
     let stranger = app.make_user("stranger").await;
-    app.send(Method::POST, &format!("/api/users/{}/follow", friend.id), Some(&me.token)).await;
+    app.send(
+        Method::POST,
+        &format!("/api/users/{}/follow", friend.id),
+        Some(&me.token),
+    )
+    .await;
     let mut expected = Vec::new();
     for i in 0..5 {
-        expected.push(app.posted_photo(&friend, &format!("f{i}")).await["id"].as_i64().unwrap());
+        expected.push(
+            app.posted_photo(&friend, &format!("f{i}")).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
         app.posted_photo(&stranger, "s").await;
-        expected.push(app.posted_photo(&me, &format!("m{i}")).await["id"].as_i64().unwrap());
+        expected.push(
+            app.posted_photo(&me, &format!("m{i}")).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
     }
     expected.reverse();
 
@@ -328,16 +716,35 @@ async fn feed_explore_and_pagination() {
             None => break,
         }
     }
-    assert_eq!(seen, expected, "own and followed photos, newest first, each once");
+    assert_eq!(
+        seen, expected,
+        "own and followed photos, newest first, each once"
+    );
 
-    let explore: Value = app.get("/api/explore?limit=100", None).await.json().await.unwrap();
+    let explore: Value = app
+        .get("/api/explore?limit=100", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(explore["photos"].as_array().unwrap().len(), 15);
     assert!(explore["next"].is_null());
-    let mine: Value = app.get(&format!("/api/users/{}/photos?limit=2", me.id), None).await.json().await.unwrap();
+    let mine: Value = app
+        .get(&format!("/api/users/{}/photos?limit=2", me.id), None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(mine["photos"].as_array().unwrap().len(), 2);
     assert_eq!(mine["photos"][0]["id"], expected[0]);
     assert!(mine["next"].is_string());
-    assert_error(app.get("/api/users/424242/photos", None).await, 404, "not_found", "missing owner").await;
+    assert_error(
+        app.get("/api/users/424242/photos", None).await,
+        404,
+        "not_found",
+        "missing owner",
+    )
+    .await;
 
     for (case, query, code) in [
         ("limit 0", "limit=0", "invalid_limit"),
@@ -346,13 +753,43 @@ async fn feed_explore_and_pagination() {
         ("limit text", "limit=ten", "invalid_limit"),
         ("cursor text", "before=abc", "invalid_cursor"),
         ("cursor negative", "before=-5", "invalid_cursor"),
-        ("cursor overflow", "before=99999999999999999999", "invalid_cursor"),
+        (
+            "cursor overflow",
+            "before=99999999999999999999",
+            "invalid_cursor",
+        ),
     ] {
-        assert_error(app.get(&format!("/api/feed?{query}"), Some(&me.token)).await, 422, code, case).await;
-        assert_error(app.get(&format!("/api/explore?{query}"), None).await, 422, code, case).await;
-        assert_error(app.get(&format!("/api/users/{}/photos?{query}", me.id), None).await, 422, code, case).await;
+        assert_error(
+            app.get(&format!("/api/feed?{query}"), Some(&me.token))
+                .await,
+            422,
+            code,
+            case,
+        )
+        .await;
+        assert_error(
+            app.get(&format!("/api/explore?{query}"), None).await,
+            422,
+            code,
+            case,
+        )
+        .await;
+        assert_error(
+            app.get(&format!("/api/users/{}/photos?{query}", me.id), None)
+                .await,
+            422,
+            code,
+            case,
+        )
+        .await;
     }
-    assert_error(app.get("/api/feed", None).await, 401, "unauthorized", "anonymous feed").await;
+    assert_error(
+        app.get("/api/feed", None).await,
+        401,
+        "unauthorized",
+        "anonymous feed",
+    )
+    .await;
 }
 
 /// Health, readiness, unknown paths and wrong methods.
@@ -361,17 +798,39 @@ async fn ops_routes_and_unknown_paths() {
     let app = spawn_app().await;
     let health = app.get("/health", None).await;
     assert_eq!(health.status(), StatusCode::OK);
-    assert!(health.headers()["server-timing"].to_str().unwrap().contains("app;dur="));
+    assert!(
+        health.headers()["server-timing"]
+            .to_str()
+            .unwrap()
+            .contains("app;dur=")
+    );
     assert_eq!(app.get("/ready", None).await.status(), StatusCode::OK);
-    assert_error(app.get("/api/nope", None).await, 404, "not_found", "unknown path").await;
-    assert_error(app.send(Method::PUT, "/api/feed", None).await, 405, "method_not_allowed", "PUT feed").await;
+    assert_error(
+        app.get("/api/nope", None).await,
+        404,
+        "not_found",
+        "unknown path",
+    )
+    .await;
+    assert_error(
+        app.send(Method::PUT, "/api/feed", None).await,
+        405,
+        "method_not_allowed",
+        "PUT feed",
+    )
+    .await;
 }
 
 /// The OpenAPI document lists every route of the contract.
 #[tokio::test]
 async fn openapi_covers_the_contract() {
     let app = spawn_app().await;
-    let doc: Value = app.get("/api/openapi.json", None).await.json().await.unwrap();
+    let doc: Value = app
+        .get("/api/openapi.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
     for (path, methods) in [
@@ -393,11 +852,22 @@ async fn openapi_covers_the_contract() {
         ("/api/openapi.json", &["get"]),
     ] {
         for m in methods {
-            assert!(paths.get(path).and_then(|p| p.get(*m)).is_some(), "{m} {path} missing");
+            assert!(
+                paths.get(path).and_then(|p| p.get(*m)).is_some(),
+                "{m} {path} missing"
+            );
         }
     }
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for s in ["Photo", "PhotoPage", "UserProfile", "ErrorBody", "AuthBody", "LikeState", "FollowState"] {
+    for s in [
+        "Photo",
+        "PhotoPage",
+        "UserProfile",
+        "ErrorBody",
+        "AuthBody",
+        "LikeState",
+        "FollowState",
+    ] {
         assert!(schemas.contains_key(s), "schema {s} missing");
     }
     let register = &paths["/api/register"]["post"]["responses"];
@@ -413,7 +883,10 @@ async fn data_survives_a_restart() {
     let alice = app.registered("alice").await;
     app.posted_photo(&alice, "kept").await;
     app.stop().await;
-    let store = stage_1::SqliteStore::open(stage_1::SqliteConfig::new(app.dir.path().join("minigram.sqlite3"))).unwrap();
+    let store = stage_1::SqliteStore::open(stage_1::SqliteConfig::new(
+        app.dir.path().join("minigram.sqlite3"),
+    ))
+    .unwrap();
     use minigram::Store as _;
     let page = store
         .explore(None, minigram::domain::PageQuery::first(10))

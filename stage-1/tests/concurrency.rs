@@ -18,11 +18,21 @@ async fn fifty_users_like_one_photo_at_once() {
     for i in 0..50 {
         users.push(app.make_user(&format!("fan{i}")).await);
     }
-    let responses = join_all(users.iter().map(|u| app.send(Method::POST, &path, Some(&u.token)))).await;
+    let responses = join_all(
+        users
+            .iter()
+            .map(|u| app.send(Method::POST, &path, Some(&u.token))),
+    )
+    .await;
     for res in responses {
         assert_eq!(res.status(), StatusCode::OK);
     }
-    let got: Value = app.get(&format!("/api/photos/{}", photo["id"]), None).await.json().await.unwrap();
+    let got: Value = app
+        .get(&format!("/api/photos/{}", photo["id"]), None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["likeCount"], 50);
     assert_eq!(app.count("likes").await, 50);
 }
@@ -34,7 +44,8 @@ async fn one_user_likes_twenty_times_at_once() {
     let user = app.make_user("eager").await;
     let photo = app.posted_photo(&user, "").await;
     let path = format!("/api/photos/{}/like", photo["id"]);
-    let responses = join_all((0..20).map(|_| app.send(Method::POST, &path, Some(&user.token)))).await;
+    let responses =
+        join_all((0..20).map(|_| app.send(Method::POST, &path, Some(&user.token)))).await;
     for res in responses {
         assert_eq!(res.status(), StatusCode::OK);
         let state: Value = res.json().await.unwrap();
@@ -54,8 +65,16 @@ async fn concurrent_registrations_of_one_name() {
     }))
     .await;
     let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
-    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 11, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        11,
+        "{statuses:?}"
+    );
     assert_eq!(app.count("users").await, 1);
 }
 
@@ -69,8 +88,17 @@ async fn thirty_users_follow_one_at_once() {
         fans.push(app.make_user(&format!("fan{i}")).await);
     }
     let path = format!("/api/users/{}/follow", star.id);
-    let responses = join_all(fans.iter().map(|u| app.send(Method::POST, &path, Some(&u.token)))).await;
+    let responses = join_all(
+        fans.iter()
+            .map(|u| app.send(Method::POST, &path, Some(&u.token))),
+    )
+    .await;
     assert!(responses.iter().all(|r| r.status() == StatusCode::OK));
-    let profile: Value = app.get(&format!("/api/users/{}", star.id), None).await.json().await.unwrap();
+    let profile: Value = app
+        .get(&format!("/api/users/{}", star.id), None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(profile["followers"], 30);
 }

@@ -34,7 +34,8 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("minigram.sqlite3"))).expect("open sqlite");
+    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("minigram.sqlite3")))
+        .expect("open sqlite");
     let uploads = dir.path().join("uploads");
     std::fs::create_dir_all(&uploads).unwrap();
     let app = App {
@@ -104,10 +105,20 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
-        self.client.post(self.url(path)).json(body).send().await.unwrap()
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
-    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Response {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Response {
         let mut req = self.client.post(self.url(path)).body(body);
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
@@ -116,8 +127,11 @@ impl TestApp {
     }
 
     pub async fn register(&self, username: &str, password: &str) -> Response {
-        self.post_json("/api/register", &json!({"username": username, "password": password}))
-            .await
+        self.post_json(
+            "/api/register",
+            &json!({"username": username, "password": password}),
+        )
+        .await
     }
 
     /// Registers through the API and returns the user.
@@ -133,8 +147,11 @@ impl TestApp {
     }
 
     pub async fn login(&self, username: &str, password: &str) -> Response {
-        self.post_json("/api/login", &json!({"username": username, "password": password}))
-            .await
+        self.post_json(
+            "/api/login",
+            &json!({"username": username, "password": password}),
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
@@ -163,7 +180,9 @@ impl TestApp {
 
     /// Uploads a generated PNG and returns the photo JSON.
     pub async fn posted_photo(&self, user: &TestUser, caption: &str) -> Value {
-        let res = self.upload(Some(&user.token), photo_form(png(64, 48), "x.png", caption)).await;
+        let res = self
+            .upload(Some(&user.token), photo_form(png(64, 48), "x.png", caption))
+            .await;
         assert_eq!(res.status(), StatusCode::CREATED);
         res.json().await.unwrap()
     }
@@ -205,7 +224,13 @@ pub fn photo_form(bytes: Vec<u8>, file_name: &str, caption: &str) -> multipart::
 /// Asserts the status and the stable error code of a response.
 pub async fn assert_error(res: Response, status: u16, code: &str, case: &str) {
     assert_eq!(res.status().as_u16(), status, "{case}: status");
-    let body: Value = res.json().await.unwrap_or_else(|e| panic!("{case}: body is not JSON: {e}"));
+    let body: Value = res
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{case}: body is not JSON: {e}"));
     assert_eq!(body["code"], code, "{case}: code in {body}");
-    assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "{case}: message");
+    assert!(
+        body["error"].as_str().is_some_and(|m| !m.is_empty()),
+        "{case}: message"
+    );
 }

@@ -1,0 +1,124 @@
+//! The `stage-1` binary as a new user runs it: first start seeds the demo
+//! dataset and prints the login; `seed` fills a new data directory and
+//! refuses a used one with a one-line error.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stage-1");
+
+/// Starts `stage-1` and returns the child and the URL it printed.
+fn start(data_dir: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start stage-1");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let line = lines.next().expect("stage-1 exited early").unwrap();
+        if let Some(rest) = line.split("Minigram stage 1 on ").nth(1) {
+            let url = rest.split_whitespace().next().unwrap().to_owned();
+            // Keep draining stderr so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            return (child, url);
+        }
+        seen.push(line);
+    }
+    panic!("stage-1 did not print its address: {seen:?}");
+}
+
+/// First start on an empty directory: demo data, and the demo login works.
+#[tokio::test]
+async fn first_start_seeds_demo_data_and_the_demo_login_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = start(dir.path());
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{url}/api/login"))
+        .json(&serde_json::json!({"username": "user1", "password": minigram::seed::SEED_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let token = res.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let feed: serde_json::Value = client
+        .get(format!("{url}/api/feed"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!feed["photos"].as_array().unwrap().is_empty(), "the demo feed has photos");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(dir.path().join("minigram.sqlite3").exists());
+}
+
+/// `seed` makes the dataset it was asked for, and refuses to seed twice.
+#[test]
+fn seed_fills_a_new_directory_and_refuses_a_used_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        Command::new(BIN)
+            .args([
+                "seed", "--users", "40", "--photos", "300", "--follows-per-user", "5", "--likes", "500",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{err}");
+    assert!(err.contains("seeded 40 users, 300 photos, 200 follows, 500 likes"), "{err}");
+    let conn = rusqlite::Connection::open(dir.path().join("minigram.sqlite3")).unwrap();
+    let (likes, sum): (i64, i64) = conn
+        .query_row("SELECT (SELECT COUNT(*) FROM likes), (SELECT SUM(like_count) FROM photos)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((likes, sum), (500, 500), "like counts match like rows");
+
+    let second = run();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    assert!(err.contains("already has users"), "{err}");
+}
+
+/// `--help` has examples; a bad flag value is a one-line error, no panic.
+#[test]
+fn help_and_bad_flags() {
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success());
+    assert!(text.contains("Examples:") && text.contains("--journal-mode"), "{text}");
+    let bad = Command::new(BIN).args(["--journal-mode", "sideways"]).output().unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("invalid value 'sideways'") && !err.contains("panicked"), "{err}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let busy = Command::new(BIN)
+        .args(["--listen", &addr, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!busy.status.success());
+    let err = String::from_utf8_lossy(&busy.stderr);
+    assert!(err.contains("cannot listen on") && !err.contains("panicked"), "{err}");
+}
