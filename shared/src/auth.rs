@@ -58,7 +58,12 @@ impl PasswordWork {
         rand::rng().fill_bytes(&mut salt);
         let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
-            .hash_password_into_with_memory(password.as_bytes(), &salt, &mut out, self.memory(&params))
+            .hash_password_into_with_memory(
+                password.as_bytes(),
+                &salt,
+                &mut out,
+                self.memory(&params),
+            )
             .map_err(|e| anyhow::anyhow!("argon2 hash failed: {e}"))?;
         let phc = PasswordHash {
             algorithm: argon2::ARGON2ID_IDENT,
@@ -82,7 +87,11 @@ impl PasswordWork {
         }
     }
 
-    fn try_verify(&mut self, password: &str, hash: &str) -> Result<bool, argon2::password_hash::Error> {
+    fn try_verify(
+        &mut self,
+        password: &str,
+        hash: &str,
+    ) -> Result<bool, argon2::password_hash::Error> {
         let parsed = PasswordHash::new(hash)?;
         let algorithm = Algorithm::try_from(parsed.algorithm.as_str())?;
         let version = parsed
@@ -95,8 +104,12 @@ impl PasswordWork {
             return Ok(false);
         };
         let mut out = vec![0u8; expected.len()];
-        Argon2::new(algorithm, version, params.clone())
-            .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, self.memory(&params))?;
+        Argon2::new(algorithm, version, params.clone()).hash_password_into_with_memory(
+            password.as_bytes(),
+            salt,
+            &mut out,
+            self.memory(&params),
+        )?;
         // `Output`'s equality is constant-time.
         Ok(Output::new(&out)? == *expected)
     }
@@ -135,7 +148,10 @@ impl Hasher {
                     let mut work = PasswordWork::default();
                     loop {
                         // The lock is held only while waiting for the next job.
-                        let job = rx.lock().map_err(|_| ()).and_then(|r| r.recv().map_err(|_| ()));
+                        let job = rx
+                            .lock()
+                            .map_err(|_| ())
+                            .and_then(|r| r.recv().map_err(|_| ()));
                         match job {
                             Ok(job) => job(&mut work),
                             Err(()) => return, // the Hasher was dropped
@@ -168,7 +184,11 @@ impl Hasher {
 
     /// Verifies `password` against `stored`, or against the dummy hash when
     /// there is no such user (the answer is then always false).
-    pub async fn verify(&self, password: Password, stored: Option<String>) -> Result<bool, HashError> {
+    pub async fn verify(
+        &self,
+        password: Password,
+        stored: Option<String>,
+    ) -> Result<bool, HashError> {
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.inner.dummy_hash.clone());
         let ok = self
@@ -267,8 +287,15 @@ mod tests {
     fn compatible_with_the_argon2_crate() {
         use argon2::{PasswordHasher as _, PasswordVerifier as _};
         let ours = hash_blocking("pw-one").unwrap();
-        assert!(Argon2::default().verify_password(b"pw-one", ours.as_str()).is_ok());
-        let theirs = Argon2::default().hash_password(b"pw-two").unwrap().to_string();
+        assert!(
+            Argon2::default()
+                .verify_password(b"pw-one", ours.as_str())
+                .is_ok()
+        );
+        let theirs = Argon2::default()
+            .hash_password(b"pw-two")
+            .unwrap()
+            .to_string();
         let mut work = PasswordWork::default();
         assert!(work.verify("pw-two", &theirs));
         assert!(!work.verify("pw-one", &theirs));

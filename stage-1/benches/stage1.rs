@@ -26,8 +26,10 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_stage-1");
 
 #[derive(Debug, Parser)]
-#[command(about = "Stage-1 benchmark: seeding time, login vs raw Argon2, feed latency",
-    after_help = "Examples:\n  cargo bench -p stage-1\n  cargo bench -p stage-1 -- --quick\n  cargo bench -p stage-1 -- --secs 20 --out /tmp/b.json")]
+#[command(
+    about = "Stage-1 benchmark: seeding time, login vs raw Argon2, feed latency",
+    after_help = "Examples:\n  cargo bench -p stage-1\n  cargo bench -p stage-1 -- --quick\n  cargo bench -p stage-1 -- --secs 20 --out /tmp/b.json"
+)]
 struct Args {
     #[arg(long, default_value_t = 10_000)]
     users: usize,
@@ -67,7 +69,7 @@ impl Drop for Server {
 }
 
 fn start_server(data_dir: &std::path::Path) -> Server {
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "warn")
@@ -75,13 +77,18 @@ fn start_server(data_dir: &std::path::Path) -> Server {
         .stdout(Stdio::null())
         .spawn()
         .expect("start stage-1");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Owned by the guard from here on: killed and reaped on every path.
+    let mut server = Server {
+        child,
+        url: String::new(),
+    };
+    let mut lines = BufReader::new(server.child.stderr.take().unwrap()).lines();
     for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(rest) = line.split("Minigram stage 1 on ").nth(1) {
-            let url = rest.split_whitespace().next().unwrap().to_owned();
+            server.url = rest.split_whitespace().next().unwrap().to_owned();
             std::thread::spawn(move || for _ in lines {});
-            return Server { child, url };
+            return server;
         }
     }
     panic!("stage-1 exited before printing its address");
@@ -120,11 +127,19 @@ fn raw_verify_rate(secs: u64) -> (f64, usize) {
     for h in handles {
         h.join().unwrap();
     }
-    (count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(), threads)
+    (
+        count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+        threads,
+    )
 }
 
 /// `clients` loops of login for `secs` seconds; returns (rate, tokens, p50 ms, errors).
-async fn login_phase(url: &str, users: usize, clients: usize, secs: u64) -> (f64, Vec<String>, Histogram<u64>, u64) {
+async fn login_phase(
+    url: &str,
+    users: usize,
+    clients: usize,
+    secs: u64,
+) -> (f64, Vec<String>, Histogram<u64>, u64) {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
@@ -199,7 +214,10 @@ async fn feed_phase(url: &str, tokens: &[String], clients: usize, secs: u64) -> 
                         continue;
                     }
                     rtt.record(t.elapsed().as_micros().max(1) as u64).unwrap();
-                    let us = |name| (minigram::timing::parse_entry(&timing, name).unwrap_or(0.0) * 1000.0).max(1.0) as u64;
+                    let us = |name| {
+                        (minigram::timing::parse_entry(&timing, name).unwrap_or(0.0) * 1000.0)
+                            .max(1.0) as u64
+                    };
                     server.record(us("app")).unwrap();
                     db.record(us("db")).unwrap();
                 }
@@ -230,37 +248,66 @@ async fn feed_phase(url: &str, tokens: &[String], clients: usize, secs: u64) -> 
 async fn main() {
     let mut args = Args::parse();
     if args.quick {
-        (args.users, args.photos, args.follows_per_user, args.likes, args.secs) = (200, 2000, 20, 3000, 2);
+        (
+            args.users,
+            args.photos,
+            args.follows_per_user,
+            args.likes,
+            args.secs,
+        ) = (200, 2000, 20, 3000, 2);
         args.login_clients = args.login_clients.min(8);
     }
     let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../results/bench-stage1.json"))
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../results/bench-stage1.json"
+        ))
     });
     let dir = tempfile::tempdir().unwrap();
 
-    eprintln!("bench 1/4: seeding {} users / {} photos / {} follows per user / {} likes",
-        args.users, args.photos, args.follows_per_user, args.likes);
+    eprintln!(
+        "bench 1/4: seeding {} users / {} photos / {} follows per user / {} likes",
+        args.users, args.photos, args.follows_per_user, args.likes
+    );
     let started = Instant::now();
     let status = Command::new(BIN)
-        .args(["seed", "--users", &args.users.to_string(), "--photos", &args.photos.to_string(),
-            "--follows-per-user", &args.follows_per_user.to_string(), "--likes", &args.likes.to_string(),
-            "--data-dir"])
+        .args([
+            "seed",
+            "--users",
+            &args.users.to_string(),
+            "--photos",
+            &args.photos.to_string(),
+            "--follows-per-user",
+            &args.follows_per_user.to_string(),
+            "--likes",
+            &args.likes.to_string(),
+            "--data-dir",
+        ])
         .arg(dir.path())
         .status()
         .unwrap();
     assert!(status.success(), "stage-1 seed failed");
     let seed_secs = started.elapsed().as_secs_f64();
 
-    eprintln!("bench 2/4: raw Argon2id verify throughput for {} s (server not running)", args.secs);
+    eprintln!(
+        "bench 2/4: raw Argon2id verify throughput for {} s (server not running)",
+        args.secs
+    );
     let (raw_rate, threads) = raw_verify_rate(args.secs);
 
     let server = start_server(dir.path());
-    eprintln!("bench 3/4: HTTP login with {} clients for {} s", args.login_clients, args.secs);
+    eprintln!(
+        "bench 3/4: HTTP login with {} clients for {} s",
+        args.login_clients, args.secs
+    );
     let (login_rate, tokens, login_h, login_errors) =
         login_phase(&server.url, args.users, args.login_clients, args.secs).await;
     assert!(!tokens.is_empty(), "no login succeeded");
 
-    eprintln!("bench 4/4: GET /api/feed with 1 and 4 clients, {} s each", args.secs);
+    eprintln!(
+        "bench 4/4: GET /api/feed with 1 and 4 clients, {} s each",
+        args.secs
+    );
     let feed_1 = feed_phase(&server.url, &tokens, 1, args.secs).await;
     let feed_4 = feed_phase(&server.url, &tokens, 4, args.secs).await;
     drop(server);
@@ -284,18 +331,61 @@ async fn main() {
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     std::fs::write(&out, serde_json::to_string_pretty(&result).unwrap() + "\n").unwrap();
 
-    println!("\nstage-1 benchmark ({} cores, commit {})", threads, result["commit"].as_str().unwrap());
+    println!(
+        "\nstage-1 benchmark ({} cores, commit {})",
+        threads,
+        result["commit"].as_str().unwrap()
+    );
     println!("{:<44} {:>12} {:>12}", "measure", "value", "target");
-    println!("{:<44} {:>10.1} s {:>10} s", "seed dataset", seed_secs, "< 60");
-    println!("{:<44} {:>10.1}/s {:>12}", "raw argon2 verify (all cores)", raw_rate, "");
-    println!("{:<44} {:>10.1}/s {:>12}", format!("HTTP login ({} clients)", args.login_clients), login_rate, "");
-    println!("{:<44} {:>12.2} {:>12}", "login / raw verify", login_rate / raw_rate, ">= 0.80");
-    for f in [&result["feed"]["lowConcurrency"][0], &result["feed"]["lowConcurrency"][1]] {
+    println!(
+        "{:<44} {:>10.1} s {:>10} s",
+        "seed dataset", seed_secs, "< 60"
+    );
+    println!(
+        "{:<44} {:>10.1}/s {:>12}",
+        "raw argon2 verify (all cores)", raw_rate, ""
+    );
+    println!(
+        "{:<44} {:>10.1}/s {:>12}",
+        format!("HTTP login ({} clients)", args.login_clients),
+        login_rate,
+        ""
+    );
+    println!(
+        "{:<44} {:>12.2} {:>12}",
+        "login / raw verify",
+        login_rate / raw_rate,
+        ">= 0.80"
+    );
+    for f in [
+        &result["feed"]["lowConcurrency"][0],
+        &result["feed"]["lowConcurrency"][1],
+    ] {
         let c = f["clients"].as_u64().unwrap();
-        println!("{:<44} {:>9.2} ms {:>9} ms", format!("feed server p50, {c} client(s)"), f["serverP50Ms"].as_f64().unwrap(), "<= 2");
-        println!("{:<44} {:>9.2} ms {:>9} ms", format!("feed server p99, {c} client(s)"), f["serverP99Ms"].as_f64().unwrap(), "<= 10");
-        println!("{:<44} {:>9.2} ms {:>12}", format!("feed client p50, {c} client(s)"), f["clientP50Ms"].as_f64().unwrap(), "");
-        println!("{:<44} {:>10.0}/s {:>12}", format!("feed throughput, {c} client(s)"), f["rps"].as_f64().unwrap(), "");
+        println!(
+            "{:<44} {:>9.2} ms {:>9} ms",
+            format!("feed server p50, {c} client(s)"),
+            f["serverP50Ms"].as_f64().unwrap(),
+            "<= 2"
+        );
+        println!(
+            "{:<44} {:>9.2} ms {:>9} ms",
+            format!("feed server p99, {c} client(s)"),
+            f["serverP99Ms"].as_f64().unwrap(),
+            "<= 10"
+        );
+        println!(
+            "{:<44} {:>9.2} ms {:>12}",
+            format!("feed client p50, {c} client(s)"),
+            f["clientP50Ms"].as_f64().unwrap(),
+            ""
+        );
+        println!(
+            "{:<44} {:>10.0}/s {:>12}",
+            format!("feed throughput, {c} client(s)"),
+            f["rps"].as_f64().unwrap(),
+            ""
+        );
     }
     println!("\nwrote {}", out.display());
 }

@@ -8,26 +8,43 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stage-1");
 
-/// Starts `stage-1` and returns the child and the URL it printed.
-fn start(data_dir: &std::path::Path) -> (std::process::Child, String) {
-    let mut child = Command::new(BIN)
+/// A running `stage-1`, killed when dropped.
+struct Running {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `stage-1` and waits for the URL it prints.
+fn start(data_dir: &std::path::Path) -> Running {
+    let child = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .expect("start stage-1");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
+    // Owned by the guard from here on: killed and reaped on every path.
+    let mut running = Running {
+        child,
+        url: String::new(),
+    };
+    let mut lines = BufReader::new(running.child.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
     while Instant::now() < deadline {
         let line = lines.next().expect("stage-1 exited early").unwrap();
         if let Some(rest) = line.split("Minigram stage 1 on ").nth(1) {
-            let url = rest.split_whitespace().next().unwrap().to_owned();
+            running.url = rest.split_whitespace().next().unwrap().to_owned();
             // Keep draining stderr so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines.by_ref() {});
-            return (child, url);
+            return running;
         }
         seen.push(line);
     }
@@ -38,7 +55,8 @@ fn start(data_dir: &std::path::Path) -> (std::process::Child, String) {
 #[tokio::test]
 async fn first_start_seeds_demo_data_and_the_demo_login_works() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, url) = start(dir.path());
+    let server = start(dir.path());
+    let url = &server.url;
     let client = reqwest::Client::new();
     let res = client
         .post(format!("{url}/api/login"))
@@ -60,9 +78,11 @@ async fn first_start_seeds_demo_data_and_the_demo_login_works() {
         .json()
         .await
         .unwrap();
-    assert!(!feed["photos"].as_array().unwrap().is_empty(), "the demo feed has photos");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    assert!(
+        !feed["photos"].as_array().unwrap().is_empty(),
+        "the demo feed has photos"
+    );
+    drop(server);
     assert!(dir.path().join("minigram.sqlite3").exists());
 }
 
@@ -73,7 +93,15 @@ fn seed_fills_a_new_directory_and_refuses_a_used_one() {
     let run = || {
         Command::new(BIN)
             .args([
-                "seed", "--users", "40", "--photos", "300", "--follows-per-user", "5", "--likes", "500",
+                "seed",
+                "--users",
+                "40",
+                "--photos",
+                "300",
+                "--follows-per-user",
+                "5",
+                "--likes",
+                "500",
                 "--data-dir",
             ])
             .arg(dir.path())
@@ -83,12 +111,17 @@ fn seed_fills_a_new_directory_and_refuses_a_used_one() {
     let first = run();
     let err = String::from_utf8_lossy(&first.stderr);
     assert!(first.status.success(), "{err}");
-    assert!(err.contains("seeded 40 users, 300 photos, 200 follows, 500 likes"), "{err}");
+    assert!(
+        err.contains("seeded 40 users, 300 photos, 200 follows, 500 likes"),
+        "{err}"
+    );
     let conn = rusqlite::Connection::open(dir.path().join("minigram.sqlite3")).unwrap();
     let (likes, sum): (i64, i64) = conn
-        .query_row("SELECT (SELECT COUNT(*) FROM likes), (SELECT SUM(like_count) FROM photos)", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM likes), (SELECT SUM(like_count) FROM photos)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((likes, sum), (500, 500), "like counts match like rows");
 
@@ -105,11 +138,20 @@ fn help_and_bad_flags() {
     let help = Command::new(BIN).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(help.status.success());
-    assert!(text.contains("Examples:") && text.contains("--journal-mode"), "{text}");
-    let bad = Command::new(BIN).args(["--journal-mode", "sideways"]).output().unwrap();
+    assert!(
+        text.contains("Examples:") && text.contains("--journal-mode"),
+        "{text}"
+    );
+    let bad = Command::new(BIN)
+        .args(["--journal-mode", "sideways"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains("invalid value 'sideways'") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("invalid value 'sideways'") && !err.contains("panicked"),
+        "{err}"
+    );
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
@@ -120,5 +162,8 @@ fn help_and_bad_flags() {
         .unwrap();
     assert!(!busy.status.success());
     let err = String::from_utf8_lossy(&busy.stderr);
-    assert!(err.contains("cannot listen on") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("cannot listen on") && !err.contains("panicked"),
+        "{err}"
+    );
 }

@@ -29,7 +29,10 @@ async fn page(app: &TestApp, path: &str, cookie: Option<&str>) -> (StatusCode, S
     let res = req.send().await.unwrap();
     let status = res.status();
     if status.is_success() {
-        let csp = res.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        let csp = res.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     }
     (status, res.text().await.unwrap())
@@ -57,7 +60,11 @@ async fn a_person_uses_minigram_with_forms() {
         .client
         .post(app.url("/register"))
         .header("origin", app.address.clone())
-        .form(&[("username", "carol"), ("password", "password123"), ("email", "")])
+        .form(&[
+            ("username", "carol"),
+            ("password", "password123"),
+            ("email", ""),
+        ])
         .send()
         .await
         .unwrap();
@@ -73,7 +80,10 @@ async fn a_person_uses_minigram_with_forms() {
     let form = multipart::Form::new()
         .text("csrf", csrf.clone())
         .text("caption", "<script>alert(1)</script>")
-        .part("photo", multipart::Part::bytes(png(30, 20)).file_name("p.png"));
+        .part(
+            "photo",
+            multipart::Part::bytes(png(30, 20)).file_name("p.png"),
+        );
     let res = app
         .client
         .post(app.url("/upload"))
@@ -82,7 +92,12 @@ async fn a_person_uses_minigram_with_forms() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::SEE_OTHER, "{}", res.text().await.unwrap());
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        res.text().await.unwrap()
+    );
     let (_, html) = page(&app, "/", Some(&cookie)).await;
     assert!(html.contains("alert(1)"), "the caption is shown");
     assert!(!html.contains("<script>"), "captions are escaped");
@@ -115,7 +130,11 @@ async fn a_person_uses_minigram_with_forms() {
         .client
         .post(app.url(&format!("/users/{}/follow", dave.id)))
         .header("cookie", &cookie)
-        .form(&[("csrf", csrf.as_str()), ("action", "follow"), ("next", "//evil.example/")])
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("action", "follow"),
+            ("next", "//evil.example/"),
+        ])
         .send()
         .await
         .unwrap();
@@ -134,7 +153,11 @@ async fn a_person_uses_minigram_with_forms() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let (status, _) = page(&app, "/upload", Some(&cookie)).await;
-    assert_eq!(status, StatusCode::SEE_OTHER, "the old cookie no longer signs in");
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "the old cookie no longer signs in"
+    );
 }
 
 /// Forms posted without the CSRF value, or from another site, change nothing.
@@ -165,7 +188,10 @@ async fn cross_site_posts_are_refused() {
     let victim = app.make_user("victim").await;
     let photo = app.posted_photo(&victim, "").await;
     let cookie = format!("minigram_session={}", victim.token);
-    for csrf in ["", "0000000000000000000000000000000000000000000000000000000000000000"] {
+    for csrf in [
+        "",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+    ] {
         let res = app
             .client
             .post(app.url(&format!("/photos/{}/like", photo["id"])))
@@ -224,6 +250,11 @@ async fn anonymous_browsing() {
     assert_eq!(location(&res), "/explore");
     let res = app.client.get(app.url("/upload")).send().await.unwrap();
     assert_eq!(location(&res), "/login");
-    let css = app.client.get(app.url("/static/minigram.css")).send().await.unwrap();
+    let css = app
+        .client
+        .get(app.url("/static/minigram.css"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
 }

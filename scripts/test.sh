@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The one test command (see README): formatting, lints, a quick run of the
+# benchmark (it must work, its numbers are not checked here), every test.
+# Everything builds in the release profile, once, for tests and benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo not found: install Rust from https://rustup.rs, then run this again" >&2
+    exit 1
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (release, all targets, warnings are errors)"
+cargo clippy --release --workspace --all-targets -- -D warnings
+
+step "benchmark smoke: cargo bench -p stage-1 -- --quick"
+cargo bench -p stage-1 -- --quick --out "${TMPDIR:-/tmp}/minigram-bench-smoke.json"
+
+step "cargo test (release)"
+cargo test --release --workspace
