@@ -28,3 +28,5 @@ pub mod timing;
 pub use app::{App, Settings};
 pub use startup::Application;
 pub use store::Store;
+#[cfg(feature = "testing")]
+pub mod testing;

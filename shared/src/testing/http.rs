@@ -1,16 +1,17 @@
-//! The HTTP contract of DESIGN.md, route by route: each success path and
-//! each failure code, against the real stage-1 server and a real SQLite file.
+//! The black-box HTTP contract suite (DESIGN.md, "HTTP contract"): each
+//! route's success path and failure codes, bad input that must change
+//! nothing, exact counts under concurrency, and the HTML pages with their
+//! cookie and CSRF rules. Every case is generic over the stage's storage.
 
-mod common;
-
-use common::{assert_error, photo_form, png, spawn_app};
-use reqwest::{Method, StatusCode, multipart};
+use futures_util::future::join_all;
+use reqwest::{Method, Response, StatusCode, multipart};
 use serde_json::{Value, json};
 
+use super::{Backend, TestApp, assert_error, files_in, photo_form, png, spawn_app, spawn_app_with};
+
 /// A new user registers and gets a token that works right away.
-#[tokio::test]
-async fn register_then_use_the_token() {
-    let app = spawn_app().await;
+pub async fn register_then_use_the_token<B: Backend>() {
+    let app = spawn_app::<B>().await;
     let res = app
         .post_json(
             "/api/register",
@@ -31,9 +32,8 @@ async fn register_then_use_the_token() {
 }
 
 /// Every bad registration is a 4xx with its code, and creates nobody.
-#[tokio::test]
-async fn register_rejects_bad_input_and_changes_nothing() {
-    let app = spawn_app().await;
+pub async fn register_rejects_bad_input_and_changes_nothing<B: Backend>() {
+    let app = spawn_app::<B>().await;
     app.registered("taken").await;
     let long_name = "x".repeat(31);
     let long_pw = "p".repeat(129);
@@ -191,9 +191,8 @@ async fn register_rejects_bad_input_and_changes_nothing() {
 
 /// Login gives a new token each time; unknown user and wrong password get
 /// the same answer.
-#[tokio::test]
-async fn login_and_its_failures() {
-    let app = spawn_app().await;
+pub async fn login_and_its_failures<B: Backend>() {
+    let app = spawn_app::<B>().await;
     let alice = app.registered("alice").await;
     let res = app.login("ALICE", "password123").await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -246,9 +245,8 @@ async fn login_and_its_failures() {
 }
 
 /// Logout revokes the token on the server: it stops working at once.
-#[tokio::test]
-async fn logout_revokes_the_token() {
-    let app = spawn_app().await;
+pub async fn logout_revokes_the_token<B: Backend>() {
+    let app = spawn_app::<B>().await;
     let alice = app.registered("alice").await;
     let res = app
         .send(Method::POST, "/api/logout", Some(&alice.token))
@@ -280,9 +278,8 @@ async fn logout_revokes_the_token() {
 }
 
 /// Missing, malformed, forged and wrong-scheme tokens are all 401.
-#[tokio::test]
-async fn bad_tokens_are_refused() {
-    let app = spawn_app().await;
+pub async fn bad_tokens_are_refused<B: Backend>() {
+    let app = spawn_app::<B>().await;
     app.registered("alice").await;
     let forged = "ab".repeat(32);
     for (case, header) in [
@@ -314,9 +311,8 @@ async fn bad_tokens_are_refused() {
 }
 
 /// Profiles carry counts; ids that are not positive integers are 400.
-#[tokio::test]
-async fn user_profiles_and_bad_ids() {
-    let app = spawn_app().await;
+pub async fn user_profiles_and_bad_ids<B: Backend>() {
+    let app = spawn_app::<B>().await;
     let alice = app.registered("alice").await;
     let bob = app.make_user("bob").await;
     app.posted_photo(&alice, "hi").await;
@@ -394,9 +390,8 @@ async fn user_profiles_and_bad_ids() {
 }
 
 /// Follow and unfollow are idempotent and return the exact follower count.
-#[tokio::test]
-async fn follow_and_unfollow() {
-    let app = spawn_app().await;
+pub async fn follow_and_unfollow<B: Backend>() {
+    let app = spawn_app::<B>().await;
     let alice = app.make_user("alice").await;
     let bob = app.make_user("bob").await;
     let path = format!("/api/users/{}/follow", bob.id);
@@ -438,9 +433,8 @@ async fn follow_and_unfollow() {
 
 /// A valid image is stored re-encoded under a content hash and served with
 /// long-lived cache headers.
-#[tokio::test]
-async fn upload_and_serve_a_photo() {
-    let app = spawn_app().await;
+pub async fn upload_and_serve_a_photo<B: Backend>() {
+    let app = spawn_app::<B>().await;
     let alice = app.make_user("alice").await;
     let res = app
         .upload(
@@ -511,9 +505,8 @@ async fn upload_and_serve_a_photo() {
 }
 
 /// Every bad upload is a 4xx with its code and stores nothing.
-#[tokio::test]
-async fn upload_rejects_bad_files_and_stores_nothing() {
-    let app = spawn_app().await;
+pub async fn upload_rejects_bad_files_and_stores_nothing<B: Backend>() {
+    let app = spawn_app::<B>().await;
     let alice = app.make_user("alice").await;
     let full = png(64, 64);
     let truncated = full[..full.len() / 2].to_vec();
@@ -589,16 +582,13 @@ async fn upload_rejects_bad_files_and_stores_nothing() {
     )
     .await;
     assert_eq!(app.count("photos").await, 0);
-    let files = std::fs::read_dir(app.dir.path().join("uploads"))
-        .unwrap()
-        .count();
+    let files = files_in(&app.uploads_dir());
     assert_eq!(files, 0, "no file kept from a rejected upload");
 }
 
 /// An upload over the size limit is refused with 413.
-#[tokio::test]
-async fn oversized_upload_is_413() {
-    let app = common::spawn_app_with(minigram::Settings {
+pub async fn oversized_upload_is_413<B: Backend>() {
+    let app = spawn_app_with::<B>(crate::Settings {
         max_upload_bytes: 100_000,
         ..Default::default()
     })
@@ -628,9 +618,8 @@ async fn oversized_upload_is_413() {
 }
 
 /// Like and unlike are idempotent and return the exact count.
-#[tokio::test]
-async fn like_and_unlike() {
-    let app = spawn_app().await;
+pub async fn like_and_unlike<B: Backend>() {
+    let app = spawn_app::<B>().await;
     let alice = app.make_user("alice").await;
     let photo = app.posted_photo(&alice, "").await;
     let path = format!("/api/photos/{}/like", photo["id"]);
@@ -674,9 +663,8 @@ async fn like_and_unlike() {
 
 /// The feed holds followed users' photos and your own, newest first, and
 /// pages through them with `next` without repeats or gaps.
-#[tokio::test]
-async fn feed_explore_and_pagination() {
-    let app = spawn_app().await;
+pub async fn feed_explore_and_pagination<B: Backend>() {
+    let app = spawn_app::<B>().await;
     let me = app.make_user("me_user").await;
     let friend = app.make_user("friend").await;
     let stranger = app.make_user("stranger").await;
@@ -793,9 +781,8 @@ async fn feed_explore_and_pagination() {
 }
 
 /// Health, readiness, unknown paths and wrong methods.
-#[tokio::test]
-async fn ops_routes_and_unknown_paths() {
-    let app = spawn_app().await;
+pub async fn ops_routes_and_unknown_paths<B: Backend>() {
+    let app = spawn_app::<B>().await;
     let health = app.get("/health", None).await;
     assert_eq!(health.status(), StatusCode::OK);
     assert!(
@@ -822,9 +809,8 @@ async fn ops_routes_and_unknown_paths() {
 }
 
 /// The OpenAPI document lists every route of the contract.
-#[tokio::test]
-async fn openapi_covers_the_contract() {
-    let app = spawn_app().await;
+pub async fn openapi_covers_the_contract<B: Backend>() {
+    let app = spawn_app::<B>().await;
     let doc: Value = app
         .get("/api/openapi.json", None)
         .await
@@ -876,24 +862,382 @@ async fn openapi_covers_the_contract() {
     }
 }
 
-/// A restart keeps everything (the SQLite file is the state).
-#[tokio::test]
-async fn data_survives_a_restart() {
-    let app = spawn_app().await;
-    let alice = app.registered("alice").await;
-    app.posted_photo(&alice, "kept").await;
-    app.stop().await;
-    let store = stage_1::SqliteStore::open(stage_1::SqliteConfig::new(
-        app.dir.path().join("minigram.sqlite3"),
-    ))
-    .unwrap();
-    use minigram::Store as _;
-    let page = store
-        .explore(None, minigram::domain::PageQuery::first(10))
+// ---- concurrency ----
+
+/// 50 users like one photo at the same moment: likeCount is exactly 50.
+pub async fn fifty_users_like_one_photo_at_once<B: Backend>() {
+    let app = spawn_app::<B>().await;
+    let owner = app.make_user("owner").await;
+    let photo = app.posted_photo(&owner, "popular").await;
+    let path = format!("/api/photos/{}/like", photo["id"]);
+    let mut users = Vec::new();
+    for i in 0..50 {
+        users.push(app.make_user(&format!("fan{i}")).await);
+    }
+    let responses = join_all(
+        users
+            .iter()
+            .map(|u| app.send(Method::POST, &path, Some(&u.token))),
+    )
+    .await;
+    for res in responses {
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let got: Value = app
+        .get(&format!("/api/photos/{}", photo["id"]), None)
+        .await
+        .json()
         .await
         .unwrap();
-    assert_eq!(page.photos.len(), 1);
-    assert_eq!(page.photos[0].caption, "kept");
-    let creds = store.credentials_for("alice").await.unwrap().unwrap();
-    assert_eq!(creds.user_id.0, alice.id);
+    assert_eq!(got["likeCount"], 50);
+    assert_eq!(app.count("likes").await, 50);
+}
+
+/// One user likes the same photo 20 times concurrently: one like, count 1.
+pub async fn one_user_likes_twenty_times_at_once<B: Backend>() {
+    let app = spawn_app::<B>().await;
+    let user = app.make_user("eager").await;
+    let photo = app.posted_photo(&user, "").await;
+    let path = format!("/api/photos/{}/like", photo["id"]);
+    let responses =
+        join_all((0..20).map(|_| app.send(Method::POST, &path, Some(&user.token)))).await;
+    for res in responses {
+        assert_eq!(res.status(), StatusCode::OK);
+        let state: Value = res.json().await.unwrap();
+        assert_eq!(state["likeCount"], 1);
+    }
+    assert_eq!(app.count("likes").await, 1);
+}
+
+/// Concurrent registrations of one name: exactly one 201, the rest 409.
+pub async fn concurrent_registrations_of_one_name<B: Backend>() {
+    let app = spawn_app::<B>().await;
+    let responses = join_all((0..12).map(|i| {
+        // Different case, same name: uniqueness is case-insensitive.
+        let name = if i % 2 == 0 { "racer" } else { "RACER" };
+        app.register(name, "password123")
+    }))
+    .await;
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        11,
+        "{statuses:?}"
+    );
+    assert_eq!(app.count("users").await, 1);
+}
+
+/// Many follows of one user at once: the follower count is exact.
+pub async fn thirty_users_follow_one_at_once<B: Backend>() {
+    let app = spawn_app::<B>().await;
+    let star = app.make_user("star").await;
+    let mut fans = Vec::new();
+    for i in 0..30 {
+        fans.push(app.make_user(&format!("fan{i}")).await);
+    }
+    let path = format!("/api/users/{}/follow", star.id);
+    let responses = join_all(
+        fans.iter()
+            .map(|u| app.send(Method::POST, &path, Some(&u.token))),
+    )
+    .await;
+    assert!(responses.iter().all(|r| r.status() == StatusCode::OK));
+    let profile: Value = app
+        .get(&format!("/api/users/{}", star.id), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(profile["followers"], 30);
+}
+
+// ---- HTML pages ----
+
+/// The session cookie set by a response, as `name=value`.
+fn session_cookie(res: &Response) -> String {
+    let set = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("minigram_session="))
+        .expect("a session cookie");
+    assert!(set.contains("HttpOnly"), "{set}");
+    assert!(set.contains("SameSite=Lax"), "{set}");
+    set.split(';').next().unwrap().to_owned()
+}
+
+async fn page<B: Backend>(
+    app: &TestApp<B>,
+    path: &str,
+    cookie: Option<&str>,
+) -> (StatusCode, String) {
+    let mut req = app.client.get(app.url(path));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    if status.is_success() {
+        let csp = res.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    }
+    (status, res.text().await.unwrap())
+}
+
+/// The hidden CSRF field of the first form on a page.
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    html[at..at + 64].to_owned()
+}
+
+fn location(res: &Response) -> &str {
+    res.headers()["location"].to_str().unwrap()
+}
+
+/// Register, see the feed, upload, like, follow, log out: all with forms.
+pub async fn a_person_uses_minigram_with_forms<B: Backend>() {
+    let app = spawn_app::<B>().await;
+    let (status, html) = page(&app, "/register", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("<form method=\"post\" action=\"/register\""));
+
+    let res = app
+        .client
+        .post(app.url("/register"))
+        .header("origin", app.address.clone())
+        .form(&[
+            ("username", "carol"),
+            ("password", "password123"),
+            ("email", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let cookie = session_cookie(&res);
+
+    let (status, html) = page(&app, "/", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("@carol"), "the nav shows who is signed in");
+    let csrf = csrf_of(&html);
+
+    // Upload through the page form.
+    let form = multipart::Form::new()
+        .text("csrf", csrf.clone())
+        .text("caption", "<script>alert(1)</script>")
+        .part(
+            "photo",
+            multipart::Part::bytes(png(30, 20)).file_name("p.png"),
+        );
+    let res = app
+        .client
+        .post(app.url("/upload"))
+        .header("cookie", &cookie)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        res.text().await.unwrap()
+    );
+    let (_, html) = page(&app, "/", Some(&cookie)).await;
+    assert!(html.contains("alert(1)"), "the caption is shown");
+    assert!(!html.contains("<script>"), "captions are escaped");
+    let photo_id: i64 = {
+        let at = html.find("id=\"photo-").unwrap() + 10;
+        html[at..].split('"').next().unwrap().parse().unwrap()
+    };
+
+    // Like through the form, then the page shows it.
+    let res = app
+        .client
+        .post(app.url(&format!("/photos/{photo_id}/like")))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("action", "like"), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/");
+    let (_, html) = page(&app, "/", Some(&cookie)).await;
+    assert!(html.contains("data-likes=\"1\""));
+    assert!(html.contains("value=\"unlike\""));
+
+    // Follow someone from their profile.
+    let dave = app.make_user("dave").await;
+    let (status, html) = page(&app, &format!("/users/{}", dave.id), Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("value=\"follow\""));
+    let res = app
+        .client
+        .post(app.url(&format!("/users/{}/follow", dave.id)))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("action", "follow"),
+            ("next", "//evil.example/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&res), "/", "redirects never leave the site");
+    let (_, html) = page(&app, &format!("/users/{}", dave.id), Some(&cookie)).await;
+    assert!(html.contains("<b>1</b> followers"));
+
+    // Log out: the cookie is cleared and the token revoked.
+    let res = app
+        .client
+        .post(app.url("/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let (status, _) = page(&app, "/upload", Some(&cookie)).await;
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "the old cookie no longer signs in"
+    );
+}
+
+/// Forms posted without the CSRF value, or from another site, change nothing.
+pub async fn cross_site_posts_are_refused<B: Backend>() {
+    let app = spawn_app::<B>().await;
+    let res = app
+        .client
+        .post(app.url("/login"))
+        .header("origin", "http://evil.example")
+        .form(&[("username", "x"), ("password", "y")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+
+    let res = app
+        .client
+        .post(app.url("/register"))
+        .header("origin", "http://evil.example")
+        .form(&[("username", "mallory"), ("password", "password123")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.count("users").await, 0);
+
+    let victim = app.make_user("victim").await;
+    let photo = app.posted_photo(&victim, "").await;
+    let cookie = format!("minigram_session={}", victim.token);
+    for csrf in [
+        "",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+    ] {
+        let res = app
+            .client
+            .post(app.url(&format!("/photos/{}/like", photo["id"])))
+            .header("cookie", &cookie)
+            .form(&[("csrf", csrf), ("action", "like")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    }
+    assert_eq!(app.count("likes").await, 0);
+}
+
+/// A wrong password on the login page shows an error, not a crash.
+pub async fn login_page_shows_errors<B: Backend>() {
+    let app = spawn_app::<B>().await;
+    app.registered("erin").await;
+    let res = app
+        .client
+        .post(app.url("/login"))
+        .form(&[("username", "erin"), ("password", "wrong-password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("role=\"alert\"") && html.contains("wrong username or password"));
+    let res = app
+        .client
+        .post(app.url("/login"))
+        .form(&[("username", "erin"), ("password", "password123")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    session_cookie(&res);
+}
+
+/// Anonymous visitors can browse explore and profiles, and are sent to
+/// log in for the feed and the upload form.
+pub async fn anonymous_browsing<B: Backend>() {
+    let app = spawn_app::<B>().await;
+    let frank = app.make_user("frank").await;
+    app.posted_photo(&frank, "public").await;
+    let (status, html) = page(&app, "/explore", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("public") && html.contains("/uploads/"));
+    let (status, html) = page(&app, &format!("/users/{}", frank.id), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("@frank") && !html.contains("value=\"follow\""));
+    let (status, _) = page(&app, "/users/999999", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let res = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(location(&res), "/explore");
+    let res = app.client.get(app.url("/upload")).send().await.unwrap();
+    assert_eq!(location(&res), "/login");
+    let css = app
+        .client
+        .get(app.url("/static/minigram.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+}
+
+/// Generates one `#[tokio::test]` per HTTP case for a backend (used by
+/// `contract_tests!`).
+#[macro_export]
+macro_rules! http_contract_tests {
+    ($backend:ty) => {
+        $crate::__contract_cases!($backend; http;
+            register_then_use_the_token,
+            register_rejects_bad_input_and_changes_nothing,
+            login_and_its_failures,
+            logout_revokes_the_token,
+            bad_tokens_are_refused,
+            user_profiles_and_bad_ids,
+            follow_and_unfollow,
+            upload_and_serve_a_photo,
+            upload_rejects_bad_files_and_stores_nothing,
+            oversized_upload_is_413,
+            like_and_unlike,
+            feed_explore_and_pagination,
+            ops_routes_and_unknown_paths,
+            openapi_covers_the_contract,
+            fifty_users_like_one_photo_at_once,
+            one_user_likes_twenty_times_at_once,
+            concurrent_registrations_of_one_name,
+            thirty_users_follow_one_at_once,
+            a_person_uses_minigram_with_forms,
+            cross_site_posts_are_refused,
+            login_page_shows_errors,
+            anonymous_browsing
+        );
+    };
 }

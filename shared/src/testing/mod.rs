@@ -1,24 +1,78 @@
-//! `spawn_app()`: the real stage-1 server on 127.0.0.1:0 with its own fresh
-//! SQLite file in a temporary directory, and typed helpers to talk to it.
+//! The contract suites both stages must pass (feature `testing`).
+//!
+//! [`http`] is a black-box suite of the HTTP contract: every case starts the
+//! real app on 127.0.0.1:0 over a fresh, isolated storage from a
+//! [`Backend`] and talks to it with a real HTTP client. [`storage`] runs
+//! the `Store` use cases directly. A stage runs both with one line in its
+//! tests: `minigram::contract_tests!(MyBackend);`.
 
-#![allow(dead_code)] // each test binary uses a different subset
+pub mod http;
+pub mod storage;
 
-use minigram::auth::{self, Hasher};
-use minigram::domain::Username;
-use minigram::store::{NewSession, NewUser, Store};
-use minigram::{App, Application, Settings};
+/// Runs both contract suites against a [`Backend`]: put
+/// `minigram::contract_tests!(MyBackend);` in a stage's `tests/`.
+#[macro_export]
+macro_rules! contract_tests {
+    ($backend:ty) => {
+        mod http_contract {
+            use super::*;
+            $crate::http_contract_tests!($backend);
+        }
+        mod storage_contract {
+            use super::*;
+            $crate::storage_contract_tests!($backend);
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_cases {
+    ($backend:ty; $suite:ident; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                $crate::testing::$suite::$case::<$backend>().await;
+            }
+        )*
+    };
+}
+
 use reqwest::{Client, Response, StatusCode, multipart};
 use serde_json::{Value, json};
-use stage_1::{SqliteConfig, SqliteStore};
+use std::future::Future;
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use tempfile::TempDir;
 
-pub struct TestApp {
+use crate::auth::{self, Hasher};
+use crate::domain::Username;
+use crate::store::{NewSession, NewUser, Store};
+use crate::{App, Application, Settings};
+
+/// A fresh, isolated storage for one test (its own SQLite file, or its own
+/// Postgres database and Redis namespace), removed when dropped.
+pub trait Backend: Sized + Send + Sync + 'static {
+    type Store: Store;
+
+    /// Creates new, empty storage.
+    fn fresh() -> impl Future<Output = Self> + Send;
+
+    fn store(&self) -> Self::Store;
+
+    /// Where this storage keeps uploaded files.
+    fn uploads_dir(&self) -> PathBuf;
+
+    /// Rows in one of the tables `users`, `sessions`, `photos`, `follows`,
+    /// `likes`: to prove that a refused request changed nothing.
+    fn count(&self, table: &'static str) -> impl Future<Output = i64> + Send;
+}
+
+pub struct TestApp<B: Backend> {
     pub address: String,
     pub client: Client,
-    pub store: SqliteStore,
-    pub dir: TempDir,
+    pub store: B::Store,
+    pub backend: B,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -28,16 +82,15 @@ pub struct TestUser {
     pub token: String,
 }
 
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(Settings::default()).await
+pub async fn spawn_app<B: Backend>() -> TestApp<B> {
+    spawn_app_with::<B>(Settings::default()).await
 }
 
-pub async fn spawn_app_with(settings: Settings) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("minigram.sqlite3")))
-        .expect("open sqlite");
-    let uploads = dir.path().join("uploads");
-    std::fs::create_dir_all(&uploads).unwrap();
+pub async fn spawn_app_with<B: Backend>(settings: Settings) -> TestApp<B> {
+    let backend = B::fresh().await;
+    let uploads = backend.uploads_dir();
+    std::fs::create_dir_all(&uploads).expect("create uploads dir");
+    let store = backend.store();
     let app = App {
         store: store.clone(),
         hasher: Hasher::new(2, 256).expect("hasher"),
@@ -51,12 +104,12 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let client = Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap();
+        .expect("http client");
     TestApp {
         address,
         client,
         store,
-        dir,
+        backend,
         handle,
     }
 }
@@ -64,10 +117,10 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
 /// One Argon2 hash of `password123`, shared by users made with `make_user`.
 fn shared_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| auth::hash_blocking("password123").unwrap())
+    HASH.get_or_init(|| auth::hash_blocking("password123").expect("hash"))
 }
 
-impl TestApp {
+impl<B: Backend> TestApp<B> {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -76,27 +129,35 @@ impl TestApp {
         self.handle.stop(true).await;
     }
 
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.backend.uploads_dir()
+    }
+
+    pub async fn count(&self, table: &'static str) -> i64 {
+        self.backend.count(table).await
+    }
+
     /// A user created straight in storage (no HTTP, no per-user hash) with
     /// a session token: for arranging tests that need many users.
     pub async fn make_user(&self, name: &str) -> TestUser {
         let id = self
             .store
             .create_user(NewUser {
-                username: Username::parse(name).unwrap(),
+                username: Username::parse(name).expect("valid test username"),
                 email: None,
                 password_hash: shared_hash().to_owned(),
             })
             .await
-            .unwrap();
+            .expect("create user");
         let token = auth::new_token();
         self.store
             .create_session(NewSession {
                 token_hash: auth::token_hash(&token),
                 user_id: id,
-                expires_at: minigram::app::now_secs() + 3600,
+                expires_at: crate::app::now_secs() + 3600,
             })
             .await
-            .unwrap();
+            .expect("create session");
         TestUser {
             id: id.0,
             username: name.to_owned(),
@@ -186,26 +247,13 @@ impl TestApp {
         assert_eq!(res.status(), StatusCode::CREATED);
         res.json().await.unwrap()
     }
-
-    pub async fn count(&self, table: &str) -> i64 {
-        let path = self.dir.path().join("minigram.sqlite3");
-        let sql = format!("SELECT COUNT(*) FROM {table}");
-        tokio::task::spawn_blocking(move || {
-            rusqlite::Connection::open(path)
-                .unwrap()
-                .query_row(&sql, [], |r| r.get(0))
-                .unwrap()
-        })
-        .await
-        .unwrap()
-    }
 }
 
 pub fn png(w: u32, h: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    minigram::images::generated(3, w, h)
+    crate::images::generated(3, w, h)
         .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
-        .unwrap();
+        .expect("encode png");
     out
 }
 
@@ -216,7 +264,7 @@ pub fn photo_form(bytes: Vec<u8>, file_name: &str, caption: &str) -> multipart::
             multipart::Part::bytes(bytes)
                 .file_name(file_name.to_owned())
                 .mime_str("image/png")
-                .unwrap(),
+                .expect("mime"),
         )
         .text("caption", caption.to_owned())
 }
@@ -233,4 +281,9 @@ pub async fn assert_error(res: Response, status: u16, code: &str, case: &str) {
         body["error"].as_str().is_some_and(|m| !m.is_empty()),
         "{case}: message"
     );
+}
+
+/// Files in a directory (0 if it does not exist).
+pub fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
 }
