@@ -47,9 +47,69 @@ pub fn uploads_dir(data_dir: &std::path::Path) -> PathBuf {
 /// Human-readable logs on stderr; `RUST_LOG` overrides the level.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,actix_server=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,actix_server=warn,sqlx=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Serves `store` until stopped: loads the demo dataset into an empty
+/// storage first, then prints where it listens and the demo login.
+/// `stage` is e.g. "stage 1"; `describe` says how its storage is set up.
+pub async fn serve<S: crate::Store>(
+    stage: &str,
+    store: S,
+    uploads: PathBuf,
+    listen: &str,
+    args: &AppArgs,
+    describe: &str,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&uploads)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", uploads.display()))?;
+    if store.is_empty().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+        eprintln!("empty database: loading the demo dataset");
+        crate::seed::run(&store, &uploads, &crate::seed::SeedArgs::DEMO).await?;
+    }
+    let app = crate::App {
+        store,
+        hasher: args.hasher()?,
+        uploads_dir: uploads,
+        settings: args.settings(),
+    };
+    let server = crate::Application::build(app, listen, args.workers)?;
+    let url = format!("http://{}", local_address(listen, server.port()));
+    eprintln!("Minigram {stage} on {url}  ({describe})");
+    eprintln!(
+        "  demo login: {}   API docs: {url}/api/openapi.json",
+        crate::seed::demo_login()
+    );
+    server.run_until_stopped().await?;
+    Ok(())
+}
+
+/// `seed`: refuses a storage that already has users, then loads a dataset.
+pub async fn seed_into<S: crate::Store>(
+    store: &S,
+    uploads: &std::path::Path,
+    args: &crate::seed::SeedArgs,
+    storage: &str,
+) -> anyhow::Result<()> {
+    if !store.is_empty().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+        anyhow::bail!("{storage} already has users: seed into new, empty storage (or delete it)");
+    }
+    crate::seed::run(store, uploads, args).await?;
+    Ok(())
+}
+
+/// The address to print for `listen` once bound to `port` (a wildcard
+/// host is shown as 127.0.0.1).
+pub fn local_address(listen: &str, port: u16) -> String {
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    let host = if host == "0.0.0.0" || host.is_empty() {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    format!("{host}:{port}")
 }

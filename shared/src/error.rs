@@ -145,6 +145,13 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = ?cause, "storage unavailable");
                 Self::unavailable("storage_unavailable", "storage is busy; retry shortly")
             }
+            StoreError::SessionsUnavailable(cause) => {
+                tracing::warn!(error = ?cause, "session store unavailable");
+                Self::unavailable(
+                    "sessions_unavailable",
+                    "sign-in is unavailable for a moment; retry shortly",
+                )
+            }
             StoreError::Unexpected(cause) => Self::internal(&cause),
         }
     }

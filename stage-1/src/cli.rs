@@ -3,8 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use minigram::cli::{AppArgs, uploads_dir};
-use minigram::seed::{self, SeedArgs};
-use minigram::{App, Application, Store};
+use minigram::seed::SeedArgs;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -115,56 +114,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = args.storage.open()?;
-    let uploads = uploads_dir(&args.storage.data_dir);
-    if store.is_empty().await.map_err(|e| anyhow::anyhow!("{e}"))? {
-        eprintln!("empty database: loading the demo dataset");
-        seed::run(&store, &uploads, &SeedArgs::DEMO).await?;
-    }
-    let app = App {
-        store,
-        hasher: args.app.hasher()?,
-        uploads_dir: uploads,
-        settings: args.app.settings(),
-    };
-    let server = Application::build(app, &args.listen, args.app.workers)?;
-    let url = format!("http://{}", local_url(&args.listen, server.port()));
-    eprintln!(
-        "Minigram stage 1 on {url}  (data: {}, journal {:?}, synchronous {:?})",
+    let describe = format!(
+        "data: {}, journal {:?}, synchronous {:?}",
         args.storage.data_dir.display(),
         args.storage.journal_mode,
         args.storage.synchronous
     );
-    eprintln!(
-        "  demo login: {}   API docs: {url}/api/openapi.json",
-        seed::demo_login()
-    );
-    server.run_until_stopped().await?;
-    Ok(())
-}
-
-fn local_url(listen: &str, port: u16) -> String {
-    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
-    let host = if host == "0.0.0.0" || host.is_empty() {
-        "127.0.0.1"
-    } else {
-        host
-    };
-    format!("{host}:{port}")
+    let uploads = uploads_dir(&args.storage.data_dir);
+    minigram::cli::serve(
+        "stage 1",
+        store,
+        uploads,
+        &args.listen,
+        &args.app,
+        &describe,
+    )
+    .await
 }
 
 async fn seed_command(args: SeedCommand) -> anyhow::Result<()> {
     let store = args.storage.open()?;
-    if !store.is_empty().await.map_err(|e| anyhow::anyhow!("{e}"))? {
-        anyhow::bail!(
-            "{} already has users: seed into a new --data-dir (or delete this one)",
-            args.storage.data_dir.display()
-        );
-    }
-    seed::run(&store, &uploads_dir(&args.storage.data_dir), &args.seed).await?;
+    let data_dir = &args.storage.data_dir;
+    minigram::cli::seed_into(
+        &store,
+        &uploads_dir(data_dir),
+        &args.seed,
+        &data_dir.display().to_string(),
+    )
+    .await?;
     eprintln!(
         "wrote {} and {}",
-        database_path(&args.storage.data_dir).display(),
-        uploads_dir(&args.storage.data_dir).display()
+        database_path(data_dir).display(),
+        uploads_dir(data_dir).display()
     );
     Ok(())
 }

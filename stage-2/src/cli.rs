@@ -1,0 +1,151 @@
+//! Stage 2's command line: `serve` (the default) and `seed`.
+
+use clap::{Parser, Subcommand};
+use minigram::cli::{AppArgs, uploads_dir};
+use minigram::seed::SeedArgs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::store::{Stage2Config, Stage2Store};
+
+const EXAMPLES: &str = "Examples:
+  stage-2                                   serve on 127.0.0.1:8081 with local Postgres and Redis
+  stage-2 --listen 127.0.0.1:8082           a second process: same database, same Redis, same uploads
+  stage-2 --database-url postgres://postgres@db:5432/minigram --redis-url redis://cache:6379
+  stage-2 --feed-cache off                  every feed read goes to Postgres
+  stage-2 seed --users 10000 --photos 100000 --follows-per-user 50 --likes 200000";
+
+#[derive(Debug, Parser)]
+#[command(name = "stage-2", version,
+    about = "Minigram stage 2: stateless processes on pooled Postgres and Redis",
+    after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve Minigram over HTTP (the default).
+    Serve(ServeArgs),
+    /// Fill an empty database with a generated dataset (COPY).
+    Seed(SeedCommand),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MINIGRAM_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: String,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SeedCommand {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// Where stage 2 keeps its state.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StorageArgs {
+    /// Directory of uploads/ (shared by every stage-2 process).
+    #[arg(long, env = "MINIGRAM_DATA_DIR", default_value = "./data/stage-2")]
+    pub data_dir: PathBuf,
+    /// Postgres; the database is created if missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/minigram"
+    )]
+    pub database_url: String,
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Prefix of every Redis key (several labs can share one Redis).
+    #[arg(long, env = "MINIGRAM_REDIS_PREFIX", default_value = "minigram")]
+    pub redis_prefix: String,
+    /// Postgres connections in this process's pool.
+    #[arg(long, env = "MINIGRAM_PG_POOL", default_value_t = 10)]
+    pub pg_pool: u32,
+    /// Redis connections in this process's pool.
+    #[arg(long, env = "MINIGRAM_REDIS_POOL", default_value_t = 16)]
+    pub redis_pool: u32,
+    /// How long a request waits for a pooled connection before a 503.
+    #[arg(long, env = "MINIGRAM_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
+    pub acquire_timeout_ms: u64,
+    /// The Redis feed cache.
+    #[arg(long, env = "MINIGRAM_FEED_CACHE", value_enum, default_value = "on")]
+    pub feed_cache: OnOff,
+    /// Seconds a cached feed lives (plus up to 10 s of jitter).
+    #[arg(long, env = "MINIGRAM_FEED_CACHE_TTL", default_value_t = 60)]
+    pub feed_cache_ttl: u64,
+}
+
+impl StorageArgs {
+    pub fn config(&self) -> Stage2Config {
+        Stage2Config {
+            database_url: self.database_url.clone(),
+            redis_url: self.redis_url.clone(),
+            redis_prefix: self.redis_prefix.clone(),
+            pg_pool_size: self.pg_pool,
+            redis_pool_size: self.redis_pool,
+            acquire_timeout: Duration::from_millis(self.acquire_timeout_ms),
+            feed_cache: self.feed_cache == OnOff::On,
+            feed_cache_ttl: Duration::from_secs(self.feed_cache_ttl),
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Seed(args)) => seed_command(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = Stage2Store::connect(args.storage.config()).await?;
+    let s = &args.storage;
+    let describe = format!(
+        "uploads: {}, Postgres pool {}, Redis pool {}, feed cache {:?}",
+        s.data_dir.display(),
+        s.pg_pool,
+        s.redis_pool,
+        s.feed_cache
+    );
+    minigram::cli::serve(
+        "stage 2",
+        store,
+        uploads_dir(&s.data_dir),
+        &args.listen,
+        &args.app,
+        &describe,
+    )
+    .await
+}
+
+async fn seed_command(args: SeedCommand) -> anyhow::Result<()> {
+    let store = Stage2Store::connect(args.storage.config()).await?;
+    let uploads = uploads_dir(&args.storage.data_dir);
+    minigram::cli::seed_into(&store, &uploads, &args.seed, &args.storage.database_url).await?;
+    eprintln!(
+        "wrote {} and {}",
+        args.storage.database_url,
+        uploads.display()
+    );
+    Ok(())
+}

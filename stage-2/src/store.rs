@@ -1,0 +1,915 @@
+//! The `Store` on Postgres (a bounded sqlx pool) and Redis (a bounded bb8
+//! pool): what changes when Minigram scales out.
+//!
+//! - **Sessions live in Redis**, with an expiry, so any stage-2 process can
+//!   serve any user and a logout on one process is seen by all.
+//! - **Feeds are cached in Redis (cache-aside)** as the list of the newest
+//!   [`FEED_WINDOW`] photo ids of each viewer's feed. A page is then
+//!   "hydrated" from Postgres by primary key, so like counts and "liked by
+//!   me" are always fresh; only *which* photos are in a feed is cached.
+//! - **Invalidation** happens in the request that made the change, after its
+//!   commit and before its answer: a new photo invalidates the cached feeds
+//!   of its owner and every follower; a follow or unfollow invalidates the
+//!   follower's. So the user who made a change sees it on their very next
+//!   read, and followers see a new photo on their next read. Likes need no
+//!   invalidation (hydration reads them).
+//! - **Races.** A reader that missed the cache records the viewer's feed
+//!   generation before querying Postgres, and stores its result only if the
+//!   generation is unchanged (one Lua script): an invalidation that lands
+//!   while the reader is querying is never overwritten by stale data.
+//! - **Staleness others may see:** none in normal operation. If Redis is
+//!   unreachable at the moment a change is invalidated (the change itself is
+//!   committed), feeds cached before may show the old list until their TTL
+//!   ([`Stage2Config::feed_cache_ttl`], 60 s by default, plus up to 10 s of
+//!   jitter) runs out.
+//! - **Stampedes:** when a feed key is missing, one reader per viewer takes a
+//!   short Redis lock and rebuilds it; the others wait up to ~100 ms for its
+//!   result and then read Postgres directly rather than pile up. TTLs get
+//!   random jitter so keys made together do not expire together.
+//! - **Overload and faults:** both pools are bounded with short acquire
+//!   timeouts; a timeout or a lost connection is a 503 with Retry-After,
+//!   never a hang. When Redis is down, sessions cannot be checked (503
+//!   `sessions_unavailable`), and feed reads that got past that bypass the
+//!   cache (counted). Pools reconnect by themselves when a server returns.
+
+use anyhow::Context;
+use bb8_redis::RedisConnectionManager;
+use minigram::domain::{Email, PageQuery, PhotoId, UserId, Username};
+use minigram::store::{
+    Credentials, Dataset, FollowState, ImportSummary, LikeState, MyProfile, NewPhoto, NewSession,
+    NewUser, Photo, PhotoPage, SessionUser, Store, StoreError, StoreResult, UserProfile,
+};
+use minigram::timing::{self, Phase};
+use rand::Rng;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Postgres};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How many of a viewer's newest feed photo ids the cache keeps. Pages
+/// beyond it are read from Postgres.
+pub const FEED_WINDOW: usize = 200;
+
+#[derive(Debug, Clone)]
+pub struct Stage2Config {
+    pub database_url: String,
+    pub redis_url: String,
+    /// Every Redis key starts with `<prefix>:`, so several labs (or tests)
+    /// can share one Redis.
+    pub redis_prefix: String,
+    pub pg_pool_size: u32,
+    pub redis_pool_size: u32,
+    /// How long a request waits for a pooled connection before a 503.
+    pub acquire_timeout: Duration,
+    pub feed_cache: bool,
+    pub feed_cache_ttl: Duration,
+}
+
+impl Stage2Config {
+    pub fn new(database_url: impl Into<String>, redis_url: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            redis_url: redis_url.into(),
+            redis_prefix: "minigram".into(),
+            pg_pool_size: 10,
+            redis_pool_size: 16,
+            acquire_timeout: Duration::from_secs(2),
+            feed_cache: true,
+            feed_cache_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counters the lab reads: cache effectiveness and pool trouble.
+#[derive(Debug, Default)]
+pub struct Stage2Stats {
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    /// Feed reads that skipped the cache because Redis failed (or the
+    /// stampede guard sent them to Postgres).
+    pub cache_bypasses: AtomicU64,
+    /// Readers that waited for another reader's rebuild and got its result.
+    pub stampede_waits: AtomicU64,
+    pub pg_timeouts: AtomicU64,
+    pub redis_timeouts: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Stage2Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pg: PgPool,
+    redis: bb8::Pool<RedisConnectionManager>,
+    config: Stage2Config,
+    stats: Stage2Stats,
+    set_if_generation: redis::Script,
+}
+
+/// Where a URL points, without its password, for error messages.
+fn server_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    host.split(['/', '?']).next().unwrap_or(host).to_owned()
+}
+
+impl Stage2Store {
+    /// Connects to Postgres (creating the database if missing, running
+    /// migrations) and to Redis. Fails with a message naming the server
+    /// that could not be reached.
+    pub async fn connect(config: Stage2Config) -> anyhow::Result<Self> {
+        let pg_server = server_of(&config.database_url);
+        let exists = Postgres::database_exists(&config.database_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach Postgres at {pg_server} (--database-url / DATABASE_URL): \
+                     start it (e.g. `docker compose up -d postgres`) or point to another server"
+                )
+            })?;
+        if !exists {
+            Postgres::create_database(&config.database_url)
+                .await
+                .with_context(|| {
+                    format!("cannot create the database of {}", config.database_url)
+                })?;
+        }
+        let pg = PgPoolOptions::new()
+            .max_connections(config.pg_pool_size.max(1))
+            .acquire_timeout(config.acquire_timeout)
+            .connect(&config.database_url)
+            .await
+            .with_context(|| format!("cannot connect to Postgres at {pg_server}"))?;
+        sqlx::migrate!("./migrations")
+            .run(&pg)
+            .await
+            .context("running the Postgres migrations")?;
+
+        let redis_server = server_of(&config.redis_url);
+        let unreachable = |why: String| {
+            anyhow::anyhow!(
+                "cannot reach Redis at {redis_server} (--redis-url / REDIS_URL): {why}; \
+                 start it (e.g. `docker compose up -d redis`) or point to another server"
+            )
+        };
+        // One direct connection first, for a precise error if Redis is not there.
+        let client = redis::Client::open(config.redis_url.as_str())
+            .with_context(|| format!("bad --redis-url {}", config.redis_url))?;
+        let mut probe = tokio::time::timeout(
+            config.acquire_timeout,
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        .map_err(|_| unreachable("timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut probe)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let manager = RedisConnectionManager::new(config.redis_url.as_str())
+            .with_context(|| format!("bad --redis-url {}", config.redis_url))?;
+        let redis = bb8::Pool::builder()
+            .max_size(config.redis_pool_size.max(1))
+            .connection_timeout(config.acquire_timeout)
+            .build_unchecked(manager);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pg,
+                redis,
+                config,
+                stats: Stage2Stats::default(),
+                set_if_generation: redis::Script::new(SET_IF_GENERATION),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Stage2Config {
+        &self.inner.config
+    }
+
+    pub fn stats(&self) -> &Stage2Stats {
+        &self.inner.stats
+    }
+
+    pub fn pg(&self) -> &PgPool {
+        &self.inner.pg
+    }
+
+    pub fn redis_pool(&self) -> &bb8::Pool<RedisConnectionManager> {
+        &self.inner.redis
+    }
+
+    fn key(&self, kind: &str, id: impl std::fmt::Display) -> String {
+        format!("{}:{kind}:{id}", self.inner.config.redis_prefix)
+    }
+
+    /// Runs a Postgres step, timing it and classifying its error.
+    async fn db<T>(
+        &self,
+        doing: &'static str,
+        step: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> StoreResult<T> {
+        let started = Instant::now();
+        let result = step.await;
+        timing::record(Phase::Db, started.elapsed());
+        result.map_err(|e| self.pg_error(e, doing))
+    }
+
+    fn pg_error(&self, e: sqlx::Error, doing: &'static str) -> StoreError {
+        let unavailable = match &e {
+            sqlx::Error::PoolTimedOut => {
+                self.inner.stats.pg_timeouts.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+            sqlx::Error::Protocol(_) => true,
+            // 08: connection exception; 57P0x: shutting down / starting up;
+            // 53300: too many connections.
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300"),
+            _ => false,
+        };
+        let e = anyhow::Error::new(e).context(doing);
+        if unavailable {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Unexpected(e)
+        }
+    }
+
+    /// Runs a Redis command on a pooled connection, timing it.
+    async fn redis<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
+        let started = Instant::now();
+        let result = async {
+            let mut conn = self.inner.redis.get().await.map_err(|e| {
+                if matches!(e, bb8::RunError::TimedOut) {
+                    self.inner
+                        .stats
+                        .redis_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::anyhow!("redis pool: {e}")
+            })?;
+            Ok(cmd.query_async::<T>(&mut *conn).await?)
+        }
+        .await;
+        timing::record(Phase::Cache, started.elapsed());
+        result
+    }
+
+    async fn redis_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> anyhow::Result<T> {
+        let started = Instant::now();
+        let result = async {
+            let mut conn = self
+                .inner
+                .redis
+                .get()
+                .await
+                .map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;
+            Ok(pipe.query_async::<T>(&mut *conn).await?)
+        }
+        .await;
+        timing::record(Phase::Cache, started.elapsed());
+        result
+    }
+
+    /// Drops the cached feeds of `viewers`. A failure is logged and
+    /// counted: the change itself is committed; see the module docs for
+    /// the staleness this allows.
+    async fn invalidate_feeds(&self, viewers: &[i64]) {
+        if !self.inner.config.feed_cache || viewers.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for v in viewers {
+            let generation = self.key("feedgen", v);
+            pipe.cmd("INCR").arg(&generation).ignore();
+            pipe.cmd("EXPIRE").arg(&generation).arg(86_400).ignore();
+            pipe.cmd("DEL").arg(self.key("feed", v)).ignore();
+        }
+        if let Err(e) = self.redis_pipe::<()>(&pipe).await {
+            self.inner
+                .stats
+                .cache_bypasses
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, viewers = viewers.len(), "feed cache invalidation failed");
+        }
+    }
+
+    /// The viewer's newest feed photo ids from the cache, rebuilt on a
+    /// miss. `None`: use Postgres directly (cache off, Redis failing, or
+    /// another reader is rebuilding and did not finish in time).
+    async fn cached_feed_ids(&self, viewer: UserId) -> StoreResult<Option<Vec<i64>>> {
+        let stats = &self.inner.stats;
+        if !self.inner.config.feed_cache {
+            return Ok(None);
+        }
+        let (feed_key, gen_key) = (self.key("feed", viewer.0), self.key("feedgen", viewer.0));
+        let mget = redis::cmd("MGET").arg(&feed_key).arg(&gen_key).clone();
+        let (cached, generation): (Option<String>, Option<String>) = match self.redis(&mget).await {
+            Ok(v) => v,
+            Err(e) => {
+                stats.cache_bypasses.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "feed cache unavailable, reading Postgres");
+                return Ok(None);
+            }
+        };
+        if let Some(ids) = cached {
+            stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(parse_ids(&ids)));
+        }
+        stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+        let lock_key = self.key("feedlock", viewer.0);
+        let lock = redis::cmd("SET")
+            .arg(&lock_key)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(3000)
+            .clone();
+        let got_lock: Option<String> = self.redis(&lock).await.unwrap_or(None);
+        if got_lock.is_none() {
+            // Someone else is rebuilding this feed: wait briefly for it.
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let get = redis::cmd("GET").arg(&feed_key).clone();
+                if let Ok(Some(ids)) = self.redis::<Option<String>>(&get).await {
+                    stats.stampede_waits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(parse_ids(&ids)));
+                }
+            }
+            stats.cache_bypasses.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        let ids = self.feed_ids_from_db(viewer).await?;
+        let ttl =
+            self.inner.config.feed_cache_ttl.as_secs().max(1) + rand::rng().random_range(0..=10);
+        let joined = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let started = Instant::now();
+        let stored = async {
+            let mut conn = self
+                .inner
+                .redis
+                .get()
+                .await
+                .map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;
+            self.inner
+                .set_if_generation
+                .key(&feed_key)
+                .key(&gen_key)
+                .key(&lock_key)
+                .arg(generation.unwrap_or_default())
+                .arg(joined)
+                .arg(ttl)
+                .invoke_async::<i64>(&mut *conn)
+                .await
+                .map_err(anyhow::Error::from)
+        }
+        .await;
+        timing::record(Phase::Cache, started.elapsed());
+        if let Err(e) = stored {
+            tracing::debug!(error = %e, "could not store a feed in the cache");
+        }
+        Ok(Some(ids))
+    }
+
+    async fn feed_ids_from_db(&self, viewer: UserId) -> StoreResult<Vec<i64>> {
+        self.db(
+            "reading feed ids",
+            sqlx::query_scalar::<_, i64>(
+                "SELECT p.id
+                 FROM (SELECT $1::bigint AS uid UNION ALL
+                       SELECT followee_id FROM follows WHERE follower_id = $1) f
+                 CROSS JOIN LATERAL (
+                     SELECT id FROM photos WHERE user_id = f.uid ORDER BY id DESC LIMIT $2
+                 ) p
+                 ORDER BY p.id DESC LIMIT $2",
+            )
+            .bind(viewer.0)
+            .bind(FEED_WINDOW as i64)
+            .fetch_all(&self.inner.pg),
+        )
+        .await
+    }
+
+    /// Full photo rows for `ids`, newest first, as `viewer` sees them.
+    async fn hydrate(&self, viewer: UserId, ids: &[i64]) -> StoreResult<Vec<Photo>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .db(
+                "reading feed photos",
+                sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(format!(
+                    "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id
+                     WHERE p.id = ANY($2) ORDER BY p.id DESC"
+                )))
+                .bind(viewer.0)
+                .bind(ids)
+                .fetch_all(&self.inner.pg),
+            )
+            .await?;
+        Ok(rows.into_iter().map(Photo::from).collect())
+    }
+
+    async fn feed_from_db(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {
+        let rows = self
+            .db(
+                "reading a feed",
+                sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(format!(
+                    "SELECT {PHOTO_COLUMNS}
+                     FROM (SELECT $1::bigint AS uid UNION ALL
+                           SELECT followee_id FROM follows WHERE follower_id = $1) f
+                     CROSS JOIN LATERAL (
+                         SELECT * FROM photos WHERE user_id = f.uid AND id < $2 ORDER BY id DESC LIMIT $3
+                     ) p
+                     JOIN users u ON u.id = p.user_id
+                     ORDER BY p.id DESC LIMIT $3"
+                )))
+                .bind(viewer.0)
+                .bind(before(page))
+                .bind(fetch(page))
+                .fetch_all(&self.inner.pg),
+            )
+            .await?;
+        Ok(PhotoPage::from_rows(
+            rows.into_iter().map(Photo::from).collect(),
+            page,
+        ))
+    }
+
+    async fn session_redis<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> StoreResult<T> {
+        self.redis(cmd)
+            .await
+            .map_err(|e| StoreError::SessionsUnavailable(e.context("session store (Redis)")))
+    }
+}
+
+/// Store the rebuilt feed only if no invalidation happened since the reader
+/// read the generation (KEYS: feed, generation, lock; ARGV: generation as
+/// read, ids, ttl). Always releases the rebuild lock.
+const SET_IF_GENERATION: &str = r"
+local current = redis.call('GET', KEYS[2]) or ''
+if current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+redis.call('DEL', KEYS[3])
+return 0
+";
+
+fn parse_ids(s: &str) -> Vec<i64> {
+    s.split(',').filter_map(|x| x.parse().ok()).collect()
+}
+
+fn before(page: PageQuery) -> i64 {
+    page.before.map_or(i64::MAX, |c| c.0.0)
+}
+
+fn fetch(page: PageQuery) -> i64 {
+    i64::from(page.limit.get()) + 1
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The columns of a `Photo` for `p` joined with its owner `u`; `$1` is the
+/// viewer (0 when anonymous: no user has id 0).
+const PHOTO_COLUMNS: &str = "p.id, p.user_id, u.username, p.caption, p.file_name, p.width, \
+     p.height, p.created_at, p.like_count, \
+     EXISTS (SELECT 1 FROM likes l WHERE l.photo_id = p.id AND l.user_id = $1) AS liked";
+
+#[derive(sqlx::FromRow)]
+struct PhotoRow {
+    id: i64,
+    user_id: i64,
+    username: String,
+    caption: String,
+    file_name: String,
+    width: i32,
+    height: i32,
+    created_at: i64,
+    like_count: i64,
+    liked: bool,
+}
+
+impl From<PhotoRow> for Photo {
+    fn from(r: PhotoRow) -> Self {
+        Photo {
+            id: PhotoId(r.id),
+            user_id: UserId(r.user_id),
+            username: r.username,
+            caption: r.caption,
+            url: Photo::url_for(&r.file_name),
+            width: r.width.max(0) as u32,
+            height: r.height.max(0) as u32,
+            created_at: r.created_at,
+            like_count: r.like_count,
+            liked_by_me: r.liked,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ProfileRow {
+    id: i64,
+    username: String,
+    followers: i64,
+    following: i64,
+    photos: i64,
+    followed_by_me: bool,
+    email: Option<String>,
+}
+
+const PROFILE: &str = "SELECT u.id, u.username, u.email,
+        (SELECT COUNT(*) FROM follows WHERE followee_id = u.id) AS followers,
+        (SELECT COUNT(*) FROM follows WHERE follower_id = u.id) AS following,
+        (SELECT COUNT(*) FROM photos WHERE user_id = u.id) AS photos,
+        EXISTS (SELECT 1 FROM follows WHERE follower_id = $2 AND followee_id = u.id) AS followed_by_me
+     FROM users u WHERE u.id = $1";
+
+impl ProfileRow {
+    fn profile(&self) -> UserProfile {
+        UserProfile {
+            id: UserId(self.id),
+            username: Username::from_trusted(self.username.clone()),
+            followers: self.followers,
+            following: self.following,
+            photos: self.photos,
+            followed_by_me: self.followed_by_me,
+        }
+    }
+}
+
+fn is_fk_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}
+
+impl Store for Stage2Store {
+    async fn ping(&self) -> StoreResult<()> {
+        self.db("ping", sqlx::query("SELECT 1").execute(&self.inner.pg))
+            .await?;
+        self.session_redis::<String>(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    async fn is_empty(&self) -> StoreResult<bool> {
+        self.db(
+            "counting users",
+            sqlx::query_scalar::<_, bool>("SELECT NOT EXISTS (SELECT 1 FROM users)")
+                .fetch_one(&self.inner.pg),
+        )
+        .await
+    }
+
+    async fn create_user(&self, user: NewUser) -> StoreResult<UserId> {
+        let inserted = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO users (username, email, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(user.username.as_str())
+        .bind(user.email.as_ref().map(Email::as_str))
+        .bind(&user.password_hash)
+        .bind(now_ms())
+        .fetch_one(&self.inner.pg);
+        let started = Instant::now();
+        let result = inserted.await;
+        timing::record(Phase::Db, started.elapsed());
+        match result {
+            Ok(id) => Ok(UserId(id)),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                Err(StoreError::UsernameTaken)
+            }
+            Err(e) => Err(self.pg_error(e, "creating a user")),
+        }
+    }
+
+    async fn credentials_for(&self, username: &str) -> StoreResult<Option<Credentials>> {
+        let row = self
+            .db(
+                "reading credentials",
+                sqlx::query_as::<_, (i64, String, String)>(
+                    "SELECT id, username, password_hash FROM users WHERE lower(username) = lower($1)",
+                )
+                .bind(username)
+                .fetch_optional(&self.inner.pg),
+            )
+            .await?;
+        Ok(row.map(|(id, username, password_hash)| Credentials {
+            user_id: UserId(id),
+            username: Username::from_trusted(username),
+            password_hash,
+        }))
+    }
+
+    async fn create_session(&self, session: NewSession) -> StoreResult<()> {
+        let ttl = session.expires_at - minigram::app::now_secs();
+        if ttl <= 0 {
+            return Ok(()); // already expired: nothing to keep
+        }
+        let username = self
+            .db(
+                "reading a username",
+                sqlx::query_scalar::<_, String>("SELECT username FROM users WHERE id = $1")
+                    .bind(session.user_id.0)
+                    .fetch_optional(&self.inner.pg),
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let cmd = redis::cmd("SET")
+            .arg(self.key("session", hex::encode(session.token_hash)))
+            .arg(format!("{}:{username}", session.user_id.0))
+            .arg("EX")
+            .arg(ttl)
+            .clone();
+        self.session_redis::<()>(&cmd).await
+    }
+
+    async fn session_user(&self, token_hash: [u8; 32]) -> StoreResult<Option<SessionUser>> {
+        let cmd = redis::cmd("GET")
+            .arg(self.key("session", hex::encode(token_hash)))
+            .clone();
+        let value: Option<String> = self.session_redis(&cmd).await?;
+        Ok(value.and_then(|v| {
+            let (id, name) = v.split_once(':')?;
+            Some(SessionUser {
+                user_id: UserId(id.parse().ok()?),
+                username: Username::from_trusted(name.to_owned()),
+            })
+        }))
+    }
+
+    async fn revoke_session(&self, token_hash: [u8; 32]) -> StoreResult<bool> {
+        let cmd = redis::cmd("DEL")
+            .arg(self.key("session", hex::encode(token_hash)))
+            .clone();
+        let removed: i64 = self.session_redis(&cmd).await?;
+        Ok(removed > 0)
+    }
+
+    async fn user_profile(
+        &self,
+        viewer: Option<UserId>,
+        user: UserId,
+    ) -> StoreResult<Option<UserProfile>> {
+        let row = self
+            .db(
+                "reading a profile",
+                sqlx::query_as::<_, ProfileRow>(PROFILE)
+                    .bind(user.0)
+                    .bind(viewer.map_or(0, |v| v.0))
+                    .fetch_optional(&self.inner.pg),
+            )
+            .await?;
+        Ok(row.map(|r| r.profile()))
+    }
+
+    async fn my_profile(&self, me: UserId) -> StoreResult<Option<MyProfile>> {
+        let row = self
+            .db(
+                "reading my profile",
+                sqlx::query_as::<_, ProfileRow>(PROFILE)
+                    .bind(me.0)
+                    .bind(0i64)
+                    .fetch_optional(&self.inner.pg),
+            )
+            .await?;
+        Ok(row.map(|r| MyProfile {
+            profile: r.profile(),
+            email: r.email.map(Email::from_trusted),
+        }))
+    }
+
+    async fn set_follow(
+        &self,
+        follower: UserId,
+        followee: UserId,
+        on: bool,
+    ) -> StoreResult<FollowState> {
+        let started = Instant::now();
+        let result: Result<Option<i64>, sqlx::Error> = async {
+            let mut tx = self.inner.pg.begin().await?;
+            let exists = sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE id = $1")
+                .bind(followee.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Ok(None);
+            }
+            let sql = if on {
+                "INSERT INTO follows (follower_id, followee_id, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2 AND $3::bigint IS NOT NULL"
+            };
+            sqlx::query(sql)
+                .bind(follower.0)
+                .bind(followee.0)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            let followers = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM follows WHERE followee_id = $1")
+                .bind(followee.0)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(followers))
+        }
+        .await;
+        timing::record(Phase::Db, started.elapsed());
+        let followers = result
+            .map_err(|e| self.pg_error(e, "following"))?
+            .ok_or(StoreError::NotFound)?;
+        self.invalidate_feeds(&[follower.0]).await;
+        Ok(FollowState {
+            following: on,
+            followers,
+        })
+    }
+
+    async fn insert_photo(&self, photo: NewPhoto) -> StoreResult<Photo> {
+        let created_at = now_ms();
+        let row = self
+            .db(
+                "inserting a photo",
+                sqlx::query_as::<_, (i64, String)>(
+                    "INSERT INTO photos (user_id, caption, file_name, width, height, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     RETURNING id, (SELECT username FROM users WHERE id = $1)",
+                )
+                .bind(photo.user_id.0)
+                .bind(photo.caption.as_str())
+                .bind(&photo.file_name)
+                .bind(photo.width as i32)
+                .bind(photo.height as i32)
+                .bind(created_at)
+                .fetch_one(&self.inner.pg),
+            )
+            .await?;
+        // Fan out the invalidation: the owner's feed and every follower's.
+        let mut viewers = self
+            .db(
+                "reading followers",
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT follower_id FROM follows WHERE followee_id = $1",
+                )
+                .bind(photo.user_id.0)
+                .fetch_all(&self.inner.pg),
+            )
+            .await?;
+        viewers.push(photo.user_id.0);
+        self.invalidate_feeds(&viewers).await;
+        Ok(Photo {
+            id: PhotoId(row.0),
+            user_id: photo.user_id,
+            username: row.1,
+            caption: photo.caption.as_str().to_owned(),
+            url: Photo::url_for(&photo.file_name),
+            width: photo.width,
+            height: photo.height,
+            created_at,
+            like_count: 0,
+            liked_by_me: false,
+        })
+    }
+
+    async fn photo(&self, viewer: Option<UserId>, photo: PhotoId) -> StoreResult<Option<Photo>> {
+        let row = self
+            .db(
+                "reading a photo",
+                sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(format!(
+                    "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id WHERE p.id = $2"
+                )))
+                .bind(viewer.map_or(0, |v| v.0))
+                .bind(photo.0)
+                .fetch_optional(&self.inner.pg),
+            )
+            .await?;
+        Ok(row.map(Photo::from))
+    }
+
+    async fn set_like(&self, user: UserId, photo: PhotoId, on: bool) -> StoreResult<LikeState> {
+        // One statement: the like row and the counter change together, and
+        // the UPDATE's row lock serializes concurrent likes of one photo.
+        let sql = if on {
+            "WITH changed AS (
+                 INSERT INTO likes (photo_id, user_id, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING RETURNING 1)
+             UPDATE photos SET like_count = like_count + (SELECT COUNT(*) FROM changed)
+             WHERE id = $1 RETURNING like_count"
+        } else {
+            "WITH changed AS (
+                 DELETE FROM likes WHERE photo_id = $1 AND user_id = $2 AND $3::bigint IS NOT NULL RETURNING 1)
+             UPDATE photos SET like_count = like_count - (SELECT COUNT(*) FROM changed)
+             WHERE id = $1 RETURNING like_count"
+        };
+        let started = Instant::now();
+        let result = sqlx::query_scalar::<_, i64>(sql)
+            .bind(photo.0)
+            .bind(user.0)
+            .bind(now_ms())
+            .fetch_optional(&self.inner.pg)
+            .await;
+        timing::record(Phase::Db, started.elapsed());
+        match result {
+            Ok(Some(like_count)) => Ok(LikeState {
+                liked: on,
+                like_count,
+            }),
+            Ok(None) => Err(StoreError::NotFound),
+            Err(e) if is_fk_violation(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(self.pg_error(e, "liking")),
+        }
+    }
+
+    async fn feed(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {
+        if let Some(ids) = self.cached_feed_ids(viewer).await? {
+            let complete = ids.len() < FEED_WINDOW;
+            let before = before(page);
+            let wanted: Vec<i64> = ids
+                .into_iter()
+                .filter(|id| *id < before)
+                .take(fetch(page) as usize)
+                .collect();
+            if complete || wanted.len() == fetch(page) as usize {
+                let photos = self.hydrate(viewer, &wanted).await?;
+                return Ok(PhotoPage::from_rows(photos, page));
+            }
+        }
+        self.feed_from_db(viewer, page).await
+    }
+
+    async fn explore(&self, viewer: Option<UserId>, page: PageQuery) -> StoreResult<PhotoPage> {
+        let rows = self
+            .db(
+                "reading explore",
+                sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(format!(
+                    "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id
+                     WHERE p.id < $2 ORDER BY p.id DESC LIMIT $3"
+                )))
+                .bind(viewer.map_or(0, |v| v.0))
+                .bind(before(page))
+                .bind(fetch(page))
+                .fetch_all(&self.inner.pg),
+            )
+            .await?;
+        Ok(PhotoPage::from_rows(
+            rows.into_iter().map(Photo::from).collect(),
+            page,
+        ))
+    }
+
+    async fn user_photos(
+        &self,
+        viewer: Option<UserId>,
+        owner: UserId,
+        page: PageQuery,
+    ) -> StoreResult<Option<PhotoPage>> {
+        let exists = self
+            .db(
+                "checking a user",
+                sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE id = $1")
+                    .bind(owner.0)
+                    .fetch_optional(&self.inner.pg),
+            )
+            .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let rows = self
+            .db(
+                "reading a user's photos",
+                sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(format!(
+                    "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id
+                     WHERE p.user_id = $4 AND p.id < $2 ORDER BY p.id DESC LIMIT $3"
+                )))
+                .bind(viewer.map_or(0, |v| v.0))
+                .bind(before(page))
+                .bind(fetch(page))
+                .bind(owner.0)
+                .fetch_all(&self.inner.pg),
+            )
+            .await?;
+        Ok(Some(PhotoPage::from_rows(
+            rows.into_iter().map(Photo::from).collect(),
+            page,
+        )))
+    }
+
+    async fn import(&self, data: Dataset) -> StoreResult<ImportSummary> {
+        let started = Instant::now();
+        let result = crate::import::copy_dataset(&self.inner.pg, &data).await;
+        timing::record(Phase::Db, started.elapsed());
+        result.map_err(|e| self.pg_error(e, "importing a dataset"))
+    }
+}

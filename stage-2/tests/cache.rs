@@ -1,0 +1,185 @@
+//! The Redis feed cache: read-your-writes for the user who changes
+//! something, a new photo in every follower's next read, fresh like counts,
+//! and hits that really come from the cache.
+
+mod common;
+
+use common::Pg;
+use minigram::testing::{TestApp, spawn_app};
+use reqwest::Method;
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+
+async fn feed_ids(app: &TestApp<Pg>, token: &str) -> Vec<i64> {
+    let page: Value = app
+        .get("/api/feed?limit=50", Some(token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    page["photos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_i64().unwrap())
+        .collect()
+}
+
+/// A follower's cached feed shows a new photo on the next read; so does
+/// the uploader's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_photo_shows_in_every_followers_next_read() {
+    let app = spawn_app::<Pg>().await;
+    let star = app.make_user("star").await;
+    let fans = [app.make_user("fan_a").await, app.make_user("fan_b").await];
+    for fan in &fans {
+        app.send(
+            Method::POST,
+            &format!("/api/users/{}/follow", star.id),
+            Some(&fan.token),
+        )
+        .await;
+    }
+    let first = app.posted_photo(&star, "one").await["id"].as_i64().unwrap();
+    for fan in &fans {
+        assert_eq!(feed_ids(&app, &fan.token).await, vec![first]);
+        assert_eq!(
+            feed_ids(&app, &fan.token).await,
+            vec![first],
+            "a cached read"
+        );
+    }
+    let hits_before = app.backend.store.stats().cache_hits.load(Ordering::Relaxed);
+    assert!(hits_before >= 2, "the second reads were cache hits");
+    assert_eq!(app.backend.redis_keys("feed:*").await, 2);
+
+    let second = app.posted_photo(&star, "two").await["id"].as_i64().unwrap();
+    for fan in &fans {
+        assert_eq!(
+            feed_ids(&app, &fan.token).await,
+            vec![second, first],
+            "follower sees the new photo"
+        );
+    }
+    assert_eq!(
+        feed_ids(&app, &star.token).await,
+        vec![second, first],
+        "uploader sees it too"
+    );
+}
+
+/// Follow and unfollow change the follower's very next feed read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn follow_and_unfollow_show_in_the_next_read() {
+    let app = spawn_app::<Pg>().await;
+    let me = app.make_user("reader").await;
+    let other = app.make_user("author").await;
+    let theirs = app.posted_photo(&other, "theirs").await["id"]
+        .as_i64()
+        .unwrap();
+    assert!(feed_ids(&app, &me.token).await.is_empty());
+    assert!(
+        feed_ids(&app, &me.token).await.is_empty(),
+        "cached as empty"
+    );
+    let follow = format!("/api/users/{}/follow", other.id);
+    app.send(Method::POST, &follow, Some(&me.token)).await;
+    assert_eq!(feed_ids(&app, &me.token).await, vec![theirs]);
+    app.send(Method::DELETE, &follow, Some(&me.token)).await;
+    assert!(feed_ids(&app, &me.token).await.is_empty());
+}
+
+/// Like counts in a cached feed are always current (pages are hydrated
+/// from Postgres; only the list of ids is cached).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn likes_are_fresh_in_a_cached_feed() {
+    let app = spawn_app::<Pg>().await;
+    let me = app.make_user("liker").await;
+    let photo = app.posted_photo(&me, "mine").await;
+    feed_ids(&app, &me.token).await; // warm the cache
+    app.send(
+        Method::POST,
+        &format!("/api/photos/{}/like", photo["id"]),
+        Some(&me.token),
+    )
+    .await;
+    let page: Value = app
+        .get("/api/feed", Some(&me.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["photos"][0]["likeCount"], 1);
+    assert_eq!(page["photos"][0]["likedByMe"], true);
+}
+
+/// Pages beyond the cached window are read from Postgres, seamlessly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paging_past_the_cached_window() {
+    use minigram::Store as _;
+    use minigram::domain::{Caption, PageQuery};
+    use minigram::store::NewPhoto;
+    let app = spawn_app::<Pg>().await;
+    let me = app.make_user("pager").await;
+    let total = stage_2::store::FEED_WINDOW + 30;
+    for i in 0..total {
+        app.store
+            .insert_photo(NewPhoto {
+                user_id: minigram::domain::UserId(me.id),
+                caption: Caption::parse(&format!("p{i}")).unwrap(),
+                file_name: format!("{}.jpg", "c".repeat(64)),
+                width: 1,
+                height: 1,
+            })
+            .await
+            .unwrap();
+    }
+    let mut seen = 0;
+    let mut path = "/api/feed?limit=100".to_owned();
+    let mut last = i64::MAX;
+    loop {
+        let page: Value = app.get(&path, Some(&me.token)).await.json().await.unwrap();
+        for p in page["photos"].as_array().unwrap() {
+            let id = p["id"].as_i64().unwrap();
+            assert!(id < last, "strictly newest first, no repeats");
+            last = id;
+            seen += 1;
+        }
+        match page["next"].as_str() {
+            Some(n) => path = format!("/api/feed?limit=100&before={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, total);
+    let direct = app
+        .store
+        .feed(minigram::domain::UserId(me.id), PageQuery::first(5))
+        .await
+        .unwrap();
+    assert_eq!(direct.photos.len(), 5);
+}
+
+/// With `--feed-cache off` nothing is cached and feeds are still right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cache_off_reads_postgres_only() {
+    use minigram::Store as _;
+    let (mut config, name) = common::fresh_config();
+    config.feed_cache = false;
+    let b = Pg::with_config(config, name).await;
+    let s = b.store.clone();
+    let u = s
+        .create_user(minigram::store::NewUser {
+            username: minigram::domain::Username::parse("nocache").unwrap(),
+            email: None,
+            password_hash: "x".into(),
+        })
+        .await
+        .unwrap();
+    let page = s
+        .feed(u, minigram::domain::PageQuery::first(10))
+        .await
+        .unwrap();
+    assert!(page.photos.is_empty());
+    assert_eq!(b.redis_keys("feed:*").await, 0);
+    assert_eq!(b.store.stats().cache_misses.load(Ordering::Relaxed), 0);
+}

@@ -1,0 +1,142 @@
+//! Stage 2's test storage: every test gets its own Postgres database and its
+//! own Redis key prefix on the local servers, both removed afterwards.
+//!
+//! The servers come from `TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432`) and `TEST_REDIS_URL` (default
+//! `redis://127.0.0.1:6379`). If they cannot be reached the test fails with
+//! a message saying so: it never skips. `scripts/test.sh` starts them.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use minigram::testing::Backend;
+use rand::RngCore;
+use stage_2::{Stage2Config, Stage2Store};
+use std::path::PathBuf;
+use tempfile::TempDir;
+
+pub fn postgres_server() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn redis_server() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn unique_name() -> String {
+    let mut b = [0u8; 6];
+    rand::rng().fill_bytes(&mut b);
+    format!("minigram_test_{}", hex::encode(b))
+}
+
+/// A config for a new, unique database and Redis prefix.
+pub fn fresh_config() -> (Stage2Config, String) {
+    let name = unique_name();
+    let mut config = Stage2Config::new(format!("{}/{name}", postgres_server()), redis_server());
+    config.redis_prefix = format!("mgtest:{name}");
+    config.pg_pool_size = 5;
+    config.redis_pool_size = 8;
+    (config, name)
+}
+
+pub struct Pg {
+    pub store: Stage2Store,
+    pub name: String,
+    pub dir: TempDir,
+}
+
+impl Pg {
+    pub async fn with_config(config: Stage2Config, name: String) -> Self {
+        let store = Stage2Store::connect(config).await.unwrap_or_else(|e| {
+            panic!(
+                "stage-2 tests need Postgres and Redis ({}, {}): {e:#}. \
+                 Run scripts/test.sh, which starts them, or set TEST_DATABASE_URL / TEST_REDIS_URL.",
+                postgres_server(),
+                redis_server()
+            )
+        });
+        Self {
+            store,
+            name,
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub async fn redis_keys(&self, pattern: &str) -> i64 {
+        let mut conn = self.store.redis_pool().get().await.expect("redis");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:{pattern}", self.store.config().redis_prefix))
+            .query_async(&mut *conn)
+            .await
+            .expect("KEYS");
+        keys.len() as i64
+    }
+}
+
+impl Backend for Pg {
+    type Store = Stage2Store;
+
+    async fn fresh() -> Self {
+        let (config, name) = fresh_config();
+        Self::with_config(config, name).await
+    }
+
+    fn store(&self) -> Stage2Store {
+        self.store.clone()
+    }
+
+    fn uploads_dir(&self) -> PathBuf {
+        self.dir.path().join("uploads")
+    }
+
+    async fn count(&self, table: &'static str) -> i64 {
+        if table == "sessions" {
+            return self.redis_keys("session:*").await;
+        }
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(self.store.pg())
+            .await
+            .expect("count rows")
+    }
+}
+
+impl Drop for Pg {
+    /// Drops the test database and the test's Redis keys. Runs on its own
+    /// thread and runtime (Drop cannot await) and waits for it.
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let prefix = self.store.config().redis_prefix.clone();
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection as _;
+                if let Ok(mut conn) =
+                    sqlx::PgConnection::connect(&format!("{}/postgres", postgres_server())).await
+                {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+                if let Ok(client) = redis::Client::open(redis_server())
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{prefix}:*"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
