@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one test command (see README): formatting, lints, a quick run of the
-# benchmark (it must work, its numbers are not checked here), every test.
+# The one test command (see README): finds or starts PostgreSQL and Redis,
+# then formatting, lints, a quick run of the benchmark (it must work, its
+# numbers are not checked here), and every test.
 # Everything builds in the release profile, once, for tests and benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,14 +13,21 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
+step "services: PostgreSQL and Redis for stage 2"
+scripts/services.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy (release, all targets, warnings are errors)"
 cargo clippy --release --workspace --all-targets -- -D warnings
 
-step "benchmark smoke: cargo bench -p stage-1 -- --quick"
-cargo bench -p stage-1 -- --quick --out "${TMPDIR:-/tmp}/minigram-bench-smoke.json"
+step "cargo build --release (the binaries the benchmarks and tests run)"
+cargo build --release --workspace
+
+step "benchmark smoke: cargo bench -p stage-1 / -p stage-2 -- --quick"
+cargo bench -p stage-1 -- --quick --out "${TMPDIR:-/tmp}/minigram-bench1-smoke.json"
+cargo bench -p stage-2 -- --quick --out "${TMPDIR:-/tmp}/minigram-bench2-smoke.json"
 
 step "cargo test (release)"
 cargo test --release --workspace

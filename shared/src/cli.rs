@@ -69,7 +69,14 @@ pub async fn serve<S: crate::Store>(
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", uploads.display()))?;
     if store.is_empty().await.map_err(|e| anyhow::anyhow!("{e}"))? {
         eprintln!("empty database: loading the demo dataset");
-        crate::seed::run(&store, &uploads, &crate::seed::SeedArgs::DEMO).await?;
+        if let Err(e) = crate::seed::run(&store, &uploads, &crate::seed::SeedArgs::DEMO).await {
+            // Several stage-2 processes may start on one empty database at
+            // once: the one that lost the race finds it seeded, and goes on.
+            if store.is_empty().await.unwrap_or(true) {
+                return Err(e);
+            }
+            eprintln!("another process loaded the demo dataset first");
+        }
     }
     let app = crate::App {
         store,

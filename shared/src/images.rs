@@ -119,7 +119,13 @@ pub fn store_file(dir: &Path, image: &ProcessedImage) -> std::io::Result<PathBuf
     if path.exists() {
         return Ok(path); // content-addressed: same name, same bytes
     }
-    let tmp = dir.join(format!(".{}.{}.tmp", image.file_name, std::process::id()));
+    // Unique per call: concurrent uploads of the same picture (same name)
+    // must not share a temporary file.
+    let tmp = dir.join(format!(
+        ".{}.{:016x}.tmp",
+        image.file_name,
+        rand::random::<u64>()
+    ));
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&image.jpeg)?;
@@ -201,6 +207,25 @@ mod tests {
         );
         // A genuine PNG 9000 pixels wide.
         assert_eq!(process(&png(9000, 2)).unwrap_err(), ImageError::TooLarge);
+    }
+
+    #[test]
+    fn concurrent_stores_of_one_image_all_succeed() {
+        let dir = std::env::temp_dir().join(format!("minigram-store-{:x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = encode(&generated(1, 16, 16));
+        std::thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| store_file(&dir, &img).unwrap());
+            }
+        });
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "one file, no temporary left: {names:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! stage 2 in Redis so that any process can serve any user.
 
 use crate::domain::{Caption, Email, PageQuery, PhotoId, UserId, Username};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use utoipa::ToSchema;
 
@@ -109,7 +109,7 @@ pub struct NewPhoto {
 }
 
 /// A photo as the API shows it; `url` is derived from the file name.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Photo {
     #[schema(value_type = i64)]
@@ -136,7 +136,7 @@ impl Photo {
 }
 
 /// One page of photos, newest first, and the cursor of the next page.
-#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PhotoPage {
     pub photos: Vec<Photo>,

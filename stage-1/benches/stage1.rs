@@ -14,11 +14,10 @@
 //! for the machine described in the file; the load generator shares it.
 
 use clap::Parser;
-use hdrhistogram::Histogram;
+use minigram::testing::load::{LoadResult, Process, closed_loop, ms, seeded_tokens};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -56,52 +55,6 @@ struct Args {
     bench: bool,
 }
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(data_dir: &std::path::Path) -> Server {
-    let child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start stage-1");
-    // Owned by the guard from here on: killed and reaped on every path.
-    let mut server = Server {
-        child,
-        url: String::new(),
-    };
-    let mut lines = BufReader::new(server.child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("Minigram stage 1 on ").nth(1) {
-            server.url = rest.split_whitespace().next().unwrap().to_owned();
-            std::thread::spawn(move || for _ in lines {});
-            return server;
-        }
-    }
-    panic!("stage-1 exited before printing its address");
-}
-
-fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
-}
-
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1000.0
-}
-
 /// Raw Argon2id verify throughput: one thread per core, `secs` seconds.
 fn raw_verify_rate(secs: u64) -> (f64, usize) {
     let hash = minigram::auth::hash_blocking(minigram::seed::SEED_PASSWORD).unwrap();
@@ -133,114 +86,36 @@ fn raw_verify_rate(secs: u64) -> (f64, usize) {
     )
 }
 
-/// `clients` loops of login for `secs` seconds; returns (rate, tokens, p50 ms, errors).
-async fn login_phase(
-    url: &str,
-    users: usize,
-    clients: usize,
-    secs: u64,
-) -> (f64, Vec<String>, Histogram<u64>, u64) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let client = client.clone();
-            let url = format!("{url}/api/login");
-            tokio::spawn(async move {
-                let (mut tokens, mut h, mut errors) = (Vec::new(), hist(), 0u64);
-                let mut i = c;
-                while Instant::now() < deadline {
-                    let user = format!("user{}", 1 + i % users);
-                    i += clients;
-                    let t = Instant::now();
-                    let res = client
-                        .post(&url)
-                        .json(&json!({"username": user, "password": minigram::seed::SEED_PASSWORD}))
-                        .send()
-                        .await;
-                    match res {
-                        Ok(r) if r.status() == 200 => {
-                            let body: Value = r.json().await.unwrap();
-                            h.record(t.elapsed().as_micros() as u64).unwrap();
-                            tokens.push(body["token"].as_str().unwrap().to_owned());
-                        }
-                        _ => errors += 1,
-                    }
-                }
-                (tokens, h, errors)
-            })
-        })
-        .collect();
-    let (mut tokens, mut h, mut errors) = (Vec::new(), hist(), 0);
-    for t in tasks {
-        let (tk, hh, e) = t.await.unwrap();
-        tokens.extend(tk);
-        h.add(hh).unwrap();
-        errors += e;
-    }
-    let rate = tokens.len() as f64 / started.elapsed().as_secs_f64();
-    (rate, tokens, h, errors)
+/// HTTP logins of seeded users by `clients` closed-loop clients.
+async fn login_phase(url: &str, users: usize, clients: usize, secs: u64) -> LoadResult {
+    let url = format!("{url}/api/login");
+    closed_loop(clients, Duration::from_secs(secs), move |client, c, i| {
+        let user = format!("user{}", 1 + (c + i * clients) % users);
+        client
+            .post(&url)
+            .json(&json!({"username": user, "password": minigram::seed::SEED_PASSWORD}))
+    })
+    .await
 }
 
-/// Feed reads by `clients` concurrent clients for `secs` seconds.
+/// GET /api/feed by `clients` closed-loop clients, each as its own viewer.
 async fn feed_phase(url: &str, tokens: &[String], clients: usize, secs: u64) -> Value {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let tokens = Arc::new(tokens.to_vec());
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let (client, tokens) = (client.clone(), tokens.clone());
-            let url = format!("{url}/api/feed?limit=20");
-            tokio::spawn(async move {
-                let (mut server, mut db, mut rtt, mut errors) = (hist(), hist(), hist(), 0u64);
-                let mut i = c;
-                while Instant::now() < deadline {
-                    let token = &tokens[i % tokens.len()];
-                    i += clients;
-                    let t = Instant::now();
-                    let res = client.get(&url).bearer_auth(token).send().await.unwrap();
-                    let timing = res
-                        .headers()
-                        .get("server-timing")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned();
-                    let ok = res.status() == 200;
-                    let body: Value = res.json().await.unwrap_or(Value::Null);
-                    if !ok || !body["photos"].is_array() {
-                        errors += 1;
-                        continue;
-                    }
-                    rtt.record(t.elapsed().as_micros().max(1) as u64).unwrap();
-                    let us = |name| {
-                        (minigram::timing::parse_entry(&timing, name).unwrap_or(0.0) * 1000.0)
-                            .max(1.0) as u64
-                    };
-                    server.record(us("app")).unwrap();
-                    db.record(us("db")).unwrap();
-                }
-                (server, db, rtt, errors)
-            })
-        })
-        .collect();
-    let (mut server, mut db, mut rtt, mut errors) = (hist(), hist(), hist(), 0);
-    for t in tasks {
-        let (s, d, r, e) = t.await.unwrap();
-        server.add(s).unwrap();
-        db.add(d).unwrap();
-        rtt.add(r).unwrap();
-        errors += e;
-    }
+    let url = format!("{url}/api/feed?limit=20");
+    let tokens = tokens.to_vec();
+    let r = closed_loop(clients, Duration::from_secs(secs), move |client, c, i| {
+        client
+            .get(&url)
+            .bearer_auth(&tokens[(c + i * clients) % tokens.len()])
+    })
+    .await;
     json!({
         "clients": clients,
-        "requests": server.len(),
-        "errors": errors,
-        "rps": server.len() as f64 / started.elapsed().as_secs_f64(),
-        "serverP50Ms": ms(&server, 0.5), "serverP99Ms": ms(&server, 0.99),
-        "dbP50Ms": ms(&db, 0.5), "dbP99Ms": ms(&db, 0.99),
-        "clientP50Ms": ms(&rtt, 0.5), "clientP99Ms": ms(&rtt, 0.99),
+        "requests": r.requests,
+        "errors": r.errors,
+        "rps": r.rps(),
+        "serverP50Ms": ms(&r.server, 0.5), "serverP99Ms": ms(&r.server, 0.99),
+        "dbP50Ms": ms(&r.db, 0.5), "dbP99Ms": ms(&r.db, 0.99),
+        "clientP50Ms": ms(&r.latency, 0.5), "clientP99Ms": ms(&r.latency, 0.99),
     })
 }
 
@@ -295,14 +170,19 @@ async fn main() {
     );
     let (raw_rate, threads) = raw_verify_rate(args.secs);
 
-    let server = start_server(dir.path());
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+    let server = Process::start(
+        Path::new(BIN),
+        &["--listen", "127.0.0.1:0", "--data-dir", &data_dir],
+    );
     eprintln!(
         "bench 3/4: HTTP login with {} clients for {} s",
         args.login_clients, args.secs
     );
-    let (login_rate, tokens, login_h, login_errors) =
-        login_phase(&server.url, args.users, args.login_clients, args.secs).await;
-    assert!(!tokens.is_empty(), "no login succeeded");
+    let login = login_phase(&server.url, args.users, args.login_clients, args.secs).await;
+    let login_rate = login.rps();
+    assert!(login.requests > 0, "no login succeeded");
+    let tokens = seeded_tokens(&server.url, 64, args.users).await;
 
     eprintln!(
         "bench 4/4: GET /api/feed with 1 and 4 clients, {} s each",
@@ -324,7 +204,7 @@ async fn main() {
             "rawVerifyPerSec": raw_rate, "rawVerifyThreads": threads,
             "httpLoginPerSec": login_rate, "clients": args.login_clients,
             "ratio": login_rate / raw_rate, "targetRatio": 0.8,
-            "p50Ms": ms(&login_h, 0.5), "p99Ms": ms(&login_h, 0.99), "errors": login_errors,
+            "p50Ms": ms(&login.latency, 0.5), "p99Ms": ms(&login.latency, 0.99), "errors": login.errors,
         },
         "feed": {"lowConcurrency": [feed_1, feed_4], "targetServerP50Ms": 2.0, "targetServerP99Ms": 10.0},
     });

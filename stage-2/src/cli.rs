@@ -92,6 +92,10 @@ pub struct StorageArgs {
     /// Seconds a cached feed lives (plus up to 10 s of jitter).
     #[arg(long, env = "MINIGRAM_FEED_CACHE_TTL", default_value_t = 60)]
     pub feed_cache_ttl: u64,
+    /// Seconds a cached first feed page lives: the longest that likes by
+    /// *others* can take to show in it (your own show at once).
+    #[arg(long, env = "MINIGRAM_FEED_PAGE_TTL", default_value_t = 10)]
+    pub feed_page_ttl: u64,
 }
 
 impl StorageArgs {
@@ -105,6 +109,7 @@ impl StorageArgs {
             acquire_timeout: Duration::from_millis(self.acquire_timeout_ms),
             feed_cache: self.feed_cache == OnOff::On,
             feed_cache_ttl: Duration::from_secs(self.feed_cache_ttl),
+            feed_page_ttl: Duration::from_secs(self.feed_page_ttl),
         }
     }
 }

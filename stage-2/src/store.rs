@@ -41,6 +41,7 @@ use minigram::store::{
 };
 use minigram::timing::{self, Phase};
 use rand::Rng;
+use redis::aio::MultiplexedConnection;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres};
@@ -65,7 +66,11 @@ pub struct Stage2Config {
     /// How long a request waits for a pooled connection before a 503.
     pub acquire_timeout: Duration,
     pub feed_cache: bool,
+    /// How long a cached feed id list lives (plus up to 10 s of jitter).
     pub feed_cache_ttl: Duration,
+    /// How long a cached first page lives: the longest that others' likes
+    /// can take to show in a viewer's first feed page.
+    pub feed_page_ttl: Duration,
 }
 
 impl Stage2Config {
@@ -79,6 +84,7 @@ impl Stage2Config {
             acquire_timeout: Duration::from_secs(2),
             feed_cache: true,
             feed_cache_ttl: Duration::from_secs(60),
+            feed_page_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -86,7 +92,10 @@ impl Stage2Config {
 /// Counters the lab reads: cache effectiveness and pool trouble.
 #[derive(Debug, Default)]
 pub struct Stage2Stats {
+    /// Feed reads answered from the cache (a cached first page or id list).
     pub cache_hits: AtomicU64,
+    /// Of those, first pages served whole from the cache.
+    pub page_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     /// Feed reads that skipped the cache because Redis failed (or the
     /// stampede guard sent them to Postgres).
@@ -104,10 +113,45 @@ pub struct Stage2Store {
 
 struct Inner {
     pg: PgPool,
-    redis: bb8::Pool<RedisConnectionManager>,
+    redis: bb8::Pool<RedisManager>,
     config: Stage2Config,
     stats: Stage2Stats,
     set_if_generation: redis::Script,
+    set_page_if_generation: redis::Script,
+}
+
+/// bb8-redis's manager, with one change: a connection whose command failed
+/// at the connection level is marked broken and dropped by the pool, so the
+/// pool need not PING on every checkout (which doubled Redis round trips).
+pub struct RedisManager(RedisConnectionManager);
+
+pub struct RedisConn {
+    pub conn: MultiplexedConnection,
+    broken: bool,
+}
+
+impl bb8::ManageConnection for RedisManager {
+    type Connection = RedisConn;
+    type Error = redis::RedisError;
+
+    async fn connect(&self) -> Result<RedisConn, redis::RedisError> {
+        Ok(RedisConn {
+            conn: self.0.connect().await?,
+            broken: false,
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut RedisConn) -> Result<(), redis::RedisError> {
+        self.0.is_valid(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut RedisConn) -> bool {
+        conn.broken
+    }
+}
+
+fn is_connection_error(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
 /// Where a URL points, without its password, for error messages.
@@ -175,7 +219,13 @@ impl Stage2Store {
         let redis = bb8::Pool::builder()
             .max_size(config.redis_pool_size.max(1))
             .connection_timeout(config.acquire_timeout)
-            .build_unchecked(manager);
+            // While Redis is down, fail at once (503) instead of retrying
+            // the connection for the whole acquire timeout.
+            .retry_connection(false)
+            // Broken connections are detected by their failed command
+            // instead (see `RedisManager`).
+            .test_on_check_out(false)
+            .build_unchecked(RedisManager(manager));
         Ok(Self {
             inner: Arc::new(Inner {
                 pg,
@@ -183,6 +233,7 @@ impl Stage2Store {
                 config,
                 stats: Stage2Stats::default(),
                 set_if_generation: redis::Script::new(SET_IF_GENERATION),
+                set_page_if_generation: redis::Script::new(SET_PAGE_IF_GENERATION),
             }),
         })
     }
@@ -199,7 +250,7 @@ impl Stage2Store {
         &self.inner.pg
     }
 
-    pub fn redis_pool(&self) -> &bb8::Pool<RedisConnectionManager> {
+    pub fn redis_pool(&self) -> &bb8::Pool<RedisManager> {
         &self.inner.redis
     }
 
@@ -242,11 +293,15 @@ impl Stage2Store {
         }
     }
 
-    /// Runs a Redis command on a pooled connection, timing it.
-    async fn redis<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
+    /// Runs Redis work on a pooled connection, timing it; a connection-level
+    /// failure retires the connection.
+    async fn on_redis<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    ) -> anyhow::Result<T> {
         let started = Instant::now();
         let result = async {
-            let mut conn = self.inner.redis.get().await.map_err(|e| {
+            let mut pooled = self.inner.redis.get().await.map_err(|e| {
                 if matches!(e, bb8::RunError::TimedOut) {
                     self.inner
                         .stats
@@ -255,30 +310,29 @@ impl Stage2Store {
                 }
                 anyhow::anyhow!("redis pool: {e}")
             })?;
-            Ok(cmd.query_async::<T>(&mut *conn).await?)
+            let result = work(&mut pooled.conn).await;
+            if let Err(e) = &result
+                && is_connection_error(e)
+            {
+                pooled.broken = true;
+            }
+            Ok(result?)
         }
         .await;
         timing::record(Phase::Cache, started.elapsed());
         result
     }
 
+    async fn redis<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
+        self.on_redis(async |c| cmd.query_async::<T>(c).await).await
+    }
+
     async fn redis_pipe<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> anyhow::Result<T> {
-        let started = Instant::now();
-        let result = async {
-            let mut conn = self
-                .inner
-                .redis
-                .get()
-                .await
-                .map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;
-            Ok(pipe.query_async::<T>(&mut *conn).await?)
-        }
-        .await;
-        timing::record(Phase::Cache, started.elapsed());
-        result
+        self.on_redis(async |c| pipe.query_async::<T>(c).await)
+            .await
     }
 
     /// Drops the cached feeds of `viewers`. A failure is logged and
@@ -293,7 +347,10 @@ impl Stage2Store {
             let generation = self.key("feedgen", v);
             pipe.cmd("INCR").arg(&generation).ignore();
             pipe.cmd("EXPIRE").arg(&generation).arg(86_400).ignore();
-            pipe.cmd("DEL").arg(self.key("feed", v)).ignore();
+            pipe.cmd("DEL")
+                .arg(self.key("feed", v))
+                .arg(self.key("feedpage", v))
+                .ignore();
         }
         if let Err(e) = self.redis_pipe::<()>(&pipe).await {
             self.inner
@@ -304,29 +361,35 @@ impl Stage2Store {
         }
     }
 
-    /// The viewer's newest feed photo ids from the cache, rebuilt on a
-    /// miss. `None`: use Postgres directly (cache off, Redis failing, or
-    /// another reader is rebuilding and did not finish in time).
-    async fn cached_feed_ids(&self, viewer: UserId) -> StoreResult<Option<Vec<i64>>> {
+    /// The viewer's cached first page for `limit`: one command, the hot path.
+    async fn read_first_page(&self, viewer: UserId, limit: u32) -> anyhow::Result<Option<String>> {
+        let cmd = redis::cmd("HGET")
+            .arg(self.key("feedpage", viewer.0))
+            .arg(limit)
+            .clone();
+        self.redis(&cmd).await
+    }
+
+    /// The viewer's feed generation and cached id list, in one round trip.
+    async fn read_feed_ids(&self, viewer: UserId) -> anyhow::Result<CacheRead> {
+        let cmd = redis::cmd("MGET")
+            .arg(self.key("feedgen", viewer.0))
+            .arg(self.key("feed", viewer.0))
+            .clone();
+        let (generation, ids): (Option<String>, Option<String>) = self.redis(&cmd).await?;
+        Ok(CacheRead { generation, ids })
+    }
+
+    /// Rebuilds the viewer's id list after a miss, one reader at a time.
+    /// `None`: another reader is rebuilding and did not finish in time (or
+    /// Redis failed): read Postgres directly.
+    async fn rebuild_feed_ids(
+        &self,
+        viewer: UserId,
+        generation: &Option<String>,
+    ) -> StoreResult<Option<Vec<i64>>> {
         let stats = &self.inner.stats;
-        if !self.inner.config.feed_cache {
-            return Ok(None);
-        }
         let (feed_key, gen_key) = (self.key("feed", viewer.0), self.key("feedgen", viewer.0));
-        let mget = redis::cmd("MGET").arg(&feed_key).arg(&gen_key).clone();
-        let (cached, generation): (Option<String>, Option<String>) = match self.redis(&mget).await {
-            Ok(v) => v,
-            Err(e) => {
-                stats.cache_bypasses.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, "feed cache unavailable, reading Postgres");
-                return Ok(None);
-            }
-        };
-        if let Some(ids) = cached {
-            stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(parse_ids(&ids)));
-        }
-        stats.cache_misses.fetch_add(1, Ordering::Relaxed);
         let lock_key = self.key("feedlock", viewer.0);
         let lock = redis::cmd("SET")
             .arg(&lock_key)
@@ -353,32 +416,111 @@ impl Stage2Store {
         let ttl =
             self.inner.config.feed_cache_ttl.as_secs().max(1) + rand::rng().random_range(0..=10);
         let joined = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        let started = Instant::now();
-        let stored = async {
-            let mut conn = self
-                .inner
-                .redis
-                .get()
-                .await
-                .map_err(|e| anyhow::anyhow!("redis pool: {e}"))?;
-            self.inner
-                .set_if_generation
-                .key(&feed_key)
-                .key(&gen_key)
-                .key(&lock_key)
-                .arg(generation.unwrap_or_default())
-                .arg(joined)
-                .arg(ttl)
-                .invoke_async::<i64>(&mut *conn)
-                .await
-                .map_err(anyhow::Error::from)
-        }
-        .await;
-        timing::record(Phase::Cache, started.elapsed());
-        if let Err(e) = stored {
+        let mut script = self.inner.set_if_generation.prepare_invoke();
+        script
+            .key(&feed_key)
+            .key(&gen_key)
+            .key(&lock_key)
+            .arg(generation.clone().unwrap_or_default())
+            .arg(joined)
+            .arg(ttl);
+        if let Err(e) = self.redis_script(&script).await {
             tracing::debug!(error = %e, "could not store a feed in the cache");
         }
         Ok(Some(ids))
+    }
+
+    /// Caches a hydrated first page, unless the feed was invalidated since
+    /// `generation` was read.
+    async fn store_first_page(
+        &self,
+        viewer: UserId,
+        limit: u32,
+        generation: &Option<String>,
+        page: &PhotoPage,
+    ) {
+        let Ok(json) = serde_json::to_string(page) else {
+            return;
+        };
+        let mut script = self.inner.set_page_if_generation.prepare_invoke();
+        script
+            .key(self.key("feedpage", viewer.0))
+            .key(self.key("feedgen", viewer.0))
+            .arg(generation.clone().unwrap_or_default())
+            .arg(limit)
+            .arg(json)
+            .arg(self.inner.config.feed_page_ttl.as_millis().max(1) as u64);
+        if let Err(e) = self.redis_script(&script).await {
+            tracing::debug!(error = %e, "could not store a feed page in the cache");
+        }
+    }
+
+    async fn redis_script(&self, script: &redis::ScriptInvocation<'_>) -> anyhow::Result<i64> {
+        self.on_redis(async |c| script.invoke_async::<i64>(c).await)
+            .await
+    }
+
+    /// The feed through the cache: the first page as cached (hot path), or
+    /// the cached id list hydrated from Postgres.
+    async fn feed_cached(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {
+        let stats = &self.inner.stats;
+        let first = page.before.is_none();
+        let bypass = |e: anyhow::Error| {
+            stats.cache_bypasses.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(error = %e, "feed cache unavailable, reading Postgres");
+        };
+        if first {
+            match self.read_first_page(viewer, page.limit.get()).await {
+                Ok(Some(json)) => {
+                    if let Ok(cached) = serde_json::from_str(&json) {
+                        stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                        stats.page_hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(cached);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    bypass(e);
+                    return self.feed_from_db(viewer, page).await;
+                }
+            }
+        }
+        let read = match self.read_feed_ids(viewer).await {
+            Ok(read) => read,
+            Err(e) => {
+                bypass(e);
+                return self.feed_from_db(viewer, page).await;
+            }
+        };
+        let ids = match read.ids.as_deref() {
+            Some(ids) => {
+                stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                parse_ids(ids)
+            }
+            None => {
+                stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                match self.rebuild_feed_ids(viewer, &read.generation).await? {
+                    Some(ids) => ids,
+                    None => return self.feed_from_db(viewer, page).await,
+                }
+            }
+        };
+        let complete = ids.len() < FEED_WINDOW;
+        let before = before(page);
+        let wanted: Vec<i64> = ids
+            .into_iter()
+            .filter(|id| *id < before)
+            .take(fetch(page) as usize)
+            .collect();
+        if !complete && wanted.len() < fetch(page) as usize {
+            return self.feed_from_db(viewer, page).await; // past the cached window
+        }
+        let result = PhotoPage::from_rows(self.hydrate(viewer, &wanted).await?, page);
+        if first {
+            self.store_first_page(viewer, page.limit.get(), &read.generation, &result)
+                .await;
+        }
+        Ok(result)
     }
 
     async fn feed_ids_from_db(&self, viewer: UserId) -> StoreResult<Vec<i64>> {
@@ -464,6 +606,24 @@ end
 redis.call('DEL', KEYS[3])
 return 0
 ";
+
+/// Store a rendered first page (a hash field per page size) only if no
+/// invalidation happened since the generation was read (KEYS: pages,
+/// generation; ARGV: generation as read, limit, page JSON, ttl in ms).
+const SET_PAGE_IF_GENERATION: &str = r"
+local current = redis.call('GET', KEYS[2]) or ''
+if current == ARGV[1] then
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+end
+return 0
+";
+
+/// What one round trip to the cache found for a viewer.
+struct CacheRead {
+    generation: Option<String>,
+    ids: Option<String>,
+}
 
 fn parse_ids(s: &str) -> Vec<i64> {
     s.split(',').filter_map(|x| x.parse().ok()).collect()
@@ -822,10 +982,15 @@ impl Store for Stage2Store {
             .await;
         timing::record(Phase::Db, started.elapsed());
         match result {
-            Ok(Some(like_count)) => Ok(LikeState {
-                liked: on,
-                like_count,
-            }),
+            Ok(Some(like_count)) => {
+                // The liker's cached pages show likedByMe and the count:
+                // drop them so the liker's next read is fresh.
+                self.invalidate_feeds(&[user.0]).await;
+                Ok(LikeState {
+                    liked: on,
+                    like_count,
+                })
+            }
             Ok(None) => Err(StoreError::NotFound),
             Err(e) if is_fk_violation(&e) => Err(StoreError::NotFound),
             Err(e) => Err(self.pg_error(e, "liking")),
@@ -833,20 +998,11 @@ impl Store for Stage2Store {
     }
 
     async fn feed(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {
-        if let Some(ids) = self.cached_feed_ids(viewer).await? {
-            let complete = ids.len() < FEED_WINDOW;
-            let before = before(page);
-            let wanted: Vec<i64> = ids
-                .into_iter()
-                .filter(|id| *id < before)
-                .take(fetch(page) as usize)
-                .collect();
-            if complete || wanted.len() == fetch(page) as usize {
-                let photos = self.hydrate(viewer, &wanted).await?;
-                return Ok(PhotoPage::from_rows(photos, page));
-            }
+        if self.inner.config.feed_cache {
+            self.feed_cached(viewer, page).await
+        } else {
+            self.feed_from_db(viewer, page).await
         }
-        self.feed_from_db(viewer, page).await
     }
 
     async fn explore(&self, viewer: Option<UserId>, page: PageQuery) -> StoreResult<PhotoPage> {

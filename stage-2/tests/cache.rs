@@ -113,6 +113,47 @@ async fn likes_are_fresh_in_a_cached_feed() {
     assert_eq!(page["photos"][0]["likedByMe"], true);
 }
 
+/// Others' likes show in a cached first page within `feed_page_ttl`: the
+/// documented staleness bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn others_likes_show_within_the_page_ttl() {
+    use minigram::Store as _;
+    let (mut config, name) = common::fresh_config();
+    config.feed_page_ttl = std::time::Duration::from_millis(300);
+    let b = Pg::with_config(config, name).await;
+    let s = b.store.clone();
+    let new = |n: &str| minigram::store::NewUser {
+        username: minigram::domain::Username::parse(n).unwrap(),
+        email: None,
+        password_hash: "x".into(),
+    };
+    let (me, other) = (
+        s.create_user(new("viewer")).await.unwrap(),
+        s.create_user(new("fan")).await.unwrap(),
+    );
+    let photo = s
+        .insert_photo(minigram::store::NewPhoto {
+            user_id: me,
+            caption: minigram::domain::Caption::parse("").unwrap(),
+            file_name: format!("{}.jpg", "d".repeat(64)),
+            width: 1,
+            height: 1,
+        })
+        .await
+        .unwrap();
+    let first = minigram::domain::PageQuery::first(20);
+    assert_eq!(s.feed(me, first).await.unwrap().photos[0].like_count, 0);
+    s.set_like(other, photo.id, true).await.unwrap();
+    let cached = s.feed(me, first).await.unwrap().photos[0].like_count;
+    assert!(cached <= 1, "at most the new count");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(
+        s.feed(me, first).await.unwrap().photos[0].like_count,
+        1,
+        "fresh after the TTL"
+    );
+}
+
 /// Pages beyond the cached window are read from Postgres, seamlessly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paging_past_the_cached_window() {

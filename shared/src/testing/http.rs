@@ -956,6 +956,34 @@ pub async fn thirty_users_follow_one_at_once<B: Backend>() {
     assert_eq!(profile["followers"], 30);
 }
 
+/// Many users upload the very same picture at once: every upload succeeds
+/// (files are content-addressed, so they share one file).
+pub async fn same_picture_uploaded_at_once<B: Backend>() {
+    let app = spawn_app::<B>().await;
+    let mut users = Vec::new();
+    for i in 0..12 {
+        users.push(app.make_user(&format!("twin{i}")).await);
+    }
+    let picture = png(40, 40);
+    let responses = join_all(
+        users
+            .iter()
+            .map(|u| app.upload(Some(&u.token), photo_form(picture.clone(), "same.png", ""))),
+    )
+    .await;
+    let urls: Vec<String> = join_all(responses.into_iter().map(|r| async move {
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json::<Value>().await.unwrap()["url"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }))
+    .await;
+    assert!(urls.windows(2).all(|w| w[0] == w[1]), "one content hash");
+    assert_eq!(app.count("photos").await, 12);
+    assert_eq!(files_in(&app.uploads_dir()), 1);
+}
+
 // ---- HTML pages ----
 
 /// The session cookie set by a response, as `name=value`.
@@ -1234,6 +1262,7 @@ macro_rules! http_contract_tests {
             one_user_likes_twenty_times_at_once,
             concurrent_registrations_of_one_name,
             thirty_users_follow_one_at_once,
+            same_picture_uploaded_at_once,
             a_person_uses_minigram_with_forms,
             cross_site_posts_are_refused,
             login_page_shows_errors,

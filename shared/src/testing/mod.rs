@@ -7,6 +7,7 @@
 //! tests: `minigram::contract_tests!(MyBackend);`.
 
 pub mod http;
+pub mod load;
 pub mod storage;
 
 /// Runs both contract suites against a [`Backend`]: put

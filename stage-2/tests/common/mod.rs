@@ -66,7 +66,7 @@ impl Pg {
         let mut conn = self.store.redis_pool().get().await.expect("redis");
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:{pattern}", self.store.config().redis_prefix))
-            .query_async(&mut *conn)
+            .query_async(&mut conn.conn)
             .await
             .expect("KEYS");
         keys.len() as i64

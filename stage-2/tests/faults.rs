@@ -1,0 +1,406 @@
+//! Dependencies failing under a running stage 2: its own Redis and its own
+//! Postgres cluster are started for these tests (on free ports), stopped
+//! hard, and started again. The app must answer 503 fast while one is
+//! down, never crash or hang, and recover without a restart.
+//!
+//! Needs `redis-server` and PostgreSQL's `initdb`/`pg_ctl` (Debian packages
+//! redis-server and postgresql); fails, never skips, without them.
+
+mod common;
+
+use minigram::testing::Backend;
+use minigram::{App, Application, Settings};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use stage_2::{Stage2Config, Stage2Store};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A private redis-server, killed on drop.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server not found: install the redis-server package (scripts/test.sh does)",
+            );
+        let r = Self {
+            port,
+            child: Some(child),
+        };
+        wait_for_port(port);
+        r
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A private Postgres cluster in a temporary directory, stopped on drop.
+struct Postgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+fn pg_bin() -> PathBuf {
+    let versions = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server binaries not found under /usr/lib/postgresql: install the postgresql package");
+    let mut bins: Vec<PathBuf> = versions
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").exists())
+        .collect();
+    bins.sort();
+    bins.pop()
+        .expect("no initdb under /usr/lib/postgresql/*/bin")
+}
+
+/// Runs a PostgreSQL tool as the `postgres` user when we are root (the
+/// server refuses to run as root).
+fn as_postgres(program: &Path) -> Command {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+impl Postgres {
+    fn init() -> Self {
+        let bin = pg_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("minigram-pg-")
+            .tempdir()
+            .unwrap();
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status();
+        let data = dir.path().join("data");
+        let out = as_postgres(&bin.join("initdb"))
+            .args(["-U", "postgres", "--auth=trust", "-D"])
+            .arg(&data)
+            .output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pg = Self {
+            bin,
+            dir,
+            port: free_port(),
+        };
+        pg.start();
+        pg
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let out = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(args)
+            .output()
+            .expect("pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log");
+        self.ctl(&["-w", "-o", &opts, "-l", log.to_str().unwrap(), "start"]);
+    }
+
+    fn stop_immediately(&self) {
+        self.ctl(&["-w", "-m", "immediate", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/minigram", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// The app on `config`, served on port 0.
+async fn serve(config: Stage2Config, uploads: &Path) -> (String, actix_web::dev::ServerHandle) {
+    let store = Stage2Store::connect(config).await.expect("connect");
+    std::fs::create_dir_all(uploads).unwrap();
+    let app = App {
+        store,
+        hasher: minigram::auth::Hasher::new(2, 64).unwrap(),
+        uploads_dir: uploads.to_owned(),
+        settings: Settings::default(),
+    };
+    let server = Application::build(app, "127.0.0.1:0", 2).unwrap();
+    let url = format!("http://127.0.0.1:{}", server.port());
+    let handle = server.handle();
+    tokio::spawn(server.run_until_stopped());
+    (url, handle)
+}
+
+async fn login(client: &reqwest::Client, url: &str, name: &str) -> reqwest::Response {
+    client
+        .post(format!("{url}/api/login"))
+        .json(&json!({"username": name, "password": "password123"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Redis stops: session checks answer 503 `sessions_unavailable` quickly,
+/// reads that need no session keep working from Postgres, nothing crashes;
+/// when Redis is back, everything works again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_stops_and_returns() {
+    let mut redis = Redis::start(free_port());
+    let (mut config, name) = common::fresh_config();
+    config.redis_url = format!("redis://127.0.0.1:{}", redis.port);
+    let db = common::Pg::with_config(config.clone(), name).await; // owns the database's cleanup
+    let (url, handle) = serve(config, &db.uploads_dir()).await;
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{url}/api/register"))
+        .json(&json!({"username": "steady", "password": "password123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let token = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        client
+            .get(format!("{url}/api/feed"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    redis.kill();
+    for path in ["/api/me", "/api/feed"] {
+        let started = Instant::now();
+        let res = client
+            .get(format!("{url}{path}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(res.headers().contains_key("retry-after"));
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["code"],
+            "sessions_unavailable"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{path} answered in {:?}",
+            started.elapsed()
+        );
+    }
+    let explore = client
+        .get(format!("{url}/api/explore"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(explore.status(), 200, "anonymous reads need only Postgres");
+    let ready = client.get(format!("{url}/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        login(&client, &url, "steady").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let _redis = Redis::start(redis.port);
+    // This Redis keeps nothing on disk, so old sessions are gone; a new
+    // login works at once, on the same app process.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let token = loop {
+        let res = login(&client, &url, "steady").await;
+        if res.status() == 200 {
+            break res.json::<Value>().await.unwrap()["token"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        }
+        assert!(Instant::now() < deadline, "no recovery: {}", res.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        client
+            .get(format!("{url}/api/feed"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(format!("{url}/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    handle.stop(false).await;
+}
+
+/// Postgres stops hard and starts again: requests answer 503 while it is
+/// down (fast, no hang), and the pool reconnects by itself afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restarts() {
+    let pg = tokio::task::spawn_blocking(Postgres::init).await.unwrap();
+    let mut config = Stage2Config::new(pg.url(), common::redis_server());
+    config.redis_prefix = format!("mgtest:{}", common::unique_name());
+    config.pg_pool_size = 4;
+    let uploads = tempfile::tempdir().unwrap();
+    let (url, handle) = serve(config, uploads.path()).await;
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{url}/api/register"))
+        .json(&json!({"username": "durable", "password": "password123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let token = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.stop_immediately();
+        pg
+    })
+    .await
+    .unwrap();
+    for path in ["/api/me", "/api/explore", "/api/feed"] {
+        let started = Instant::now();
+        let res = client
+            .get(format!("{url}{path}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["code"],
+            "storage_unavailable"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{path} answered in {:?}",
+            started.elapsed()
+        );
+    }
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.start();
+        pg
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let res = client
+            .get(format!("{url}/api/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            assert_eq!(res.json::<Value>().await.unwrap()["username"], "durable");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {}", res.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let like = client
+        .post(format!("{url}/api/users/1/follow"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        like.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "writes work again (self-follow is refused as usual)"
+    );
+    handle.stop(false).await;
+    drop(pg);
+}

@@ -1,0 +1,146 @@
+//! Two `stage-2` processes on two ports over one Postgres database, one
+//! Redis prefix and one uploads directory: a user can hop between them, as
+//! behind a load balancer.
+
+mod common;
+
+use minigram::testing::{Backend, photo_form, png};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stage-2");
+
+/// A running `stage-2`, killed when dropped.
+struct Process {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(config: &stage_2::Stage2Config, data_dir: &std::path::Path) -> Process {
+    let child = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &config.database_url,
+        ])
+        .args([
+            "--redis-url",
+            &config.redis_url,
+            "--redis-prefix",
+            &config.redis_prefix,
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start stage-2");
+    let mut p = Process {
+        child,
+        url: String::new(),
+    };
+    let mut lines = BufReader::new(p.child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("Minigram stage 2 on ").nth(1) {
+            p.url = rest.split_whitespace().next().unwrap().to_owned();
+            std::thread::spawn(move || for _ in lines {});
+            return p;
+        }
+    }
+    panic!("stage-2 exited before printing its address");
+}
+
+/// Register on one process, use the token on the other, log out on the
+/// other: the first refuses it. An upload on one is served by the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_works_on_every_process() {
+    let (config, name) = common::fresh_config();
+    let db = common::Pg::with_config(config.clone(), name).await;
+    let data = db.uploads_dir().parent().unwrap().to_owned();
+    let a = start(&config, &data);
+    let b = start(&config, &data);
+    assert_ne!(a.url, b.url);
+    let client = reqwest::Client::new();
+
+    let res = client
+        .post(format!("{}/api/register", a.url))
+        .json(&json!({"username": "hopper", "password": "password123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let token = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let me: Value = client
+        .get(format!("{}/api/me", b.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["username"], "hopper", "a token from A works on B");
+
+    let photo: Value = client
+        .post(format!("{}/api/photos", a.url))
+        .bearer_auth(&token)
+        .multipart(photo_form(png(20, 20), "p.png", "shared"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let img = client
+        .get(format!("{}{}", b.url, photo["url"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        img.status(),
+        200,
+        "B serves A's upload from the shared directory"
+    );
+    let feed: Value = client
+        .get(format!("{}/api/feed", b.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        feed["photos"][0]["id"], photo["id"],
+        "B's feed has the photo posted on A"
+    );
+
+    let out = client
+        .post(format!("{}/api/logout", b.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    let refused = client
+        .get(format!("{}/api/me", a.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "a logout on B is seen by A");
+}
