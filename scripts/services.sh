@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Finds or starts the local PostgreSQL and Redis that stage 2's tests use
+# Finds or starts what the tests use besides Rust: Chromium and the Python
+# prometheus-client (metrics tests), and the local PostgreSQL and Redis
+# that stage 2's tests use
 # (127.0.0.1:5432, user postgres, no password; 127.0.0.1:6379). Installs
 # them with apt-get when they are missing and we are root on Debian/Ubuntu.
 # Anything it cannot do, it says, and exits non-zero: the tests never skip.
@@ -66,5 +68,19 @@ ensure_redis() {
     fi
 }
 
+ensure_browser_and_parser() {
+    # The metrics tests load the live page in a real browser and parse
+    # /metrics with the Prometheus client's own parser.
+    command -v chromium >/dev/null || apt_install chromium
+    if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+        say "installing the Python prometheus-client (pip)"
+        python3 -m pip install --quiet --disable-pip-version-check prometheus-client 2>/dev/null \
+            || python3 -m pip install --quiet --break-system-packages prometheus-client \
+            || die "cannot install prometheus-client: python3 -m pip install prometheus-client"
+    fi
+    say "chromium and prometheus-client are available"
+}
+
+ensure_browser_and_parser
 if [ -z "${TEST_DATABASE_URL:-}" ]; then ensure_postgres; else say "using TEST_DATABASE_URL"; fi
 if [ -z "${TEST_REDIS_URL:-}" ]; then ensure_redis; else say "using TEST_REDIS_URL"; fi

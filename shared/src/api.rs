@@ -19,6 +19,7 @@ use crate::openapi::ApiDoc;
 use crate::store::{
     FollowState, LikeState, MyProfile, Photo, PhotoPage, Store, StoreError, UserProfile,
 };
+use crate::telemetry::{HISTORY, Snapshot, Telemetry};
 
 type Data<S> = web::Data<App<S>>;
 
@@ -48,7 +49,11 @@ pub fn configure<S: Store>(cfg: &mut web::ServiceConfig) {
         .service(resource("/uploads/{name}").route(web::get().to(uploaded_image::<S>)))
         .service(resource("/health").route(web::get().to(health)))
         .service(resource("/ready").route(web::get().to(ready::<S>)))
-        .service(resource("/api/openapi.json").route(web::get().to(openapi)));
+        .service(resource("/api/openapi.json").route(web::get().to(openapi)))
+        .service(resource("/metrics").route(web::get().to(metrics_text)))
+        .service(resource("/api/metrics").route(web::get().to(metrics_json)))
+        .service(resource("/metrics.html").route(web::get().to(metrics_page)))
+        .service(resource("/static/metrics.js").route(web::get().to(metrics_script)));
 }
 
 fn resource(path: &str) -> actix_web::Resource {
@@ -588,4 +593,53 @@ pub async fn ready<S: Store>(app: Data<S>) -> Result<web::Json<StatusBody>, ApiE
 pub async fn openapi() -> HttpResponse {
     use utoipa::OpenApi;
     HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+pub async fn metrics_text(t: web::Data<std::sync::Arc<Telemetry>>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(t.render())
+}
+
+/// `?history=N`: also the last N one-second samples (at most 300).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MetricsParams {
+    pub history: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/metrics", tag = "ops", params(MetricsParams),
+    responses((status = 200, description = "RED metrics over the last 10 s, per route, and the stage's saturation figures", content_type = "application/json")))]
+pub async fn metrics_json(
+    t: web::Data<std::sync::Arc<Telemetry>>,
+    q: web::Query<MetricsParams>,
+) -> HttpResponse {
+    let snapshot: Snapshot = t.snapshot(q.history.unwrap_or(0).min(HISTORY));
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(snapshot)
+}
+
+#[utoipa::path(get, path = "/metrics.html", tag = "ops",
+    responses((status = 200, description = "The live metrics page", content_type = "text/html")))]
+pub async fn metrics_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+             img-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(include_str!("../static/metrics.html"))
+}
+
+pub async fn metrics_script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(include_str!("../static/metrics.js"))
 }

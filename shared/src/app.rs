@@ -20,6 +20,11 @@ pub struct Settings {
     pub max_upload_bytes: usize,
     /// Set the `Secure` attribute on the session cookie (serve over TLS).
     pub cookie_secure: bool,
+    /// Which stage this is (shown by the metrics).
+    pub stage: &'static str,
+    /// Record request metrics (`/metrics`, `/api/metrics`, the live page).
+    /// Off only to measure what measuring costs.
+    pub metrics: bool,
 }
 
 impl Default for Settings {
@@ -27,6 +32,8 @@ impl Default for Settings {
         Self {
             max_upload_bytes: 5 * 1024 * 1024,
             cookie_secure: false,
+            stage: "minigram",
+            metrics: true,
         }
     }
 }

@@ -210,7 +210,13 @@ impl Hasher {
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |w| {
-            let _ = tx.send(work(w));
+            let queued = started.elapsed();
+            let hashing = Instant::now();
+            let result = work(w);
+            metrics::histogram!("minigram_password_hash_wait_seconds").record(queued.as_secs_f64());
+            metrics::histogram!("minigram_password_hash_duration_seconds")
+                .record(hashing.elapsed().as_secs_f64());
+            let _ = tx.send(result);
         });
         inner
             .jobs

@@ -23,13 +23,24 @@ pub struct AppArgs {
     /// Mark the session cookie Secure (set when serving over TLS).
     #[arg(long, env = "MINIGRAM_COOKIE_SECURE")]
     pub cookie_secure: bool,
+    /// Request metrics and the live page (`off` only to measure their cost).
+    #[arg(long, env = "MINIGRAM_METRICS", value_enum, default_value = "on")]
+    pub metrics: Toggle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Toggle {
+    On,
+    Off,
 }
 
 impl AppArgs {
-    pub fn settings(&self) -> Settings {
+    pub fn settings(&self, stage: &'static str) -> Settings {
         Settings {
             max_upload_bytes: self.max_upload_bytes,
             cookie_secure: self.cookie_secure,
+            stage,
+            metrics: self.metrics == Toggle::On,
         }
     }
 
@@ -56,9 +67,9 @@ pub fn init_logging() {
 
 /// Serves `store` until stopped: loads the demo dataset into an empty
 /// storage first, then prints where it listens and the demo login.
-/// `stage` is e.g. "stage 1"; `describe` says how its storage is set up.
+/// `stage` is e.g. "stage-1"; `describe` says how its storage is set up.
 pub async fn serve<S: crate::Store>(
-    stage: &str,
+    stage: &'static str,
     store: S,
     uploads: PathBuf,
     listen: &str,
@@ -82,11 +93,15 @@ pub async fn serve<S: crate::Store>(
         store,
         hasher: args.hasher()?,
         uploads_dir: uploads,
-        settings: args.settings(),
+        settings: args.settings(stage),
     };
     let server = crate::Application::build(app, listen, args.workers)?;
     let url = format!("http://{}", local_address(listen, server.port()));
-    eprintln!("Minigram {stage} on {url}  ({describe})");
+    eprintln!(
+        "Minigram {} on {url}  ({describe})",
+        stage.replace('-', " ")
+    );
+    eprintln!("  live metrics: {url}/metrics.html");
     eprintln!(
         "  demo login: {}   API docs: {url}/api/openapi.json",
         crate::seed::demo_login()

@@ -23,6 +23,7 @@ pub mod pages;
 pub mod seed;
 pub mod startup;
 pub mod store;
+pub mod telemetry;
 pub mod timing;
 
 pub use app::{App, Settings};

@@ -19,6 +19,7 @@ use crate::api;
         api::upload, api::get_photo, api::like, api::unlike,
         api::feed, api::explore, api::uploaded_image,
         api::health, api::ready, api::openapi,
+        api::metrics_text, api::metrics_json, api::metrics_page,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),

@@ -1,14 +1,16 @@
 //! Builds the HTTP server around an [`App`]. Tests start it on port 0.
 
 use actix_web::dev::Server;
-use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_web::middleware::{Condition, DefaultHeaders, from_fn};
 use actix_web::{App as ActixApp, HttpServer, web};
 use anyhow::Context;
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use crate::app::App;
 use crate::error::{json_error, query_error};
 use crate::store::Store;
+use crate::telemetry::{self, Telemetry};
 use crate::{api, pages, timing};
 
 /// A bound, not yet running server.
@@ -24,10 +26,25 @@ impl Application {
         let listener = TcpListener::bind(listen)
             .with_context(|| format!("cannot listen on {listen}: is another server using it?"))?;
         let port = listener.local_addr()?.port();
+        let metrics_on = app.settings.metrics;
+        let telemetry = {
+            let store = app.store.clone();
+            let hasher = app.hasher.clone();
+            Telemetry::new(
+                app.settings.stage,
+                Arc::new(move || store.figures()),
+                Arc::new(move || hasher.in_flight()),
+            )
+        };
+        if metrics_on {
+            telemetry.start_sampler();
+        }
+        let telemetry = web::Data::new(telemetry);
         let data = web::Data::new(app);
         let mut server = HttpServer::new(move || {
             ActixApp::new()
                 .app_data(data.clone())
+                .app_data(telemetry.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(64 * 1024)
@@ -36,6 +53,10 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
                 .app_data(web::FormConfig::default().limit(64 * 1024))
                 .wrap(from_fn(timing::server_timing))
+                .wrap(Condition::new(
+                    metrics_on,
+                    from_fn(telemetry::record_requests),
+                ))
                 .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
                 .configure(api::configure::<S>)
                 .configure(pages::configure::<S>)

@@ -309,4 +309,10 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Loads a generated dataset in bulk (one transaction or COPY).
     fn import(&self, data: Dataset) -> impl Future<Output = StoreResult<ImportSummary>> + Send;
+
+    /// The storage's saturation figures right now (SQLite writer queue,
+    /// pool use, cache hits...), for the metrics. Cheap: read every second.
+    fn figures(&self) -> Vec<crate::telemetry::Figure> {
+        Vec::new()
+    }
 }

@@ -122,7 +122,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let uploads = uploads_dir(&args.storage.data_dir);
     minigram::cli::serve(
-        "stage 1",
+        "stage-1",
         store,
         uploads,
         &args.listen,

@@ -17,10 +17,11 @@ use minigram::store::{
     Credentials, Dataset, FollowState, ImportSummary, LikeState, MyProfile, NewPhoto, NewSession,
     NewUser, Photo, PhotoPage, SessionUser, Store, StoreError, StoreResult, UserProfile,
 };
+use minigram::telemetry::Figure;
 use minigram::timing;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -81,6 +82,8 @@ pub struct SqliteStats {
     pub writes: AtomicU64,
     /// Calls that failed with SQLITE_BUSY / SQLITE_LOCKED.
     pub busy: AtomicU64,
+    /// Writes waiting for the write gate right now.
+    pub writers_waiting: AtomicI64,
 }
 
 #[derive(Clone)]
@@ -207,12 +210,11 @@ impl SqliteStore {
         f: impl FnOnce(&mut Connection) -> Result<T, WriteError> + Send + 'static,
     ) -> StoreResult<T> {
         let started = Instant::now();
-        let _permit = self
-            .inner
-            .write_gate
-            .acquire()
-            .await
-            .map_err(|e| StoreError::Unexpected(e.into()))?;
+        let stats = &self.inner.stats;
+        stats.writers_waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = self.inner.write_gate.acquire().await;
+        stats.writers_waiting.fetch_sub(1, Ordering::Relaxed);
+        let _permit = permit.map_err(|e| StoreError::Unexpected(e.into()))?;
         let waited = started.elapsed();
         self.inner
             .stats
@@ -652,6 +654,44 @@ impl Store for SqliteStore {
             .map(Some)
         })
         .await
+    }
+
+    fn figures(&self) -> Vec<Figure> {
+        let st = &self.inner.stats;
+        let readers_busy =
+            self.inner.config.max_readers.max(1) - self.inner.read_gate.available_permits();
+        vec![
+            Figure::gauge(
+                "sqlite.writersWaiting",
+                "SQLite writes waiting for the one writer",
+                "minigram_sqlite_writers_waiting",
+                st.writers_waiting.load(Ordering::Relaxed) as f64,
+            ),
+            Figure::counter(
+                "sqlite.writeWaitMs",
+                "SQLite lock wait: ms writes spent queued",
+                "minigram_sqlite_write_wait_milliseconds_total",
+                st.write_wait_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            ),
+            Figure::counter(
+                "sqlite.writes",
+                "SQLite write transactions",
+                "minigram_sqlite_writes_total",
+                st.writes.load(Ordering::Relaxed) as f64,
+            ),
+            Figure::counter(
+                "sqlite.busy",
+                "SQLITE_BUSY / LOCKED errors",
+                "minigram_sqlite_busy_total",
+                st.busy.load(Ordering::Relaxed) as f64,
+            ),
+            Figure::gauge(
+                "sqlite.readersBusy",
+                "SQLite read connections in use",
+                "minigram_sqlite_readers_in_use",
+                readers_busy as f64,
+            ),
+        ]
     }
 
     async fn import(&self, data: Dataset) -> StoreResult<ImportSummary> {

@@ -133,7 +133,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         s.feed_cache
     );
     minigram::cli::serve(
-        "stage 2",
+        "stage-2",
         store,
         uploads_dir(&s.data_dir),
         &args.listen,

@@ -39,6 +39,7 @@ use minigram::store::{
     Credentials, Dataset, FollowState, ImportSummary, LikeState, MyProfile, NewPhoto, NewSession,
     NewUser, Photo, PhotoPage, SessionUser, Store, StoreError, StoreResult, UserProfile,
 };
+use minigram::telemetry::Figure;
 use minigram::timing::{self, Phase};
 use rand::Rng;
 use redis::aio::MultiplexedConnection;
@@ -47,7 +48,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How many of a viewer's newest feed photo ids the cache keeps. Pages
@@ -104,6 +105,24 @@ pub struct Stage2Stats {
     pub stampede_waits: AtomicU64,
     pub pg_timeouts: AtomicU64,
     pub redis_timeouts: AtomicU64,
+    /// Postgres calls in progress (holding or waiting for a connection).
+    pub pg_in_flight: AtomicI64,
+}
+
+/// Counts a Postgres call as in flight while it lives.
+struct InFlight<'a>(&'a AtomicI64);
+
+impl<'a> InFlight<'a> {
+    fn new(counter: &'a AtomicI64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone)]
@@ -264,6 +283,7 @@ impl Stage2Store {
         doing: &'static str,
         step: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> StoreResult<T> {
+        let _in_flight = InFlight::new(&self.inner.stats.pg_in_flight);
         let started = Instant::now();
         let result = step.await;
         timing::record(Phase::Db, started.elapsed());
@@ -742,6 +762,7 @@ impl Store for Stage2Store {
         .bind(&user.password_hash)
         .bind(now_ms())
         .fetch_one(&self.inner.pg);
+        let _in_flight = InFlight::new(&self.inner.stats.pg_in_flight);
         let started = Instant::now();
         let result = inserted.await;
         timing::record(Phase::Db, started.elapsed());
@@ -856,6 +877,7 @@ impl Store for Stage2Store {
         followee: UserId,
         on: bool,
     ) -> StoreResult<FollowState> {
+        let _in_flight = InFlight::new(&self.inner.stats.pg_in_flight);
         let started = Instant::now();
         let result: Result<Option<i64>, sqlx::Error> = async {
             let mut tx = self.inner.pg.begin().await?;
@@ -973,6 +995,7 @@ impl Store for Stage2Store {
              UPDATE photos SET like_count = like_count - (SELECT COUNT(*) FROM changed)
              WHERE id = $1 RETURNING like_count"
         };
+        let _in_flight = InFlight::new(&self.inner.stats.pg_in_flight);
         let started = Instant::now();
         let result = sqlx::query_scalar::<_, i64>(sql)
             .bind(photo.0)
@@ -1060,6 +1083,89 @@ impl Store for Stage2Store {
             rows.into_iter().map(Photo::from).collect(),
             page,
         )))
+    }
+
+    fn figures(&self) -> Vec<Figure> {
+        let st = &self.inner.stats;
+        let pg_size = self.inner.pg.size() as f64;
+        let pg_idle = self.inner.pg.num_idle() as f64;
+        let pg_used = (pg_size - pg_idle).max(0.0);
+        let pg_waiting = (st.pg_in_flight.load(Ordering::Relaxed) as f64 - pg_used).max(0.0);
+        let redis = self.inner.redis.state();
+        let redis_used = redis.connections.saturating_sub(redis.idle_connections) as f64;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        vec![
+            Figure::gauge(
+                "postgres.used",
+                "Postgres connections in use",
+                "db_client_connection_count",
+                pg_used,
+            )
+            .labels(&[("pool", "postgres"), ("state", "used")]),
+            Figure::gauge(
+                "postgres.idle",
+                "Postgres connections idle",
+                "db_client_connection_count",
+                pg_idle,
+            )
+            .labels(&[("pool", "postgres"), ("state", "idle")]),
+            Figure::gauge(
+                "postgres.waiting",
+                "Postgres pool waiters",
+                "db_client_connection_pending_requests",
+                pg_waiting,
+            )
+            .labels(&[("pool", "postgres")]),
+            Figure::counter(
+                "postgres.timeouts",
+                "Postgres pool timeouts (503)",
+                "db_client_connection_timeouts_total",
+                load(&st.pg_timeouts),
+            )
+            .labels(&[("pool", "postgres")]),
+            Figure::gauge(
+                "redis.used",
+                "Redis connections in use",
+                "db_client_connection_count",
+                redis_used,
+            )
+            .labels(&[("pool", "redis"), ("state", "used")]),
+            Figure::gauge(
+                "redis.waiting",
+                "Redis pool waiters",
+                "db_client_connection_pending_requests",
+                redis.statistics.pending_gets() as f64,
+            )
+            .labels(&[("pool", "redis")]),
+            Figure::counter(
+                "redis.timeouts",
+                "Redis pool timeouts (503)",
+                "db_client_connection_timeouts_total",
+                load(&st.redis_timeouts),
+            )
+            .labels(&[("pool", "redis")]),
+            Figure::counter(
+                "cache.hits",
+                "Feed cache hits",
+                "minigram_feed_cache_requests_total",
+                load(&st.cache_hits),
+            )
+            .labels(&[("result", "hit")]),
+            Figure::counter(
+                "cache.misses",
+                "Feed cache misses (rebuilt from Postgres)",
+                "minigram_feed_cache_requests_total",
+                load(&st.cache_misses),
+            )
+            .labels(&[("result", "miss")]),
+            Figure::counter(
+                "cache.bypasses",
+                "Feed cache bypassed (Redis failing or busy)",
+                "minigram_feed_cache_requests_total",
+                load(&st.cache_bypasses),
+            )
+            .labels(&[("result", "bypass")]),
+        ]
     }
 
     async fn import(&self, data: Dataset) -> StoreResult<ImportSummary> {

@@ -862,6 +862,68 @@ pub async fn openapi_covers_the_contract<B: Backend>() {
     }
 }
 
+/// `/metrics` is Prometheus text with route templates (never raw ids);
+/// `/api/metrics` summarizes the recent window per route.
+pub async fn metrics_endpoints<B: Backend>() {
+    let app = spawn_app::<B>().await;
+    let user = app.make_user("metered").await;
+    for _ in 0..5 {
+        app.get(&format!("/api/users/{}", user.id), None).await;
+        app.get("/api/users/abc", None).await;
+        app.get("/api/feed", Some(&user.token)).await;
+    }
+    let text = app.get("/metrics", None).await;
+    assert_eq!(text.status(), StatusCode::OK);
+    assert!(
+        text.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = text.text().await.unwrap();
+    for needle in [
+        "# TYPE http_server_request_duration_seconds histogram",
+        "http_route=\"/api/users/{id}\"",
+        "http_response_status_code=\"400\"",
+        "http_server_active_requests",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from /metrics");
+    }
+    assert!(
+        !text.contains(&format!("/api/users/{}\"", user.id)),
+        "raw ids never become labels"
+    );
+    // The window holds finished seconds: wait for the current one to end.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let m: Value = app
+        .get("/api/metrics?history=5", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let routes = m["routes"].as_array().unwrap();
+    let route = |r: &str| routes.iter().find(|x| x["route"] == r).cloned();
+    let users = route("/api/users/{id}").expect("users route in the window");
+    assert_eq!(users["count"], 10);
+    assert_eq!(users["clientErrors"], 5);
+    assert!(route("/api/feed").is_some());
+    assert!(m["rps"].as_f64().unwrap() > 0.0);
+    assert!(m["p99Ms"].as_f64().unwrap() >= m["p50Ms"].as_f64().unwrap());
+    assert!(m["requestsTotal"].as_u64().unwrap() >= 15);
+    assert!(m["processRssBytes"].as_u64().unwrap() > 0);
+    assert!(
+        !m["figures"].as_array().unwrap().is_empty(),
+        "the stage reports saturation figures"
+    );
+    let page = app.get("/metrics.html", None).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("/static/metrics.js"));
+    assert_eq!(
+        app.get("/static/metrics.js", None).await.status(),
+        StatusCode::OK
+    );
+}
+
 // ---- concurrency ----
 
 /// 50 users like one photo at the same moment: likeCount is exactly 50.
@@ -1258,6 +1320,7 @@ macro_rules! http_contract_tests {
             feed_explore_and_pagination,
             ops_routes_and_unknown_paths,
             openapi_covers_the_contract,
+            metrics_endpoints,
             fifty_users_like_one_photo_at_once,
             one_user_likes_twenty_times_at_once,
             concurrent_registrations_of_one_name,

@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod load;
+pub mod observe;
 pub mod storage;
 
 /// Runs both contract suites against a [`Backend`]: put
@@ -22,6 +23,10 @@ macro_rules! contract_tests {
         mod storage_contract {
             use super::*;
             $crate::storage_contract_tests!($backend);
+        }
+        mod observability {
+            use super::*;
+            $crate::observe_contract_tests!($backend);
         }
     };
 }

@@ -1,0 +1,212 @@
+//! Observability checked with real tools: `/metrics` through the Prometheus
+//! client's own parser (Python `prometheus_client`), and `/metrics.html` in
+//! a real headless Chromium while load runs, with a screenshot kept.
+//! Both tools are required: without them these cases fail, never skip.
+
+use reqwest::Method;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Backend, TestApp, spawn_app};
+
+/// Where screenshots go: `$MINIGRAM_ARTIFACTS`, else `artifacts/` in the repo.
+pub fn artifacts_dir() -> PathBuf {
+    let dir = std::env::var_os("MINIGRAM_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../artifacts")));
+    std::fs::create_dir_all(&dir).expect("create the artifacts directory");
+    dir
+}
+
+fn backend_name<B>() -> String {
+    let full = std::any::type_name::<B>();
+    full.rsplit("::").next().unwrap_or(full).to_lowercase()
+}
+
+/// Some steady traffic of every kind for `secs` seconds.
+async fn background_load<B: Backend>(app: &TestApp<B>, secs: u64) {
+    let user = app.make_user("loadgen").await;
+    let photo = app.posted_photo(&user, "load").await;
+    let like = format!("/api/photos/{}/like", photo["id"]);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        i += 1;
+        app.get("/api/explore", None).await;
+        app.get("/api/feed", Some(&user.token)).await;
+        app.get(&format!("/api/users/{}", user.id), None).await;
+        app.get("/api/users/nope", None).await; // a steady trickle of 4xx
+        let method = if i % 2 == 0 {
+            Method::POST
+        } else {
+            Method::DELETE
+        };
+        app.send(method, &like, Some(&user.token)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `/metrics` parses with the Prometheus client's parser and has the
+/// families DESIGN.md names.
+pub async fn prometheus_text_parses<B: Backend>() {
+    let app = spawn_app::<B>().await;
+    background_load(&app, 2).await;
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/check_prometheus.py"
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args([
+            "http_server_request_duration_seconds",
+            "http_server_active_requests",
+            "minigram_password_hash_queue",
+            "process_resident_memory_bytes",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is required to check /metrics (scripts/test.sh installs its parser)");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "/metrics failed the Prometheus parser: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn chromium(args: &[&str], url: &str) -> String {
+    let profile = tempfile::tempdir().expect("temp profile");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium is required for the live-page test (apt-get install chromium; scripts/test.sh does)");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `data-points` of the first polyline after `marker` in the DOM.
+fn points_after(dom: &str, marker: &str) -> usize {
+    let at = dom
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} not in the page"));
+    let rest = &dom[at..];
+    let p = rest.find("data-points=\"").expect("a polyline") + 13;
+    rest[p..].split('"').next().unwrap().parse().unwrap()
+}
+
+fn text_of(dom: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\">");
+    let at = dom
+        .find(&marker)
+        .unwrap_or_else(|| panic!("#{id} not in the page"))
+        + marker.len();
+    dom[at..].split('<').next().unwrap().to_owned()
+}
+
+/// A real browser renders the live page while load runs: the charts have
+/// data points, the numbers are not zero, the route table is filled and
+/// the stage's saturation panels are there. Saves a screenshot.
+pub async fn live_page_in_a_browser<B: Backend>() {
+    let app = spawn_app::<B>().await;
+    let url = app.url("/metrics.html");
+    let load = background_load(&app, 9);
+    let browse = async {
+        tokio::time::sleep(Duration::from_secs(4)).await; // let a few seconds of samples pile up
+        let u = url.clone();
+        let dom = tokio::task::spawn_blocking(move || {
+            chromium(&["--dump-dom", "--virtual-time-budget=3000"], &u)
+        })
+        .await
+        .unwrap();
+        let shot = artifacts_dir().join(format!("metrics-{}.png", backend_name::<B>()));
+        let (u, s) = (url.clone(), shot.clone());
+        tokio::task::spawn_blocking(move || {
+            chromium(
+                &[
+                    &format!("--screenshot={}", s.display()),
+                    "--window-size=1280,1900",
+                    "--virtual-time-budget=3000",
+                ],
+                &u,
+            )
+        })
+        .await
+        .unwrap();
+        (dom, shot)
+    };
+    let ((), (dom, shot)) = tokio::join!(load, browse);
+
+    assert!(
+        points_after(&dom, "data-chart=\"rps\"") >= 3,
+        "the RPS chart has points"
+    );
+    assert!(points_after(&dom, "data-chart=\"latency\"") >= 3);
+    assert!(points_after(&dom, "data-chart=\"errors\"") >= 3);
+    let rps: f64 = text_of(&dom, "t-rps")
+        .replace(',', "")
+        .parse()
+        .expect("a number in the RPS tile");
+    assert!(rps > 0.0, "RPS tile is {rps}");
+    let latency = text_of(&dom, "t-lat");
+    assert!(
+        latency
+            .split(" / ")
+            .any(|v| v.parse::<f64>().is_ok_and(|x| x > 0.0)),
+        "latency tile: {latency}"
+    );
+    assert!(
+        dom.contains("data-chart=\"fig-hash.inFlight\""),
+        "the hash-queue panel"
+    );
+    assert!(
+        dom.matches("data-chart=\"fig-").count() >= 3,
+        "the stage's saturation panels"
+    );
+    assert!(dom.contains("<td>/api/feed</td>"), "the per-route table");
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(
+        png.len() > 10_000 && png.starts_with(b"\x89PNG"),
+        "screenshot {}",
+        shot.display()
+    );
+    eprintln!("screenshot: {}", shot.display());
+}
+
+/// Generates the observability cases for a backend (used by `contract_tests!`).
+#[macro_export]
+macro_rules! observe_contract_tests {
+    ($backend:ty) => {
+        $crate::__contract_cases!($backend; observe;
+            prometheus_text_parses,
+            live_page_in_a_browser
+        );
+    };
+}
