@@ -37,7 +37,7 @@ async fn background_load<B: Backend>(app: &TestApp<B>, secs: u64) {
         app.get("/api/feed", Some(&user.token)).await;
         app.get(&format!("/api/users/{}", user.id), None).await;
         app.get("/api/users/nope", None).await; // a steady trickle of 4xx
-        let method = if i % 2 == 0 {
+        let method = if i.is_multiple_of(2) {
             Method::POST
         } else {
             Method::DELETE
