@@ -281,7 +281,7 @@ async fn main() {
         }
 
         eprintln!(
-            "bench 3/5: GET /health vs GET /api/feed (warm cache), {} clients, {} s each",
+            "bench 3/5: GET /health vs GET /api/feed (warm cache), then feed with metrics off and on again; {} clients, {} s each",
             args.clients, args.secs
         );
         let phase = Duration::from_secs(args.secs);
@@ -297,6 +297,28 @@ async fn main() {
         })
         .await;
         let cpu2 = process_cpu_seconds(server.pid());
+
+        // The cost of measuring: the same feed load on a second process with
+        // the metrics middleware off, then on the first again.
+        let mut serve_off = serve2.clone();
+        serve_off.extend_from_slice(&["--metrics", "off"]);
+        let server_off = Process::start(Path::new(STAGE2), &serve_off);
+        let feed_load = |url: String| {
+            let tokens = tokens.clone();
+            closed_loop(args.clients, phase, move |c, client, _| {
+                c.get(&url).bearer_auth(&tokens[client % tokens.len()])
+            })
+        };
+        let feed_off = feed_load(format!("{}/api/feed", server_off.url)).await;
+        drop(server_off);
+        let feed_on_again = feed_load(format!("{}/api/feed", server.url)).await;
+        let on_rps = (feed.rps() + feed_on_again.rps()) / 2.0;
+        let metrics_cost = json!({
+            "feedRpsMetricsOn": on_rps,
+            "feedRpsMetricsOff": feed_off.rps(),
+            "slowdown": 1.0 - on_rps / feed_off.rps(),
+            "targetSlowdownAtMost": 0.05,
+        });
         let wrk_trivial = wrk(
             &format!("{}/health", server.url),
             args.secs,
@@ -351,6 +373,7 @@ async fn main() {
                         "ratio": wrk_trivial.zip(wrk_feed).map(|(t, f)| f / t)},
             },
             "writes": {"clients": args.write_clients, "stage2": writes2, "stage1": writes1},
+            "metricsCost": metrics_cost,
         })
     }
     .await;
@@ -419,6 +442,21 @@ async fn main() {
             f(&r["read"]["wrk"]["ratio"])
         );
     }
+    println!(
+        "{:<52} {:>10.0}/s",
+        "feed, metrics on (mean of two runs)",
+        f(&r["metricsCost"]["feedRpsMetricsOn"])
+    );
+    println!(
+        "{:<52} {:>10.0}/s",
+        "feed, metrics off",
+        f(&r["metricsCost"]["feedRpsMetricsOff"])
+    );
+    println!(
+        "{:<52} {:>11.1}%",
+        "cost of measuring (target <= 5%)",
+        f(&r["metricsCost"]["slowdown"]) * 100.0
+    );
     for stage in ["stage2", "stage1"] {
         let w = &r["writes"][stage];
         println!(
