@@ -1,0 +1,538 @@
+//! The comparison dashboard: reads the lab's result files (`results/*.json`,
+//! formats in `docs/results-schema.md`) and renders one self-contained HTML
+//! page — inline SVG charts (plotters), no script, no network — that opens
+//! from disk in any browser.
+//!
+//! Load-test runs give the breaking points, throughput / p95 / error rate
+//! against users for every stage on shared axes, the per-request breakdown
+//! at each breaking point, and before/after tables for experiments.
+//! Benchmark files give their headline figures. Every chart and table
+//! names the machine, commit, dataset and date of the runs it shows.
+
+use anyhow::Context;
+use askama::Template;
+use plotters::prelude::*;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Machine {
+    pub cores: u64,
+    pub memory_mib: u64,
+    pub cpu: String,
+    pub os: String,
+}
+
+impl Machine {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} cores, {} MiB, {}, {}",
+            self.cores, self.memory_mib, self.cpu, self.os
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Dataset {
+    pub users: u64,
+    pub photos: u64,
+    pub follows_per_user: u64,
+    pub likes: u64,
+}
+
+impl Dataset {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} users, {} photos, {} follows/user, {} likes",
+            self.users, self.photos, self.follows_per_user, self.likes
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RequestStats {
+    pub count: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Step {
+    pub users: u64,
+    pub duration_secs: f64,
+    pub rps: f64,
+    pub error_rate: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub requests: BTreeMap<String, RequestStats>,
+    pub generator_cpu: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BreakingPoint {
+    pub users: u64,
+    pub rps: f64,
+    pub broken_by: String,
+    pub saturated: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Experiment {
+    pub name: String,
+    pub variant: String,
+    pub change: Option<String>,
+}
+
+/// One load-test run (`minigram.loadtest/1`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Run {
+    pub stage: String,
+    pub commit: String,
+    pub machine: Machine,
+    pub mode: String,
+    pub started_at: String,
+    pub dataset: Dataset,
+    pub experiment: Option<Experiment>,
+    pub steps: Vec<Step>,
+    pub breaking_point: Option<BreakingPoint>,
+    #[serde(skip)]
+    pub file: String,
+}
+
+impl Run {
+    pub fn label(&self) -> String {
+        let mut l = format!("{} {}", self.stage, self.mode);
+        if let Some(e) = &self.experiment {
+            l.push_str(&format!(" [{} {}]", e.name, e.variant));
+        }
+        l
+    }
+
+    pub fn date(&self) -> &str {
+        self.started_at.get(..10).unwrap_or(&self.started_at)
+    }
+
+    /// The step the breakdown describes: the breaking point's, or the last.
+    pub fn key_step(&self) -> Option<&Step> {
+        match &self.breaking_point {
+            Some(bp) => self
+                .steps
+                .iter()
+                .rev()
+                .find(|s| s.users == bp.users)
+                .or(self.steps.last()),
+            None => self.steps.last(),
+        }
+    }
+}
+
+/// A benchmark file, shown as a table of its headline figures.
+#[derive(Debug, Clone)]
+pub struct Bench {
+    pub file: String,
+    pub title: String,
+    pub commit: String,
+    pub machine: String,
+    pub dataset: String,
+    pub rows: Vec<(String, String)>,
+}
+
+/// Everything found in a results directory.
+#[derive(Debug, Default)]
+pub struct Results {
+    pub runs: Vec<Run>,
+    pub benches: Vec<Bench>,
+    /// Files that were not understood, with the reason.
+    pub skipped: Vec<(String, String)>,
+}
+
+fn num(v: &Value, path: &[&str]) -> Option<f64> {
+    path.iter()
+        .try_fold(v, |v, k| match k.parse::<usize>() {
+            Ok(i) => v.get(i),
+            Err(_) => v.get(*k),
+        })?
+        .as_f64()
+}
+
+fn bench(file: String, v: &Value) -> Option<Bench> {
+    let schema = v["schema"].as_str()?;
+    let f = |path: &[&str], unit: &str, digits: usize| {
+        num(v, path).map_or("–".to_owned(), |x| format!("{x:.digits$}{unit}"))
+    };
+    let (title, rows) = match schema {
+        "minigram.bench-stage1/1" => (
+            "Stage 1 benchmark (cargo bench -p stage-1)",
+            vec![
+                (
+                    "seed the dataset".to_owned(),
+                    f(&["seed", "seconds"], " s", 1),
+                ),
+                (
+                    "raw Argon2id verify, all cores".into(),
+                    f(&["login", "rawVerifyPerSec"], "/s", 1),
+                ),
+                (
+                    "HTTP login".into(),
+                    f(&["login", "httpLoginPerSec"], "/s", 1),
+                ),
+                (
+                    "login / raw verify (target ≥ 0.80)".into(),
+                    f(&["login", "ratio"], "", 2),
+                ),
+                (
+                    "feed server p50, 1 client (target ≤ 2 ms)".into(),
+                    f(&["feed", "lowConcurrency", "0", "serverP50Ms"], " ms", 2),
+                ),
+                (
+                    "feed server p99, 1 client (target ≤ 10 ms)".into(),
+                    f(&["feed", "lowConcurrency", "0", "serverP99Ms"], " ms", 2),
+                ),
+                (
+                    "feed server p50, 4 clients".into(),
+                    f(&["feed", "lowConcurrency", "1", "serverP50Ms"], " ms", 2),
+                ),
+                (
+                    "feed throughput, 4 clients".into(),
+                    f(&["feed", "lowConcurrency", "1", "rps"], "/s", 0),
+                ),
+            ],
+        ),
+        "minigram.bench-stage2/1" => (
+            "Stage 2 benchmark (cargo bench -p stage-2)",
+            vec![
+                (
+                    "seed stage 2 (COPY)".to_owned(),
+                    f(&["seed", "stage2Seconds"], " s", 1),
+                ),
+                (
+                    "GET /health (trivial)".into(),
+                    f(&["results", "read", "trivial", "rps"], "/s", 0),
+                ),
+                (
+                    "GET /api/feed, warm cache".into(),
+                    f(&["results", "read", "feed", "rps"], "/s", 0),
+                ),
+                (
+                    "feed / trivial (target ≥ 0.70)".into(),
+                    f(&["results", "read", "ratio"], "", 2),
+                ),
+                (
+                    "writes/s, stage 2".into(),
+                    f(&["results", "writes", "stage2", "writesPerSec"], "/s", 0),
+                ),
+                (
+                    "writes/s, stage 1".into(),
+                    f(&["results", "writes", "stage1", "writesPerSec"], "/s", 0),
+                ),
+                (
+                    "server CPU per write, stage 2".into(),
+                    f(
+                        &["results", "writes", "stage2", "serverSideCpuUsPerWrite"],
+                        " µs",
+                        0,
+                    ),
+                ),
+                (
+                    "server CPU per write, stage 1".into(),
+                    f(
+                        &["results", "writes", "stage1", "serverSideCpuUsPerWrite"],
+                        " µs",
+                        0,
+                    ),
+                ),
+                (
+                    "cost of the metrics middleware".into(),
+                    num(v, &["results", "metricsCost", "slowdown"])
+                        .map_or("–".into(), |x| format!("{:.1} %", x * 100.0)),
+                ),
+            ],
+        ),
+        _ => return None,
+    };
+    let machine: Machine = serde_json::from_value(v["machine"].clone()).unwrap_or_default();
+    let dataset: Dataset = serde_json::from_value(v["dataset"].clone()).unwrap_or_default();
+    Some(Bench {
+        file,
+        title: title.into(),
+        commit: v["commit"].as_str().unwrap_or("unknown").into(),
+        machine: machine.describe(),
+        dataset: dataset.describe(),
+        rows,
+    })
+}
+
+/// Reads every `*.json` file of `dir`.
+pub fn load(dir: &Path) -> anyhow::Result<Results> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the results directory {}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut results = Results::default();
+    for path in files {
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let value: Value = match std::fs::read_to_string(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| Ok(serde_json::from_str(&t)?))
+        {
+            Ok(v) => v,
+            Err(e) => {
+                results
+                    .skipped
+                    .push((name, format!("not readable JSON: {e}")));
+                continue;
+            }
+        };
+        match value["schema"].as_str() {
+            Some(s) if s.starts_with("minigram.loadtest/1") => {
+                match serde_json::from_value::<Run>(value) {
+                    Ok(mut run) => {
+                        run.file = name;
+                        results.runs.push(run);
+                    }
+                    Err(e) => results
+                        .skipped
+                        .push((name, format!("not a loadtest/1 file: {e}"))),
+                }
+            }
+            _ => match bench(name.clone(), &value) {
+                Some(b) => results.benches.push(b),
+                None => results
+                    .skipped
+                    .push((name, format!("unknown schema {}", value["schema"]))),
+            },
+        }
+    }
+    Ok(results)
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(11, 87, 208),
+    RGBColor(227, 116, 0),
+    RGBColor(24, 128, 56),
+    RGBColor(197, 34, 31),
+    RGBColor(123, 31, 162),
+    RGBColor(0, 131, 143),
+];
+
+/// A line chart of `value(step)` against users, one series per run, on a
+/// log2 users axis shared by all runs.
+pub fn chart(
+    title: &str,
+    y_desc: &str,
+    runs: &[Run],
+    value: impl Fn(&Step) -> f64,
+) -> anyhow::Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (760, 340)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let max_users = runs
+            .iter()
+            .flat_map(|r| r.steps.iter().map(|s| s.users))
+            .max()
+            .unwrap_or(2)
+            .max(2) as f64;
+        let max_y = runs
+            .iter()
+            .flat_map(|r| r.steps.iter().map(&value))
+            .fold(0.0f64, f64::max)
+            .max(1e-9)
+            * 1.1;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d((1f64..max_users * 1.2).log_scale(), 0f64..max_y)?;
+        chart
+            .configure_mesh()
+            .x_desc("concurrent users (log scale)")
+            .y_desc(y_desc)
+            .draw()?;
+        for (i, run) in runs.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let points: Vec<(f64, f64)> = run
+                .steps
+                .iter()
+                .map(|s| (s.users.max(1) as f64, value(s)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+                .label(run.label())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            chart.draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()?;
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+/// A row of a before/after table.
+pub struct Compare {
+    pub metric: String,
+    pub before: String,
+    pub after: String,
+    pub change: String,
+}
+
+/// An experiment's baseline and change, side by side.
+pub struct ExperimentView {
+    pub name: String,
+    pub change: String,
+    pub rows: Vec<Compare>,
+}
+
+fn compare(metric: &str, before: f64, after: f64, digits: usize) -> Compare {
+    let change = if before.abs() > 1e-12 {
+        format!("{:+.1} %", (after - before) / before * 100.0)
+    } else {
+        "–".into()
+    };
+    Compare {
+        metric: metric.into(),
+        before: format!("{before:.digits$}"),
+        after: format!("{after:.digits$}"),
+        change,
+    }
+}
+
+fn experiments(runs: &[Run]) -> Vec<ExperimentView> {
+    let mut by_name: BTreeMap<&str, (Option<&Run>, Option<&Run>)> = BTreeMap::new();
+    for run in runs {
+        if let Some(e) = &run.experiment {
+            let slot = by_name.entry(&e.name).or_default();
+            // Files are read in name order; a later run of a variant wins.
+            if e.variant == "baseline" {
+                slot.0 = Some(run);
+            } else {
+                slot.1 = Some(run);
+            }
+        }
+    }
+    by_name
+        .into_iter()
+        .filter_map(|(name, (b, c))| {
+            let (b, c) = (b?, c?);
+            let (bs, cs) = (b.key_step()?, c.key_step()?);
+            let bp = |r: &Run| r.breaking_point.as_ref().map_or(0.0, |p| p.users as f64);
+            let mut rows = vec![
+                compare("throughput (req/s)", bs.rps, cs.rps, 1),
+                compare("p50 (ms)", bs.p50_ms, cs.p50_ms, 2),
+                compare("p95 (ms)", bs.p95_ms, cs.p95_ms, 2),
+                compare("p99 (ms)", bs.p99_ms, cs.p99_ms, 2),
+                compare(
+                    "error rate (%)",
+                    bs.error_rate * 100.0,
+                    cs.error_rate * 100.0,
+                    2,
+                ),
+                compare("breaking point (users)", bp(b), bp(c), 0),
+            ];
+            for (req, stats) in &bs.requests {
+                if let Some(after) = cs.requests.get(req) {
+                    rows.push(compare(
+                        &format!("{req} p95 (ms)"),
+                        stats.p95_ms,
+                        after.p95_ms,
+                        2,
+                    ));
+                }
+            }
+            let saturated = |r: &Run| {
+                r.breaking_point
+                    .as_ref()
+                    .map_or("SLO held".to_owned(), |p| p.saturated.clone())
+            };
+            rows.push(Compare {
+                metric: "saturated first".into(),
+                before: saturated(b),
+                after: saturated(c),
+                change: String::new(),
+            });
+            Some(ExperimentView {
+                name: name.into(),
+                change: c
+                    .experiment
+                    .as_ref()
+                    .and_then(|e| e.change.clone())
+                    .unwrap_or_default(),
+                rows,
+            })
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+pub struct Page<'a> {
+    pub generated: String,
+    pub runs: &'a [Run],
+    pub charts: Vec<(String, String)>,
+    pub experiments: Vec<ExperimentView>,
+    pub benches: &'a [Bench],
+    pub skipped: &'a [(String, String)],
+}
+
+/// Renders the whole page.
+pub fn render(results: &Results, generated: String) -> anyhow::Result<String> {
+    let mut runs = results.runs.clone();
+    runs.sort_by(|a, b| a.stage.cmp(&b.stage).then(a.started_at.cmp(&b.started_at)));
+    let mut charts = Vec::new();
+    if !runs.is_empty() {
+        charts.push((
+            "throughput".to_owned(),
+            chart("Throughput vs users", "requests / s", &runs, |s| s.rps)?,
+        ));
+        charts.push((
+            "p95".to_owned(),
+            chart("p95 latency vs users", "ms", &runs, |s| s.p95_ms)?,
+        ));
+        charts.push((
+            "errors".to_owned(),
+            chart("Error rate vs users", "% of requests", &runs, |s| {
+                s.error_rate * 100.0
+            })?,
+        ));
+    }
+    let page = Page {
+        generated,
+        experiments: experiments(&runs),
+        runs: &runs,
+        charts,
+        benches: &results.benches,
+        skipped: &results.skipped,
+    };
+    Ok(page.render()?)
+}

@@ -1,0 +1,106 @@
+//! `dashboard`: renders `results/*.json` into one self-contained page, and
+//! can serve it.
+
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dashboard",
+    version,
+    about = "Render the lab's result files into one self-contained HTML page",
+    after_help = "Examples:\n  dashboard                          writes results/dashboard.html\n  dashboard --results /tmp/r --out /tmp/r/index.html\n  dashboard --serve                  and serves it on http://127.0.0.1:8090"
+)]
+struct Cli {
+    /// Directory of result files.
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    /// Page to write (default: <results>/dashboard.html).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Serve the page after writing it.
+    #[arg(long)]
+    serve: bool,
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: String,
+}
+
+fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Days since the epoch to a civil date (Howard Hinnant's algorithm).
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dashboard: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    eprintln!("dashboard 1/2: reading {}", cli.results.display());
+    let results = dashboard::load(&cli.results)?;
+    eprintln!(
+        "dashboard 2/2: rendering {} load-test runs and {} benchmark files ({} skipped)",
+        results.runs.len(),
+        results.benches.len(),
+        results.skipped.len()
+    );
+    for (file, why) in &results.skipped {
+        eprintln!("  skipped {file}: {why}");
+    }
+    let html = dashboard::render(&results, now_utc())?;
+    let out = cli
+        .out
+        .unwrap_or_else(|| cli.results.join("dashboard.html"));
+    std::fs::write(&out, &html)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    eprintln!(
+        "wrote {} ({} KiB); open it in a browser, no server needed",
+        out.display(),
+        html.len() / 1024
+    );
+    if cli.serve {
+        let listener = std::net::TcpListener::bind(&cli.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cli.listen))?;
+        eprintln!("serving it on http://{}", listener.local_addr()?);
+        let page = actix_web::web::Bytes::from(html);
+        actix_web::HttpServer::new(move || {
+            let page = page.clone();
+            actix_web::App::new().default_service(actix_web::web::to(move || {
+                let page = page.clone();
+                async move {
+                    actix_web::HttpResponse::Ok()
+                        .content_type("text/html; charset=utf-8")
+                        .body(page)
+                }
+            }))
+        })
+        .listen(listener)?
+        .run()
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! The dashboard from fixture result files (invented numbers, made only to
+//! exercise the page: real results come from the lab's commands), from the
+//! repository's real `results/`, and in a real browser from disk.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dashboard");
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn render(dir: &Path) -> String {
+    let results = dashboard::load(dir).unwrap();
+    dashboard::render(&results, "test".into()).unwrap()
+}
+
+/// Each stage's breaking point, every chart with its series, the
+/// per-request breakdown and the before/after table are on the page.
+#[test]
+fn fixtures_render_every_part() {
+    let html = render(&fixtures());
+    for (stage, users) in [("stage-1", "32"), ("stage-2", "64")] {
+        let row = html
+            .split("<tr class=\"run\"")
+            .find(|r| r.contains(&format!("data-stage=\"{stage}\"")) && r.contains("breaking"))
+            .unwrap_or_else(|| panic!("no row for {stage}"));
+        assert!(
+            row.contains(&format!("<td class=\"n breaking-users\">{users}</td>")),
+            "{stage}: {row}"
+        );
+    }
+    assert!(html.contains("password hashing (queue 240)") && html.contains("server CPU (190 %)"));
+    for chart in ["throughput", "p95", "errors"] {
+        let at = html
+            .find(&format!("data-chart=\"{chart}\""))
+            .unwrap_or_else(|| panic!("chart {chart}"));
+        let figure = &html[at..at + html[at..].find("</figure>").unwrap()];
+        assert!(figure.contains("<svg"), "{chart} has an SVG");
+        assert!(
+            figure.matches("<circle").count() >= 9,
+            "{chart} has the data points"
+        );
+        assert!(
+            figure.contains("fixture CPU") && figure.contains("fixture0001"),
+            "{chart} is labelled"
+        );
+    }
+    assert!(html.contains("Throughput vs users"));
+    assert!(html.contains("<td>GET /api/feed</td>") && html.contains("<td>POST /api/login</td>"));
+    let exp = &html[html
+        .find("<table class=\"experiment\">")
+        .expect("an experiment table")..];
+    assert!(html.contains("cache-impact") && html.contains("change: feed cache on"));
+    assert!(exp.contains("<td>throughput (req/s)</td><td class=\"n\">900.0</td><td class=\"n\">1100.0</td><td class=\"n\">+22.2 %</td>"));
+    assert!(
+        html.contains("unrelated.json: unknown schema"),
+        "unknown files are named, not hidden"
+    );
+    assert!(
+        !html.contains("<script"),
+        "no script: it opens from disk anywhere"
+    );
+}
+
+/// The repository's own results (the benchmark files) render too.
+#[test]
+fn real_results_render() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results");
+    let html = render(&dir);
+    assert!(
+        html.contains("Stage 1 benchmark") && html.contains("Stage 2 benchmark"),
+        "benchmarks shown"
+    );
+}
+
+/// The binary writes the page, says where, and fails in one clear line on
+/// a missing directory.
+#[test]
+fn binary_writes_the_page() {
+    let out = tempfile::tempdir().unwrap();
+    let page = out.path().join("index.html");
+    let run = Command::new(BIN)
+        .arg("--results")
+        .arg(fixtures())
+        .arg("--out")
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stderr).contains("wrote"));
+    assert!(
+        std::fs::read_to_string(&page)
+            .unwrap()
+            .contains("Breaking points")
+    );
+    let bad = Command::new(BIN)
+        .args(["--results", "/nonexistent/dir"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("cannot read the results directory") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+/// Headless Chromium opens the page from disk (no server, no network) and
+/// renders the charts; a screenshot is kept.
+#[test]
+fn opens_from_disk_in_a_browser() {
+    let out = tempfile::tempdir().unwrap();
+    let page = out.path().join("dashboard.html");
+    std::fs::write(&page, render(&fixtures())).unwrap();
+    let artifacts = std::env::var_os("MINIGRAM_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../artifacts"));
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("dashboard.png");
+    let chromium = |args: &[String]| {
+        let profile = tempfile::tempdir().unwrap();
+        let out = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+            ])
+            .args([
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--hide-scrollbars",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(args)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("chromium is required (apt-get install chromium; scripts/test.sh does)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = chromium(&["--dump-dom".into()]);
+    assert!(dom.contains("Throughput vs users") && dom.matches("<svg").count() >= 3);
+    chromium(&[
+        format!("--screenshot={}", shot.display()),
+        "--window-size=1200,2400".into(),
+    ]);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000);
+    eprintln!("screenshot: {}", shot.display());
+}
