@@ -29,5 +29,8 @@ step "benchmark smoke: cargo bench -p stage-1 / -p stage-2 -- --quick"
 cargo bench -p stage-1 -- --quick --out "${TMPDIR:-/tmp}/minigram-bench1-smoke.json"
 cargo bench -p stage-2 -- --quick --out "${TMPDIR:-/tmp}/minigram-bench2-smoke.json"
 
+step "smoke load: loadtests smoke against stage 1 and stage 2"
+scripts/smoke.sh
+
 step "cargo test (release)"
 cargo test --release --workspace

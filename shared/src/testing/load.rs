@@ -225,36 +225,4 @@ pub async fn seeded_tokens(url: &str, count: usize, users: usize) -> Vec<String>
     tokens
 }
 
-/// CPU time (user + system) a process has used so far, in seconds.
-pub fn process_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the ")" of the command name: utime is 14th, stime 15th overall.
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-/// CPU time (all cores, user + system) the whole machine has been busy
-/// since boot, in seconds: with [`process_cpu_seconds`] of the generator,
-/// it tells how much CPU the server side (app and its databases) used.
-pub fn machine_busy_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0.0;
-    };
-    let v: Vec<f64> = cpu
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let busy: f64 = v
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, x)| x)
-        .sum();
-    busy / 100.0
-}
+pub use crate::machine::{machine_busy_seconds, process_cpu_seconds};

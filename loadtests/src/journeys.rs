@@ -1,0 +1,481 @@
+//! The people the load tests simulate (DESIGN.md, "Load tests"), as Goose
+//! scenarios with think times. Every response is validated on its status
+//! *and* its body; a failed validation is counted as an error.
+//!
+//! - **newcomer** (weight 1): registers, follows a few popular accounts,
+//!   reads the feed, likes a photo from it, uploads a real image (each
+//!   iteration is a new person).
+//! - **returning** (weight 6): logs in to a seeded account, scrolls two feed
+//!   pages, likes a photo, logs out (each iteration is one visit).
+//! - **lurker** (weight 3): browses explore, a profile and a photo; never
+//!   signs in.
+
+use goose::prelude::*;
+use rand::Rng;
+use serde_json::{Value, json};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// What the journeys need to know about the target.
+#[derive(Debug, Clone)]
+pub struct JourneyConfig {
+    /// Seeded accounts `user1` ... `userN` exist, with the seed password.
+    pub seeded_users: usize,
+    /// Think time between a user's actions.
+    pub think: (Duration, Duration),
+}
+
+static CONFIG: OnceLock<JourneyConfig> = OnceLock::new();
+static PHOTO: OnceLock<Vec<u8>> = OnceLock::new();
+
+fn config() -> &'static JourneyConfig {
+    CONFIG.get().expect("journeys configured")
+}
+
+/// A small real PNG the newcomers upload (generated once).
+fn photo() -> Vec<u8> {
+    PHOTO
+        .get_or_init(|| {
+            let mut out = Vec::new();
+            minigram::images::generated(11, 96, 72)
+                .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+                .expect("encode the upload image");
+            out
+        })
+        .clone()
+}
+
+/// A signed-in simulated user.
+#[derive(Debug, Clone)]
+struct Session {
+    token: String,
+    user_id: i64,
+    /// Photo ids from the last feed or explore page read.
+    seen: Vec<i64>,
+}
+
+/// Registers the scenarios for every host (users are spread over hosts).
+pub fn scenarios(hosts: &[String], cfg: JourneyConfig) -> Result<Vec<Scenario>, GooseError> {
+    let _ = CONFIG.set(cfg);
+    let (min, max) = config().think;
+    let mut all = Vec::new();
+    for host in hosts {
+        // Scenario names must differ per host.
+        let tag = if hosts.len() > 1 {
+            format!(" @{host}")
+        } else {
+            String::new()
+        };
+        all.push(
+            Scenario::new(&format!("newcomer{tag}"))
+                .set_weight(1)?
+                .set_host(host)
+                .set_wait_time(min, max)?
+                // Every iteration is a new person arriving: registration is
+                // part of the steady load, not only of the ramp-up.
+                .register_transaction(transaction!(register).set_name("register"))
+                .register_transaction(transaction!(follow_popular).set_name("follow popular"))
+                .register_transaction(transaction!(read_feed).set_name("read feed"))
+                .register_transaction(transaction!(like_one).set_name("like"))
+                .register_transaction(transaction!(upload).set_name("upload")),
+        );
+        all.push(
+            Scenario::new(&format!("returning{tag}"))
+                .set_weight(6)?
+                .set_host(host)
+                .set_wait_time(min, max)?
+                // Every iteration is one visit: log in, read, like, log out.
+                .register_transaction(transaction!(login).set_name("login"))
+                .register_transaction(transaction!(read_feed).set_name("read feed"))
+                .register_transaction(transaction!(next_feed_page).set_name("scroll"))
+                .register_transaction(transaction!(like_one).set_name("like"))
+                .register_transaction(transaction!(logout).set_name("logout")),
+        );
+        all.push(
+            Scenario::new(&format!("lurker{tag}"))
+                .set_weight(3)?
+                .set_host(host)
+                .set_wait_time(min, max)?
+                .register_transaction(transaction!(explore).set_name("explore"))
+                .register_transaction(transaction!(view_profile).set_name("profile"))
+                .register_transaction(transaction!(view_photo).set_name("photo")),
+        );
+    }
+    Ok(all)
+}
+
+/// The body to send, if any.
+enum Body {
+    None,
+    Json(Value),
+    Photo,
+}
+
+/// Sends one request named `name`, expecting status `expect` and a body
+/// that passes `valid`; returns the JSON body. Anything else is recorded as
+/// a failure of that request and ends the transaction.
+async fn call(
+    user: &mut GooseUser,
+    method: GooseMethod,
+    path: &str,
+    name: &str,
+    body: Body,
+    expect: u16,
+    valid: impl Fn(&Value) -> Result<(), &'static str>,
+) -> Result<Value, Box<TransactionError>> {
+    let mut rb = user.get_request_builder(&method, path)?;
+    if let Some(s) = user.get_session_data::<Session>()
+        && !s.token.is_empty()
+    {
+        rb = rb.bearer_auth(&s.token);
+    }
+    rb = match body {
+        Body::None => rb,
+        Body::Json(v) => rb.json(&v),
+        Body::Photo => rb.multipart(
+            reqwest::multipart::Form::new()
+                .part(
+                    "photo",
+                    reqwest::multipart::Part::bytes(photo()).file_name("lt.png"),
+                )
+                .text("caption", "load test"),
+        ),
+    };
+    let request = GooseRequest::builder()
+        .set_request_builder(rb)
+        .name(name)
+        .expect_status_code(expect)
+        .build();
+    let mut goose = user.request(request).await?;
+    let problem = match goose.response {
+        Err(e) => format!("{name}: no response: {e}"),
+        Ok(response) => {
+            let status = response.status().as_u16();
+            if status != expect {
+                format!("{name}: expected {expect}, got {status}")
+            } else if status == 204 {
+                return Ok(Value::Null);
+            } else {
+                match response.json::<Value>().await {
+                    Err(e) => format!("{name}: body is not JSON: {e}"),
+                    Ok(v) => match valid(&v) {
+                        Ok(()) => return Ok(v),
+                        Err(why) => format!("{name}: {why}"),
+                    },
+                }
+            }
+        }
+    };
+    Err(
+        match user.set_failure(&problem, &mut goose.request, None, None) {
+            Err(e) => e,
+            Ok(()) => Box::new(TransactionError::Custom(problem)),
+        },
+    )
+}
+
+fn photo_page(v: &Value) -> Result<(), &'static str> {
+    let ok = v["photos"].as_array().is_some_and(|ps| {
+        ps.iter()
+            .all(|p| p["id"].is_i64() && p["url"].is_string() && p["likeCount"].is_i64())
+    }) && (v["next"].is_null() || v["next"].is_string());
+    if ok {
+        Ok(())
+    } else {
+        Err("not a page of photos")
+    }
+}
+
+fn signed_in(v: &Value) -> Result<(), &'static str> {
+    if v["token"].as_str().is_some_and(|t| t.len() == 64) && v["userId"].is_i64() {
+        Ok(())
+    } else {
+        Err("no token or userId")
+    }
+}
+
+fn ids(page: &Value) -> Vec<i64> {
+    page["photos"]
+        .as_array()
+        .map(|ps| ps.iter().filter_map(|p| p["id"].as_i64()).collect())
+        .unwrap_or_default()
+}
+
+fn remember(user: &mut GooseUser, page: &Value) {
+    let seen = ids(page);
+    if seen.is_empty() {
+        return;
+    }
+    match user.get_session_data_mut::<Session>() {
+        Some(s) => s.seen = seen,
+        None => user.set_session_data(Session {
+            token: String::new(),
+            user_id: 0,
+            seen,
+        }),
+    }
+}
+
+fn start_session(user: &mut GooseUser, v: &Value) {
+    user.set_session_data(Session {
+        token: v["token"].as_str().unwrap_or_default().to_owned(),
+        user_id: v["userId"].as_i64().unwrap_or_default(),
+        seen: Vec::new(),
+    });
+}
+
+async fn register(user: &mut GooseUser) -> TransactionResult {
+    let name = format!(
+        "lt{}_{:x}",
+        user.weighted_users_index,
+        rand::rng().random::<u32>()
+    );
+    let body = json!({"username": name, "password": "load-test-password"});
+    let v = call(
+        user,
+        GooseMethod::Post,
+        "/api/register",
+        "POST /api/register",
+        Body::Json(body),
+        201,
+        signed_in,
+    )
+    .await?;
+    start_session(user, &v);
+    Ok(())
+}
+
+async fn login(user: &mut GooseUser) -> TransactionResult {
+    let n = rand::rng().random_range(1..=config().seeded_users.max(1));
+    let body = json!({"username": format!("user{n}"), "password": minigram::seed::SEED_PASSWORD});
+    let v = call(
+        user,
+        GooseMethod::Post,
+        "/api/login",
+        "POST /api/login",
+        Body::Json(body),
+        200,
+        signed_in,
+    )
+    .await?;
+    start_session(user, &v);
+    Ok(())
+}
+
+async fn logout(user: &mut GooseUser) -> TransactionResult {
+    call(
+        user,
+        GooseMethod::Post,
+        "/api/logout",
+        "POST /api/logout",
+        Body::None,
+        204,
+        |_| Ok(()),
+    )
+    .await?;
+    if let Some(s) = user.get_session_data_mut::<Session>() {
+        s.token.clear();
+    }
+    Ok(())
+}
+
+async fn follow_popular(user: &mut GooseUser) -> TransactionResult {
+    let me = user.get_session_data::<Session>().map_or(0, |s| s.user_id);
+    for _ in 0..3 {
+        // "Popular" accounts: the first seeded users, whom the seed skews
+        // follows towards.
+        let target = rand::rng().random_range(1..=config().seeded_users.clamp(1, 20)) as i64;
+        if target == me {
+            continue;
+        }
+        let path = format!("/api/users/{target}/follow");
+        call(
+            user,
+            GooseMethod::Post,
+            &path,
+            "POST /api/users/{id}/follow",
+            Body::None,
+            200,
+            |v| {
+                if v["following"] == true && v["followers"].as_i64().is_some_and(|n| n >= 1) {
+                    Ok(())
+                } else {
+                    Err("not following after a follow")
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn read_feed(user: &mut GooseUser) -> TransactionResult {
+    let v = call(
+        user,
+        GooseMethod::Get,
+        "/api/feed?limit=10",
+        "GET /api/feed",
+        Body::None,
+        200,
+        photo_page,
+    )
+    .await?;
+    remember(user, &v);
+    Ok(())
+}
+
+async fn next_feed_page(user: &mut GooseUser) -> TransactionResult {
+    let first = call(
+        user,
+        GooseMethod::Get,
+        "/api/feed?limit=10",
+        "GET /api/feed",
+        Body::None,
+        200,
+        photo_page,
+    )
+    .await?;
+    let Some(cursor) = first["next"].as_str().and_then(|c| c.parse::<i64>().ok()) else {
+        return Ok(()); // a short feed: nothing to scroll
+    };
+    let path = format!("/api/feed?limit=10&before={cursor}");
+    let v = call(
+        user,
+        GooseMethod::Get,
+        &path,
+        "GET /api/feed?before",
+        Body::None,
+        200,
+        |v| {
+            photo_page(v)?;
+            if ids(v).iter().all(|id| *id < cursor) {
+                Ok(())
+            } else {
+                Err("page 2 is not older than page 1")
+            }
+        },
+    )
+    .await?;
+    remember(user, &v);
+    Ok(())
+}
+
+async fn like_one(user: &mut GooseUser) -> TransactionResult {
+    let seen = user
+        .get_session_data::<Session>()
+        .map(|s| s.seen.clone())
+        .unwrap_or_default();
+    let id = if seen.is_empty() {
+        1
+    } else {
+        seen[rand::rng().random_range(0..seen.len())]
+    };
+    let path = format!("/api/photos/{id}/like");
+    call(
+        user,
+        GooseMethod::Post,
+        &path,
+        "POST /api/photos/{id}/like",
+        Body::None,
+        200,
+        |v| {
+            if v["liked"] == true && v["likeCount"].as_i64().is_some_and(|n| n >= 1) {
+                Ok(())
+            } else {
+                Err("no likeCount after a like")
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn upload(user: &mut GooseUser) -> TransactionResult {
+    call(
+        user,
+        GooseMethod::Post,
+        "/api/photos",
+        "POST /api/photos",
+        Body::Photo,
+        201,
+        |v| {
+            if v["id"].is_i64()
+                && v["url"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("/uploads/"))
+                && v["width"] == 96
+            {
+                Ok(())
+            } else {
+                Err("not the uploaded photo")
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn explore(user: &mut GooseUser) -> TransactionResult {
+    let v = call(
+        user,
+        GooseMethod::Get,
+        "/api/explore?limit=20",
+        "GET /api/explore",
+        Body::None,
+        200,
+        photo_page,
+    )
+    .await?;
+    remember(user, &v);
+    Ok(())
+}
+
+async fn view_profile(user: &mut GooseUser) -> TransactionResult {
+    let n = rand::rng().random_range(1..=config().seeded_users.max(1)) as i64;
+    let path = format!("/api/users/{n}");
+    call(
+        user,
+        GooseMethod::Get,
+        &path,
+        "GET /api/users/{id}",
+        Body::None,
+        200,
+        move |v| {
+            if v["id"] == n && v["followers"].is_i64() {
+                Ok(())
+            } else {
+                Err("not the profile asked for")
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn view_photo(user: &mut GooseUser) -> TransactionResult {
+    let seen = user
+        .get_session_data::<Session>()
+        .map(|s| s.seen.clone())
+        .unwrap_or_default();
+    let Some(&id) = seen.first() else {
+        return Ok(());
+    };
+    let path = format!("/api/photos/{id}");
+    call(
+        user,
+        GooseMethod::Get,
+        &path,
+        "GET /api/photos/{id}",
+        Body::None,
+        200,
+        move |v| {
+            if v["id"] == id {
+                Ok(())
+            } else {
+                Err("not the photo asked for")
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! Judging steps: the SLO, the breaking-point search (a doubling ladder,
+//! then bisection), what saturated, and the spike and soak summaries.
+//!
+//! **What saturated** is read, not guessed: from the server's own
+//! `/api/metrics` over the failing step (hash queue, SQLite writer queue,
+//! pool waiters, shedding) and from the machine's CPU split between the
+//! load generator and everything else. The first that is saturated, in
+//! that order of evidence, is named. If the generator itself used most of
+//! a core's worth of the machine, the verdict blames the generator, not the
+//! server.
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::step::{self, Plan, Step};
+
+/// The service level objective every step is judged against.
+#[derive(Debug, Clone, Copy)]
+pub struct Slo {
+    /// Highest allowed p95 of every request name, ms.
+    pub p95_ms: f64,
+    /// Highest allowed share of failed requests.
+    pub error_rate: f64,
+}
+
+impl FromStr for Slo {
+    type Err = anyhow::Error;
+
+    /// `p95=500ms,errors=1%` (either part may be left out).
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let bad = || format!("bad --slo {s:?}: use e.g. p95=500ms,errors=1%");
+        let mut slo = Slo {
+            p95_ms: 500.0,
+            error_rate: 0.01,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').with_context(bad)?;
+            match k.trim() {
+                "p95" => {
+                    let v = v.trim();
+                    let (num, scale) = if let Some(ms) = v.strip_suffix("ms") {
+                        (ms, 1.0)
+                    } else if let Some(sec) = v.strip_suffix('s') {
+                        (sec, 1000.0)
+                    } else {
+                        anyhow::bail!("{}: p95 needs a unit (ms or s)", bad());
+                    };
+                    slo.p95_ms = num.trim().parse::<f64>().with_context(bad)? * scale;
+                }
+                "errors" => {
+                    let pct = v
+                        .trim()
+                        .strip_suffix('%')
+                        .with_context(|| format!("{}: errors is a percentage", bad()))?;
+                    slo.error_rate = pct.trim().parse::<f64>().with_context(bad)? / 100.0;
+                }
+                _ => anyhow::bail!("{}: unknown part {k:?}", bad()),
+            }
+        }
+        anyhow::ensure!(
+            slo.p95_ms > 0.0 && (0.0..=1.0).contains(&slo.error_rate),
+            bad()
+        );
+        Ok(slo)
+    }
+}
+
+impl fmt::Display for Slo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "p95 ≤ {} ms for every request, errors ≤ {}%",
+            self.p95_ms,
+            self.error_rate * 100.0
+        )
+    }
+}
+
+impl Slo {
+    pub fn to_json(self) -> Value {
+        json!({"p95Ms": self.p95_ms, "errorRate": self.error_rate})
+    }
+
+    /// `Err(what broke first)`: the error rate, else the slowest request.
+    pub fn check(&self, s: &Step) -> Result<(), String> {
+        if s.error_rate > self.error_rate {
+            return Err(format!(
+                "error rate {:.2}% > {}%",
+                s.error_rate * 100.0,
+                self.error_rate * 100.0
+            ));
+        }
+        if let Some((name, p95)) = s.slow(self.p95_ms).first() {
+            return Err(format!("p95 of {name} = {p95:.0} ms > {} ms", self.p95_ms));
+        }
+        Ok(())
+    }
+}
+
+/// Every journey request seen and none failed.
+pub fn smoke_ok(s: &Step) -> Result<(), String> {
+    const NAMES: &[&str] = &[
+        "POST /api/register",
+        "POST /api/login",
+        "POST /api/logout",
+        "POST /api/users/{id}/follow",
+        "GET /api/feed",
+        "GET /api/feed?before",
+        "POST /api/photos/{id}/like",
+        "POST /api/photos",
+        "GET /api/explore",
+        "GET /api/users/{id}",
+        "GET /api/photos/{id}",
+    ];
+    let missing: Vec<&str> = NAMES
+        .iter()
+        .filter(|n| s.requests.get(**n).is_none_or(|r| r.count == 0))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("request names never exercised: {missing:?}"));
+    }
+    let failed: u64 = s.requests.values().map(|r| r.errors).sum();
+    if failed > 0 {
+        return Err(format!("{failed} requests failed: {:?}", s.sample_errors));
+    }
+    Ok(())
+}
+
+/// The mean over the step's one-second server samples of a figure.
+fn figure_mean(server: &Value, key: &str, secs: f64) -> f64 {
+    let history = server["history"].as_array().cloned().unwrap_or_default();
+    let take = (secs.ceil() as usize).max(1);
+    let recent: Vec<f64> = history
+        .iter()
+        .rev()
+        .take(take)
+        .filter_map(|s| s["figures"][key].as_f64())
+        .collect();
+    if recent.is_empty() {
+        0.0
+    } else {
+        recent.iter().sum::<f64>() / recent.len() as f64
+    }
+}
+
+/// Names what saturated during a step, from measurements.
+pub fn saturated(s: &Step) -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    if s.generator_cpu * cores >= 0.9 {
+        return format!(
+            "the load generator ({:.0}% of the machine's CPU, {:.2} cores): the server was not the limit",
+            s.generator_cpu * 100.0,
+            s.generator_cpu * cores
+        );
+    }
+    let mut evidence = Vec::new();
+    for server in &s.server {
+        let secs = s.duration_secs;
+        let hash = figure_mean(server, "hash.inFlight", secs);
+        if hash > cores * 2.0 {
+            evidence.push(format!(
+                "password hashing ({hash:.0} hashes running or queued on {cores} cores)"
+            ));
+        }
+        let writers = figure_mean(server, "sqlite.writersWaiting", secs);
+        let wait = figure_mean(server, "sqlite.writeWaitMs", secs);
+        if writers >= 1.0 || wait >= 500.0 {
+            evidence.push(format!(
+                "the SQLite writer ({writers:.1} writes queued, {wait:.0} ms of lock wait per second)"
+            ));
+        }
+        let pg = figure_mean(server, "postgres.waiting", secs);
+        if pg >= 1.0 {
+            evidence.push(format!(
+                "the Postgres pool ({pg:.1} requests waiting for a connection)"
+            ));
+        }
+        let redis = figure_mean(server, "redis.waiting", secs);
+        if redis >= 1.0 {
+            evidence.push(format!("the Redis pool ({redis:.1} requests waiting)"));
+        }
+        let shed = server["shed"].as_u64().unwrap_or(0);
+        if shed > 0 {
+            evidence.push(format!(
+                "overload shedding ({shed} requests answered 503/429 in the last 10 s)"
+            ));
+        }
+    }
+    let rest = s.rest_of_machine_cpu * cores;
+    if s.rest_of_machine_cpu + s.generator_cpu >= 0.9 {
+        evidence.push(format!(
+            "CPU: the machine was {:.0}% busy (server side {rest:.2} cores, generator {:.2} cores)",
+            (s.rest_of_machine_cpu + s.generator_cpu) * 100.0,
+            s.generator_cpu * cores
+        ));
+    }
+    if evidence.is_empty() {
+        format!(
+            "nothing the server measures was saturated (machine CPU {:.0}%); see the per-request latencies",
+            (s.rest_of_machine_cpu + s.generator_cpu) * 100.0
+        )
+    } else {
+        evidence.join("; ")
+    }
+}
+
+pub type PlanFn<'a> = dyn Fn(usize, u64, bool) -> Plan<'a> + 'a;
+
+async fn measure<'a>(
+    plan: &PlanFn<'a>,
+    users: usize,
+    secs: u64,
+    label: &str,
+) -> anyhow::Result<Step> {
+    eprintln!("{label}: {users} users for {secs} s");
+    let s = step::run(plan(users, secs, true)).await?;
+    eprintln!(
+        "  {:.1} req/s, errors {:.2}%, p95 {:.0} ms, generator CPU {:.0}%",
+        s.rps,
+        s.error_rate * 100.0,
+        s.p95_ms,
+        s.generator_cpu * 100.0
+    );
+    Ok(s)
+}
+
+/// The step ladder (doubling) then bisection. Returns all steps and the
+/// verdict (`None` if the SLO held up to `max_users`).
+pub async fn breaking<'a>(
+    plan: &PlanFn<'a>,
+    start: usize,
+    max_users: usize,
+    secs: u64,
+    bisect: usize,
+    slo: &Slo,
+) -> anyhow::Result<(Vec<Step>, Option<Value>)> {
+    let mut steps: Vec<Step> = Vec::new();
+    let (mut pass, mut fail): (Option<usize>, Option<usize>) = (None, None);
+    let mut users = start.clamp(1, max_users);
+    loop {
+        let s = measure(plan, users, secs, "ladder").await?;
+        let ok = slo.check(&s);
+        steps.push(s);
+        match ok {
+            Ok(()) => {
+                pass = Some(steps.len() - 1);
+                if users >= max_users {
+                    break;
+                }
+                users = (users * 2).min(max_users);
+            }
+            Err(why) => {
+                eprintln!("  SLO broken: {why}");
+                fail = Some(steps.len() - 1);
+                break;
+            }
+        }
+    }
+    let Some(mut f) = fail else {
+        return Ok((steps, None));
+    };
+    for _ in 0..bisect {
+        let lo = pass.map_or(0, |p| steps[p].users);
+        let hi = steps[f].users;
+        if hi - lo <= (lo / 10).max(1) {
+            break;
+        }
+        let mid = (lo + hi).div_ceil(2);
+        let s = measure(plan, mid, secs, "bisect").await?;
+        let ok = slo.check(&s);
+        steps.push(s);
+        match ok {
+            Ok(()) => pass = Some(steps.len() - 1),
+            Err(_) => f = steps.len() - 1,
+        }
+    }
+    let failing = &steps[f];
+    let broken_by = slo.check(failing).err().unwrap_or_default();
+    let (users, rps) = pass.map_or((0, 0.0), |p| (steps[p].users, steps[p].rps));
+    let verdict = json!({
+        "users": users,
+        "rps": rps,
+        "brokenBy": broken_by,
+        "saturated": saturated(failing),
+        "failingUsers": failing.users,
+        "failingRps": failing.rps,
+        "generatorCpuAtFailure": failing.generator_cpu,
+    });
+    Ok((steps, Some(verdict)))
+}
+
+/// Baseline, spike, then recovery in 5 s steps until p95 and errors are
+/// back near the baseline.
+pub async fn spike<'a>(
+    plan: &PlanFn<'a>,
+    users: usize,
+    spike_users: usize,
+    secs: u64,
+    slo: &Slo,
+) -> anyhow::Result<(Vec<Step>, Value)> {
+    let base = measure(plan, users, secs, "baseline").await?;
+    let spiked = measure(plan, spike_users, secs, "spike").await?;
+    let target = (base.p95_ms * 1.5).max(base.p95_ms + 20.0);
+    let mut steps = vec![base, spiked];
+    let mut recovered_after = None;
+    for i in 1..=6u64 {
+        let s = measure(plan, users, 5, "recovery").await?;
+        let ok = s.p95_ms <= target && s.error_rate <= slo.error_rate;
+        steps.push(s);
+        if ok {
+            recovered_after = Some(i * 5);
+            break;
+        }
+    }
+    let spiked = &steps[1];
+    let shed: u64 = spiked
+        .server
+        .iter()
+        .filter_map(|m| m["shed"].as_u64())
+        .sum();
+    let peak_rss = spiked
+        .server
+        .iter()
+        .filter_map(|m| m["processRssBytes"].as_u64())
+        .max()
+        .unwrap_or(0);
+    Ok((
+        steps.clone(),
+        json!({
+            "baselineP95Ms": steps[0].p95_ms,
+            "spikeUsers": spike_users,
+            "spikeErrorRate": spiked.error_rate,
+            "spikeP95Ms": spiked.p95_ms,
+            "shedInSpike": shed,
+            "peakRssBytes": peak_rss,
+            "recoveredWithinSecs": recovered_after,
+            "recoveryTargetP95Ms": target,
+        }),
+    ))
+}
+
+/// Latency drift and memory growth between the first and the last step.
+pub fn soak_summary(steps: &[Step]) -> Value {
+    let (Some(first), Some(last)) = (steps.first(), steps.last()) else {
+        return json!({});
+    };
+    let rss = |s: &Step| {
+        s.server
+            .iter()
+            .filter_map(|m| m["processRssBytes"].as_u64())
+            .sum::<u64>()
+    };
+    json!({
+        "p95FirstMs": first.p95_ms,
+        "p95LastMs": last.p95_ms,
+        "p95DriftPercent": if first.p95_ms > 0.0 { (last.p95_ms / first.p95_ms - 1.0) * 100.0 } else { 0.0 },
+        "rssFirstBytes": rss(first),
+        "rssLastBytes": rss(last),
+        "rssGrowthBytes": rss(last) as i64 - rss(first) as i64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slo_strings() {
+        let s: Slo = "p95=300ms,errors=0.5%".parse().unwrap();
+        assert_eq!((s.p95_ms, s.error_rate), (300.0, 0.005));
+        let s: Slo = "p95=1.5s".parse().unwrap();
+        assert_eq!((s.p95_ms, s.error_rate), (1500.0, 0.01));
+        for bad in [
+            "p95=300",
+            "errors=5",
+            "latency=1ms",
+            "p95=fast",
+            "p95=-1ms",
+            "errors=200%",
+            "nonsense",
+        ] {
+            assert!(bad.parse::<Slo>().is_err(), "{bad}");
+        }
+    }
+}
