@@ -104,6 +104,32 @@ pub fn scenarios(hosts: &[String], cfg: JourneyConfig) -> Result<Vec<Scenario>, 
     Ok(all)
 }
 
+/// One anonymous `GET /api/explore` after another, no think time: to
+/// measure what the generator itself costs per request (`calibrate`).
+pub fn explore_only(host: &str) -> Result<Scenario, GooseError> {
+    let _ = CONFIG.set(JourneyConfig {
+        seeded_users: 1,
+        think: (Duration::ZERO, Duration::ZERO),
+    });
+    Ok(Scenario::new("explore only")
+        .set_host(host)
+        .register_transaction(transaction!(explore_plain).set_name("explore")))
+}
+
+async fn explore_plain(user: &mut GooseUser) -> TransactionResult {
+    call(
+        user,
+        GooseMethod::Get,
+        "/api/explore?limit=20",
+        "GET /api/explore",
+        Body::None,
+        200,
+        photo_page,
+    )
+    .await?;
+    Ok(())
+}
+
 /// The body to send, if any.
 enum Body {
     None,

@@ -6,6 +6,7 @@
 //! short table. The file is written to a temporary name and renamed when
 //! the run is complete, so a half-finished run never looks like a result.
 
+mod calibrate;
 mod journeys;
 mod step;
 mod verdict;
@@ -47,32 +48,35 @@ enum Mode {
     Soak(Common),
     /// A sudden jump to `--spike-users` and back: the error burst and the time to recover.
     Spike(Spike),
+    /// The generator's own CPU per request (Goose), next to wrk's on the
+    /// same endpoint (`GET /api/explore`), in the same session.
+    Calibrate(Common),
 }
 
 #[derive(Debug, Clone, Args)]
-struct Common {
+pub struct Common {
     /// A Minigram server; repeat to spread users over several (e.g. two stage-2 processes).
     #[arg(long = "host", required = true)]
-    hosts: Vec<String>,
+    pub hosts: Vec<String>,
     /// Result file (default: a new file under results/).
     #[arg(long)]
-    json_out: Option<PathBuf>,
+    pub json_out: Option<PathBuf>,
     /// Concurrent simulated users.
     #[arg(long, default_value_t = 8)]
-    users: usize,
+    pub users: usize,
     /// Seconds of measured load (per step for breaking, in total for load and soak).
     #[arg(long, default_value_t = 20)]
-    duration: u64,
+    pub duration: u64,
     /// Seeded accounts user1..userN that returning users log in to (the
     /// demo dataset has 12).
     #[arg(long, default_value_t = 12)]
-    seeded_users: usize,
+    pub seeded_users: usize,
     /// Think time between a user's actions, milliseconds, as MIN-MAX.
     #[arg(long, default_value = "200-800")]
-    think_ms: String,
+    pub think_ms: String,
     /// The service level objective, e.g. `p95=500ms,errors=1%`.
     #[arg(long, default_value = "p95=500ms,errors=1%")]
-    slo: String,
+    pub slo: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -130,7 +134,7 @@ fn think(spec: &str) -> anyhow::Result<(Duration, Duration)> {
 }
 
 /// Checks the options and every host before any load is sent.
-async fn prepare(c: &Common) -> anyhow::Result<(Slo, JourneyConfig, Vec<Value>)> {
+pub async fn prepare(c: &Common) -> anyhow::Result<(Slo, JourneyConfig, Vec<Value>)> {
     let slo: Slo = c.slo.parse()?;
     anyhow::ensure!(c.users > 0, "--users must be at least 1");
     anyhow::ensure!(c.duration > 0, "--duration must be at least 1 second");
@@ -151,7 +155,7 @@ async fn prepare(c: &Common) -> anyhow::Result<(Slo, JourneyConfig, Vec<Value>)>
     Ok((slo, journeys, servers))
 }
 
-fn default_out(mode: &str, stage: &str) -> PathBuf {
+pub fn default_out(mode: &str, stage: &str) -> PathBuf {
     let stamp = minigram::machine::utc_now().replace([':', '-'], "");
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../results"))
         .join(format!("loadtest-{mode}-{stage}-{stamp}.json"))
@@ -162,7 +166,7 @@ fn report_path(out: &Path) -> PathBuf {
 }
 
 /// Writes the result atomically: a temporary file, then a rename.
-fn write_result(out: &Path, value: &Value) -> anyhow::Result<()> {
+pub fn write_result(out: &Path, value: &Value) -> anyhow::Result<()> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -194,12 +198,16 @@ fn print_table(steps: &[Step]) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    if let Mode::Calibrate(c) = &cli.mode {
+        return calibrate::run(c).await;
+    }
     let (mode, common) = match &cli.mode {
         Mode::Smoke(c) => ("smoke", c.clone()),
         Mode::Load(c) => ("load", c.clone()),
         Mode::Soak(c) => ("soak", c.clone()),
         Mode::Breaking(b) => ("breaking", b.common.clone()),
         Mode::Spike(s) => ("spike", s.common.clone()),
+        Mode::Calibrate(_) => unreachable!("handled above"),
     };
     if let Mode::Breaking(b) = &cli.mode {
         anyhow::ensure!(b.max_users > 0, "--max-users must be at least 1");
@@ -230,6 +238,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         journeys: journeys.clone(),
         report: last.then_some(report.as_path()),
         include_warmup: single,
+        explore_only: false,
     };
     let mut extra = json!({});
     let (steps, breaking_point, ok) = match &cli.mode {
@@ -251,6 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
             (vec![s], None, ok.is_ok())
         }
+        Mode::Calibrate(_) => unreachable!("handled above"),
         Mode::Soak(_) => {
             let parts = (common.duration / 30).clamp(2, 20);
             let secs = common.duration / parts;

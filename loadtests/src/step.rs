@@ -46,6 +46,8 @@ pub struct Step {
     pub server: Vec<Value>,
     /// Share of the whole machine's CPU the generator used (0..1).
     pub generator_cpu: f64,
+    /// The generator's CPU time in the step (seconds).
+    pub generator_cpu_seconds: f64,
     /// Share of the whole machine's CPU everything else used (0..1).
     pub rest_of_machine_cpu: f64,
     /// Requests the client completed vs the server's own counter.
@@ -79,6 +81,8 @@ pub struct Plan<'a> {
     /// Measure from the first request (single-step modes), instead of
     /// resetting the metrics once all users are launched (ladder steps).
     pub include_warmup: bool,
+    /// Only `GET /api/explore`, no think time (`calibrate`).
+    pub explore_only: bool,
 }
 
 /// The server's `/api/metrics` (and its request counter).
@@ -161,9 +165,13 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         .map_err(|e| anyhow::anyhow!("goose configuration: {e}"))?;
     let mut attack =
         GooseAttack::initialize_with_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for s in journeys::scenarios(plan.hosts, plan.journeys.clone())
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-    {
+    let scenarios = if plan.explore_only {
+        vec![journeys::explore_only(&plan.hosts[0]).map_err(|e| anyhow::anyhow!("{e}"))?]
+    } else {
+        journeys::scenarios(plan.hosts, plan.journeys.clone())
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+    };
+    for s in scenarios {
         attack = attack.register_scenario(s);
     }
     let me = std::process::id();
@@ -239,6 +247,7 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         requests,
         server,
         generator_cpu: (own / (wall * cores)).clamp(0.0, 1.0),
+        generator_cpu_seconds: own,
         rest_of_machine_cpu: ((busy - own) / (wall * cores)).clamp(0.0, 1.0),
         client_requests: total,
         // The first /api/metrics call of each host is itself counted.
