@@ -38,6 +38,7 @@ impl Machine {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Dataset {
+    #[serde(alias = "seededUsers")]
     pub users: u64,
     pub photos: u64,
     pub follows_per_user: u64,
@@ -46,10 +47,21 @@ pub struct Dataset {
 
 impl Dataset {
     pub fn describe(&self) -> String {
-        format!(
-            "{} users, {} photos, {} follows/user, {} likes",
-            self.users, self.photos, self.follows_per_user, self.likes
-        )
+        let parts: Vec<String> = [
+            (self.users, "users"),
+            (self.photos, "photos"),
+            (self.follows_per_user, "follows/user"),
+            (self.likes, "likes"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        if parts.is_empty() {
+            "dataset not recorded".into()
+        } else {
+            parts.join(", ")
+        }
     }
 }
 
@@ -257,6 +269,25 @@ fn bench(file: String, v: &Value) -> Option<Bench> {
                     "cost of the metrics middleware".into(),
                     num(v, &["results", "metricsCost", "slowdown"])
                         .map_or("–".into(), |x| format!("{:.1} %", x * 100.0)),
+                ),
+            ],
+        ),
+        "minigram.calibrate/1" => (
+            "Load generator cost (loadtests calibrate)",
+            vec![
+                (
+                    "endpoint".to_owned(),
+                    v["endpoint"].as_str().unwrap_or("").to_owned(),
+                ),
+                ("Goose req/s".into(), f(&["goose", "rps"], "/s", 0)),
+                (
+                    "Goose CPU per request".into(),
+                    f(&["goose", "cpuUsPerRequest"], " µs", 1),
+                ),
+                ("wrk req/s".into(), f(&["wrk", "rps"], "/s", 0)),
+                (
+                    "wrk CPU per request".into(),
+                    f(&["wrk", "cpuUsPerRequest"], " µs", 1),
                 ),
             ],
         ),

@@ -309,7 +309,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "hosts": hosts,
         "slo": slo.to_json(),
-        "dataset": servers[0].get("dataset").cloned().unwrap_or(json!({"seededUsers": common.seeded_users})),
+        // What the tool knows of the dataset: the seeded accounts it used.
+        "dataset": {"users": common.seeded_users},
         "steps": steps.iter().map(step::to_json).collect::<Vec<_>>(),
         "breakingPoint": breaking_point,
         "requestCounts": {

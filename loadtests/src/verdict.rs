@@ -4,8 +4,10 @@
 //! **What saturated** is read, not guessed: from the server's own
 //! `/api/metrics` over the failing step (hash queue, SQLite writer queue,
 //! pool waiters, shedding) and from the machine's CPU split between the
-//! load generator and everything else. The first that is saturated, in
-//! that order of evidence, is named. If the generator itself used most of
+//! load generator and everything else. Everything over its threshold is
+//! named, strongest evidence first: more password hashes in flight than
+//! cores, any SQLite write queue (or ≥ 0.5 s of lock wait per second), any
+//! pool waiters, any shedding, and the machine ≥ 80% busy. If the generator itself used most of
 //! a core's worth of the machine, the verdict blames the generator, not the
 //! server.
 
@@ -160,7 +162,8 @@ pub fn saturated(s: &Step) -> String {
     for server in &s.server {
         let secs = s.duration_secs;
         let hash = figure_mean(server, "hash.inFlight", secs);
-        if hash > cores * 2.0 {
+        // More hashes in flight than cores: sign-ins queue for the CPU.
+        if hash > cores {
             evidence.push(format!(
                 "password hashing ({hash:.0} hashes running or queued on {cores} cores)"
             ));
@@ -190,7 +193,7 @@ pub fn saturated(s: &Step) -> String {
         }
     }
     let rest = s.rest_of_machine_cpu * cores;
-    if s.rest_of_machine_cpu + s.generator_cpu >= 0.9 {
+    if s.rest_of_machine_cpu + s.generator_cpu >= 0.8 {
         evidence.push(format!(
             "CPU: the machine was {:.0}% busy (server side {rest:.2} cores, generator {:.2} cores)",
             (s.rest_of_machine_cpu + s.generator_cpu) * 100.0,
