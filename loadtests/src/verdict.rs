@@ -131,21 +131,33 @@ pub fn smoke_ok(s: &Step) -> Result<(), String> {
     Ok(())
 }
 
-/// The mean over the step's one-second server samples of a figure.
-fn figure_mean(server: &Value, key: &str, secs: f64) -> f64 {
+/// The step's one-second server samples of a figure.
+fn figure_samples(server: &Value, key: &str, secs: f64) -> Vec<f64> {
     let history = server["history"].as_array().cloned().unwrap_or_default();
     let take = (secs.ceil() as usize).max(1);
-    let recent: Vec<f64> = history
+    history
         .iter()
         .rev()
         .take(take)
         .filter_map(|s| s["figures"][key].as_f64())
-        .collect();
-    if recent.is_empty() {
+        .collect()
+}
+
+/// The mean over the step's one-second server samples of a figure.
+fn figure_mean(server: &Value, key: &str, secs: f64) -> f64 {
+    let v = figure_samples(server, key, secs);
+    if v.is_empty() {
         0.0
     } else {
-        recent.iter().sum::<f64>() / recent.len() as f64
+        v.iter().sum::<f64>() / v.len() as f64
     }
+}
+
+/// The highest one-second sample of a figure in the step.
+fn figure_peak(server: &Value, key: &str, secs: f64) -> f64 {
+    figure_samples(server, key, secs)
+        .into_iter()
+        .fold(0.0, f64::max)
 }
 
 /// Names what saturated during a step, from measurements.
@@ -162,10 +174,12 @@ pub fn saturated(s: &Step) -> String {
     for server in &s.server {
         let secs = s.duration_secs;
         let hash = figure_mean(server, "hash.inFlight", secs);
-        // More hashes in flight than cores: sign-ins queue for the CPU.
-        if hash > cores {
+        let hash_peak = figure_peak(server, "hash.inFlight", secs);
+        // More hashes in flight than cores: sign-ins queue for the CPU. The
+        // peak matters too: logins arrive in bursts that a mean hides.
+        if hash > cores || hash_peak >= 2.0 * cores {
             evidence.push(format!(
-                "password hashing ({hash:.0} hashes running or queued on {cores} cores)"
+                "password hashing (mean {hash:.1}, peak {hash_peak:.0} hashes running or queued on {cores} cores)"
             ));
         }
         let writers = figure_mean(server, "sqlite.writersWaiting", secs);
@@ -176,9 +190,10 @@ pub fn saturated(s: &Step) -> String {
             ));
         }
         let pg = figure_mean(server, "postgres.waiting", secs);
-        if pg >= 1.0 {
+        let pg_peak = figure_peak(server, "postgres.waiting", secs);
+        if pg >= 1.0 || pg_peak >= 4.0 {
             evidence.push(format!(
-                "the Postgres pool ({pg:.1} requests waiting for a connection)"
+                "the Postgres pool (mean {pg:.1}, peak {pg_peak:.0} requests waiting for a connection)"
             ));
         }
         let redis = figure_mean(server, "redis.waiting", secs);
