@@ -137,8 +137,6 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
     let users = plan.users.to_string();
     let secs = plan.secs.to_string();
     let mut args: Vec<String> = vec![
-        "--host".into(),
-        plan.hosts[0].clone(),
         "--users".into(),
         users.clone(),
         // All users start within about a second; metrics reset after that.
@@ -154,6 +152,12 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         // No controllers: several attacks run one after another.
         "--no-telnet".into(),
     ];
+    // Goose's --host overrides every scenario's host: give it only when
+    // there is one host; with several, each scenario carries its own.
+    if plan.hosts.len() == 1 {
+        args.push("--host".into());
+        args.push(plan.hosts[0].clone());
+    }
     if plan.include_warmup {
         args.push("--no-reset-metrics".into());
     }
