@@ -119,7 +119,7 @@ pub struct PageParams {
 }
 
 impl PageParams {
-    fn parse(&self) -> Result<PageQuery, ApiError> {
+    pub fn parse(&self) -> Result<PageQuery, ApiError> {
         Ok(PageQuery::parse(
             self.limit.as_deref(),
             self.before.as_deref(),

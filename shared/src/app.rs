@@ -172,7 +172,7 @@ impl<S: Store> App<S> {
         self.store
             .create_session(NewSession {
                 token_hash: auth::token_hash(&token),
-                user_id: user.user_id,
+                user: user.clone(),
                 expires_at: now_secs() + auth::SESSION_TTL.as_secs() as i64,
             })
             .await?;

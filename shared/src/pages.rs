@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::api::{self, PageParams, follow_user, like_photo};
 use crate::app::{App, Session, SignedIn};
 use crate::auth;
-use crate::domain::{PageQuery, PhotoId, UserId, parse_id};
+use crate::domain::{PhotoId, UserId, parse_id};
 use crate::error::ApiError;
 use crate::store::{Photo, Store, UserProfile};
 
@@ -239,7 +239,7 @@ async fn feed_page<S: Store>(
         Ok(None) => return see_other("/explore"),
         Err(e) => return error_page(None, e),
     };
-    let page = match parse_page(&q) {
+    let page = match q.parse() {
         Ok(p) => p,
         Err(e) => return error_page(Some(&session), e),
     };
@@ -260,10 +260,6 @@ async fn feed_page<S: Store>(
     }
 }
 
-fn parse_page(q: &PageParams) -> Result<PageQuery, ApiError> {
-    Ok(PageQuery::parse(q.limit.as_deref(), q.before.as_deref())?)
-}
-
 async fn explore_page<S: Store>(
     app: Data<S>,
     req: HttpRequest,
@@ -274,7 +270,7 @@ async fn explore_page<S: Store>(
         Err(e) => return error_page(None, e),
     };
     let result = async {
-        let page = parse_page(&q)?;
+        let page = q.parse()?;
         Ok::<_, ApiError>(
             app.store
                 .explore(session.as_ref().map(|s| s.user.user_id), page)
@@ -312,7 +308,7 @@ async fn profile_page<S: Store>(
     let viewer = session.as_ref().map(|s| s.user.user_id);
     let result = async {
         let user = UserId(parse_id(&id)?);
-        let page = parse_page(&q)?;
+        let page = q.parse()?;
         let profile = app
             .store
             .user_profile(viewer, user)

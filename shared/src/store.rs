@@ -62,11 +62,13 @@ pub struct SessionUser {
 }
 
 /// A session to store: the SHA-256 of the token (the token itself is never
-/// stored), its owner and when it stops working (unix seconds).
+/// stored), its owner (id and name, which the caller already has: a store
+/// that keeps sessions apart from users needs no lookup) and when it stops
+/// working (unix seconds).
 #[derive(Debug, Clone)]
 pub struct NewSession {
     pub token_hash: [u8; 32],
-    pub user_id: UserId,
+    pub user: SessionUser,
     pub expires_at: i64,
 }
 

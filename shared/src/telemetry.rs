@@ -115,6 +115,13 @@ struct RouteSlot {
 }
 
 impl RouteSlot {
+    /// This slot's latency histogram (µs, 1 µs to 10 min, 2 significant
+    /// digits), made on first use.
+    fn histogram(&mut self) -> &mut Histogram<u64> {
+        self.micros
+            .get_or_insert_with(|| Histogram::new_with_bounds(1, 600_000_000, 2).expect("bounds"))
+    }
+
     fn record(&mut self, status: StatusCode, micros: u64) {
         self.count += 1;
         match status.as_u16() {
@@ -123,10 +130,7 @@ impl RouteSlot {
             400..=499 => self.client_errors += 1,
             _ => {}
         }
-        let h = self
-            .micros
-            .get_or_insert_with(|| Histogram::new_with_bounds(1, 600_000_000, 2).expect("bounds"));
-        let _ = h.record(micros.max(1));
+        let _ = self.histogram().record(micros.max(1));
     }
 
     fn merge(&mut self, other: &RouteSlot) {
@@ -135,9 +139,7 @@ impl RouteSlot {
         self.server_errors += other.server_errors;
         self.shed += other.shed;
         if let Some(h) = &other.micros {
-            let mine = self.micros.get_or_insert_with(|| {
-                Histogram::new_with_bounds(1, 600_000_000, 2).expect("bounds")
-            });
+            let mine = self.histogram();
             let _ = mine.add(h);
         }
     }

@@ -429,7 +429,7 @@ impl Store for SqliteStore {
             )?
             .execute(params![
                 &session.token_hash[..],
-                session.user_id.0,
+                session.user.user_id.0,
                 session.expires_at
             ])?;
             Ok(())

@@ -2,53 +2,19 @@
 //! dataset and prints the login; `seed` fills a new data directory and
 //! refuses a used one with a one-line error.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use minigram::testing::load::Process;
+use std::path::Path;
+use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stage-1");
 
-/// A running `stage-1`, killed when dropped.
-struct Running {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `stage-1` and waits for the URL it prints.
-fn start(data_dir: &std::path::Path) -> Running {
-    let child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start stage-1");
-    // Owned by the guard from here on: killed and reaped on every path.
-    let mut running = Running {
-        child,
-        url: String::new(),
-    };
-    let mut lines = BufReader::new(running.child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        let line = lines.next().expect("stage-1 exited early").unwrap();
-        if let Some(rest) = line.split("Minigram stage 1 on ").nth(1) {
-            running.url = rest.split_whitespace().next().unwrap().to_owned();
-            // Keep draining stderr so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines.by_ref() {});
-            return running;
-        }
-        seen.push(line);
-    }
-    panic!("stage-1 did not print its address: {seen:?}");
+/// Starts `stage-1` on a free port; it is killed when dropped.
+fn start(data_dir: &Path) -> Process {
+    let dir = data_dir.to_str().expect("UTF-8 temp path");
+    Process::start(
+        Path::new(BIN),
+        &["--listen", "127.0.0.1:0", "--data-dir", dir],
+    )
 }
 
 /// First start on an empty directory: demo data, and the demo login works.

@@ -17,7 +17,8 @@
 
 use clap::Parser;
 use minigram::testing::load::{
-    Process, closed_loop, machine_busy_seconds, process_cpu_seconds, seeded_tokens,
+    Process, SeededSession, closed_loop, machine_busy_seconds, process_cpu_seconds,
+    seeded_sessions, seeded_tokens,
 };
 use minigram::testing::png;
 use rand::RngCore;
@@ -129,7 +130,7 @@ fn wrk(url: &str, secs: u64, clients: usize, token: Option<&str>) -> Option<f64>
 /// The write-heavy mix: per client, 10 of 20 requests toggle a like, 9
 /// toggle a follow, 1 uploads a small photo. Also measures the CPU the
 /// server side used per write: all of the machine's, less the generator's.
-async fn write_mix(url: &str, tokens: Vec<String>, args: &Args) -> Value {
+async fn write_mix(url: &str, sessions: Vec<SeededSession>, args: &Args) -> Value {
     let photo = png(64, 48);
     let (busy0, own0) = (
         machine_busy_seconds(),
@@ -140,9 +141,8 @@ async fn write_mix(url: &str, tokens: Vec<String>, args: &Args) -> Value {
         args.write_clients,
         Duration::from_secs(args.secs),
         move |client, c, i| {
-            let token = &tokens[c % tokens.len()];
-            // The token of client c belongs to user 1 + (c * 7919) % users (see seeded_tokens).
-            let me = 1 + (c as u64 % tokens.len() as u64 * 7_919) % users;
+            let session = &sessions[c % sessions.len()];
+            let me = session.user_id as u64;
             let pick = (c as u64)
                 .wrapping_mul(1_000_003)
                 .wrapping_add(i as u64 * 7_919);
@@ -178,7 +178,7 @@ async fn write_mix(url: &str, tokens: Vec<String>, args: &Args) -> Value {
                     client.post(format!("{url}/api/photos")).multipart(form)
                 }
             };
-            req.bearer_auth(token)
+            req.bearer_auth(&session.token)
         },
     )
     .await;
@@ -346,8 +346,8 @@ async fn main() {
             "bench 4/5: write mix on stage 2, {} clients, {} s",
             args.write_clients, args.secs
         );
-        let write_tokens = seeded_tokens(&server.url, args.write_clients, args.users).await;
-        let writes2 = write_mix(&server.url, write_tokens, &args).await;
+        let writers = seeded_sessions(&server.url, args.write_clients, args.users).await;
+        let writes2 = write_mix(&server.url, writers, &args).await;
         drop(server);
 
         eprintln!(
@@ -363,8 +363,8 @@ async fn main() {
                 data1.path().to_str().unwrap(),
             ],
         );
-        let write_tokens = seeded_tokens(&server1.url, args.write_clients, args.users).await;
-        let writes1 = write_mix(&server1.url, write_tokens, &args).await;
+        let writers = seeded_sessions(&server1.url, args.write_clients, args.users).await;
+        let writes1 = write_mix(&server1.url, writers, &args).await;
         drop(server1);
 
         json!({

@@ -277,17 +277,27 @@ impl Stage2Store {
         format!("{}:{kind}:{id}", self.inner.config.redis_prefix)
     }
 
-    /// Runs a Postgres step, timing it and classifying its error.
+    /// Runs a Postgres step, counted in flight (for the pool-waiter figure)
+    /// and timed (for Server-Timing). Callers that must read a database
+    /// error themselves (unique or foreign-key violations) use this.
+    async fn timed<T>(
+        &self,
+        step: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        let _in_flight = InFlight::new(&self.inner.stats.pg_in_flight);
+        let started = Instant::now();
+        let result = step.await;
+        timing::record(Phase::Db, started.elapsed());
+        result
+    }
+
+    /// A timed Postgres step whose error is classified (503 or 500).
     async fn db<T>(
         &self,
         doing: &'static str,
         step: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> StoreResult<T> {
-        let _in_flight = InFlight::new(&self.inner.stats.pg_in_flight);
-        let started = Instant::now();
-        let result = step.await;
-        timing::record(Phase::Db, started.elapsed());
-        result.map_err(|e| self.pg_error(e, doing))
+        self.timed(step).await.map_err(|e| self.pg_error(e, doing))
     }
 
     fn pg_error(&self, e: sqlx::Error, doing: &'static str) -> StoreError {
@@ -762,11 +772,7 @@ impl Store for Stage2Store {
         .bind(&user.password_hash)
         .bind(now_ms())
         .fetch_one(&self.inner.pg);
-        let _in_flight = InFlight::new(&self.inner.stats.pg_in_flight);
-        let started = Instant::now();
-        let result = inserted.await;
-        timing::record(Phase::Db, started.elapsed());
-        match result {
+        match self.timed(inserted).await {
             Ok(id) => Ok(UserId(id)),
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
                 Err(StoreError::UsernameTaken)
@@ -798,18 +804,12 @@ impl Store for Stage2Store {
         if ttl <= 0 {
             return Ok(()); // already expired: nothing to keep
         }
-        let username = self
-            .db(
-                "reading a username",
-                sqlx::query_scalar::<_, String>("SELECT username FROM users WHERE id = $1")
-                    .bind(session.user_id.0)
-                    .fetch_optional(&self.inner.pg),
-            )
-            .await?
-            .ok_or(StoreError::NotFound)?;
         let cmd = redis::cmd("SET")
             .arg(self.key("session", hex::encode(session.token_hash)))
-            .arg(format!("{}:{username}", session.user_id.0))
+            .arg(format!(
+                "{}:{}",
+                session.user.user_id.0, session.user.username
+            ))
             .arg("EX")
             .arg(ttl)
             .clone();
@@ -877,9 +877,8 @@ impl Store for Stage2Store {
         followee: UserId,
         on: bool,
     ) -> StoreResult<FollowState> {
-        let _in_flight = InFlight::new(&self.inner.stats.pg_in_flight);
-        let started = Instant::now();
-        let result: Result<Option<i64>, sqlx::Error> = async {
+        let result: Result<Option<i64>, sqlx::Error> = self
+            .timed(async {
             let mut tx = self.inner.pg.begin().await?;
             let exists = sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE id = $1")
                 .bind(followee.0)
@@ -906,9 +905,8 @@ impl Store for Stage2Store {
                 .await?;
             tx.commit().await?;
             Ok(Some(followers))
-        }
+        })
         .await;
-        timing::record(Phase::Db, started.elapsed());
         let followers = result
             .map_err(|e| self.pg_error(e, "following"))?
             .ok_or(StoreError::NotFound)?;
@@ -995,16 +993,12 @@ impl Store for Stage2Store {
              UPDATE photos SET like_count = like_count - (SELECT COUNT(*) FROM changed)
              WHERE id = $1 RETURNING like_count"
         };
-        let _in_flight = InFlight::new(&self.inner.stats.pg_in_flight);
-        let started = Instant::now();
-        let result = sqlx::query_scalar::<_, i64>(sql)
+        let liked = sqlx::query_scalar::<_, i64>(sql)
             .bind(photo.0)
             .bind(user.0)
             .bind(now_ms())
-            .fetch_optional(&self.inner.pg)
-            .await;
-        timing::record(Phase::Db, started.elapsed());
-        match result {
+            .fetch_optional(&self.inner.pg);
+        match self.timed(liked).await {
             Ok(Some(like_count)) => {
                 // The liker's cached pages show likedByMe and the count:
                 // drop them so the liker's next read is fresh.
@@ -1169,9 +1163,10 @@ impl Store for Stage2Store {
     }
 
     async fn import(&self, data: Dataset) -> StoreResult<ImportSummary> {
-        let started = Instant::now();
-        let result = crate::import::copy_dataset(&self.inner.pg, &data).await;
-        timing::record(Phase::Db, started.elapsed());
-        result.map_err(|e| self.pg_error(e, "importing a dataset"))
+        self.db(
+            "importing a dataset",
+            crate::import::copy_dataset(&self.inner.pg, &data),
+        )
+        .await
     }
 }

@@ -4,60 +4,30 @@
 
 mod common;
 
+use minigram::testing::load::Process;
 use minigram::testing::{Backend, photo_form, png};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stage-2");
 
-/// A running `stage-2`, killed when dropped.
-struct Process {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(config: &stage_2::Stage2Config, data_dir: &std::path::Path) -> Process {
-    let child = Command::new(BIN)
-        .args([
+/// Starts a `stage-2` on a free port; it is killed when dropped.
+fn start(config: &stage_2::Stage2Config, data_dir: &Path) -> Process {
+    Process::start(
+        Path::new(BIN),
+        &[
             "--listen",
             "127.0.0.1:0",
             "--database-url",
             &config.database_url,
-        ])
-        .args([
             "--redis-url",
             &config.redis_url,
             "--redis-prefix",
             &config.redis_prefix,
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start stage-2");
-    let mut p = Process {
-        child,
-        url: String::new(),
-    };
-    let mut lines = BufReader::new(p.child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("Minigram stage 2 on ").nth(1) {
-            p.url = rest.split_whitespace().next().unwrap().to_owned();
-            std::thread::spawn(move || for _ in lines {});
-            return p;
-        }
-    }
-    panic!("stage-2 exited before printing its address");
+            "--data-dir",
+            data_dir.to_str().expect("UTF-8 temp path"),
+        ],
+    )
 }
 
 /// Register on one process, use the token on the other, log out on the

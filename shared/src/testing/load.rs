@@ -202,10 +202,17 @@ pub async fn closed_loop(
     total
 }
 
-/// Logs in `count` seeded users (`user1`...) and returns their tokens.
-pub async fn seeded_tokens(url: &str, count: usize, users: usize) -> Vec<String> {
+/// A signed-in seeded user.
+#[derive(Debug, Clone)]
+pub struct SeededSession {
+    pub user_id: i64,
+    pub token: String,
+}
+
+/// Logs in `count` seeded users (`user1`...), spread over the `users`.
+pub async fn seeded_sessions(url: &str, count: usize, users: usize) -> Vec<SeededSession> {
     let client = Client::new();
-    let mut tokens = Vec::with_capacity(count);
+    let mut sessions = Vec::with_capacity(count);
     for i in 0..count {
         let name = format!("user{}", 1 + (i * 7919) % users.max(1));
         let res = client
@@ -220,9 +227,21 @@ pub async fn seeded_tokens(url: &str, count: usize, users: usize) -> Vec<String>
             res.status()
         );
         let body: Value = res.json().await.expect("login body");
-        tokens.push(body["token"].as_str().expect("token").to_owned());
+        sessions.push(SeededSession {
+            user_id: body["userId"].as_i64().expect("userId"),
+            token: body["token"].as_str().expect("token").to_owned(),
+        });
     }
-    tokens
+    sessions
+}
+
+/// The tokens of [`seeded_sessions`].
+pub async fn seeded_tokens(url: &str, count: usize, users: usize) -> Vec<String> {
+    seeded_sessions(url, count, users)
+        .await
+        .into_iter()
+        .map(|s| s.token)
+        .collect()
 }
 
 pub use crate::machine::{machine_busy_seconds, process_cpu_seconds};

@@ -53,7 +53,7 @@ use std::sync::OnceLock;
 
 use crate::auth::{self, Hasher};
 use crate::domain::Username;
-use crate::store::{NewSession, NewUser, Store};
+use crate::store::{NewSession, NewUser, SessionUser, Store};
 use crate::{App, Application, Settings};
 
 /// A fresh, isolated storage for one test (its own SQLite file, or its own
@@ -146,10 +146,11 @@ impl<B: Backend> TestApp<B> {
     /// A user created straight in storage (no HTTP, no per-user hash) with
     /// a session token: for arranging tests that need many users.
     pub async fn make_user(&self, name: &str) -> TestUser {
+        let username = Username::parse(name).expect("valid test username");
         let id = self
             .store
             .create_user(NewUser {
-                username: Username::parse(name).expect("valid test username"),
+                username: username.clone(),
                 email: None,
                 password_hash: shared_hash().to_owned(),
             })
@@ -159,7 +160,10 @@ impl<B: Backend> TestApp<B> {
         self.store
             .create_session(NewSession {
                 token_hash: auth::token_hash(&token),
-                user_id: id,
+                user: SessionUser {
+                    user_id: id,
+                    username,
+                },
                 expires_at: crate::app::now_secs() + 3600,
             })
             .await

@@ -5,7 +5,7 @@
 use super::Backend;
 use crate::domain::{Caption, Cursor, Email, PageLimit, PageQuery, PhotoId, UserId, Username};
 use crate::seed::{self, SeedArgs};
-use crate::store::{NewPhoto, NewSession, NewUser, Store, StoreError};
+use crate::store::{NewPhoto, NewSession, NewUser, SessionUser, Store, StoreError};
 
 fn user(name: &str) -> NewUser {
     NewUser {
@@ -67,17 +67,21 @@ pub async fn sessions_expire_and_revoke<B: Backend>() {
     let b = B::fresh().await;
     let s = b.store();
     let id = s.create_user(user("sam")).await.unwrap();
+    let sam = SessionUser {
+        user_id: id,
+        username: Username::parse("sam").unwrap(),
+    };
     let now = crate::app::now_secs();
     s.create_session(NewSession {
         token_hash: [1; 32],
-        user_id: id,
+        user: sam.clone(),
         expires_at: now + 60,
     })
     .await
     .unwrap();
     s.create_session(NewSession {
         token_hash: [2; 32],
-        user_id: id,
+        user: sam,
         expires_at: now - 1,
     })
     .await
