@@ -25,6 +25,10 @@ pub struct Settings {
     /// Record request metrics (`/metrics`, `/api/metrics`, the live page).
     /// Off only to measure what measuring costs.
     pub metrics: bool,
+    /// Requests in progress at once, and how long each may take.
+    pub limits: crate::admission::Limits,
+    /// Failed sign-ins per account before it is locked for a while.
+    pub login_throttle: crate::auth::Throttle,
 }
 
 impl Default for Settings {
@@ -34,6 +38,8 @@ impl Default for Settings {
             cookie_secure: false,
             stage: "minigram",
             metrics: true,
+            limits: crate::admission::Limits::default(),
+            login_throttle: crate::auth::Throttle::default(),
         }
     }
 }
@@ -143,8 +149,27 @@ impl<S: Store> App<S> {
 
     /// Same answer and (one Argon2 verify) the same cost whether the user is
     /// unknown or the password is wrong.
+    /// Throttled per account (see [`auth::Throttle`]): a locked username is
+    /// answered 429 before any hashing, whether it exists or not.
     pub async fn login(&self, username: &str, password: &str) -> Result<SignedIn, ApiError> {
         let password = Password::for_login(password)?;
+        let throttle = self.settings.login_throttle;
+        let key = auth::throttle_key(username);
+        let strikes = if throttle.enabled() {
+            self.store.login_strikes(&key).await?
+        } else {
+            auth::Strikes::default()
+        };
+        if throttle.enabled() && strikes.count >= throttle.max_failures {
+            return Err(ApiError {
+                retry_after: Some(strikes.retry_after_secs.clamp(1, u32::MAX as u64) as u32),
+                ..ApiError::new(
+                    actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_attempts",
+                    "too many failed sign-ins for this username; wait and retry",
+                )
+            });
+        }
         let credentials = match Username::parse(username) {
             Ok(name) => self.store.credentials_for(name.as_str()).await?,
             Err(_) => None,
@@ -153,17 +178,25 @@ impl<S: Store> App<S> {
         let ok = self.hasher.verify(password, stored_hash).await?;
         match credentials {
             Some(c) if ok => {
+                if strikes.count > 0 {
+                    self.store.clear_login_strikes(&key).await?;
+                }
                 self.start_session(SessionUser {
                     user_id: c.user_id,
                     username: c.username,
                 })
                 .await
             }
-            _ => Err(ApiError::new(
-                actix_web::http::StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
-                "wrong username or password",
-            )),
+            _ => {
+                if throttle.enabled() {
+                    self.store.add_login_strike(&key, throttle.window).await?;
+                }
+                Err(ApiError::new(
+                    actix_web::http::StatusCode::UNAUTHORIZED,
+                    "invalid_credentials",
+                    "wrong username or password",
+                ))
+            }
         }
     }
 

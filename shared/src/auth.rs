@@ -210,6 +210,11 @@ impl Hasher {
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |w| {
+            if tx.is_closed() {
+                // The request gave up (timed out or the client left) while
+                // it waited: don't spend ~40 ms of a core on nobody.
+                return;
+            }
             let queued = started.elapsed();
             let hashing = Instant::now();
             let result = work(w);
@@ -347,5 +352,131 @@ mod tests {
         assert!(done >= 2, "one running and one queued must complete");
         assert!(shed >= 1, "six at once with room for two must shed some");
         assert_eq!(hasher.in_flight(), 0);
+    }
+}
+
+/// Per-account sign-in throttling: after `max_failures` wrong passwords
+/// for one username within `window` (counted from the first failure), that
+/// username gets `429 too_many_attempts` with `Retry-After` until the window
+/// ends, before any hash is computed. Unknown usernames are counted the same
+/// way, so the answer never tells whether an account exists. A successful
+/// sign-in clears the count. `max_failures = 0` turns it off.
+///
+/// The check and the count are separate steps, so a burst of parallel
+/// guesses may overshoot the limit by the number in flight (bounded by the
+/// hash queue); the next window starts only after that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    pub max_failures: u32,
+    pub window: Duration,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self {
+            max_failures: 10,
+            window: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Throttle {
+    pub fn enabled(&self) -> bool {
+        self.max_failures > 0
+    }
+}
+
+/// Failed sign-ins counted for one username in its current window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Strikes {
+    pub count: u32,
+    /// Seconds until the window (and any lock) ends.
+    pub retry_after_secs: u64,
+}
+
+/// The key failures are counted under: the username as typed, case-folded
+/// (names are unique regardless of case) and cut to a bounded length.
+pub fn throttle_key(username: &str) -> String {
+    username
+        .trim()
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// Failure counts kept in the process (stage 1 is one process). Bounded in
+/// practice: an entry is only created by a failed verify, and verifies are
+/// limited by the hasher (tens per second), and expired entries are dropped.
+#[derive(Default)]
+pub struct LocalStrikes {
+    /// A std Mutex: held for a map lookup only, never across an await.
+    counts: Mutex<std::collections::HashMap<String, (u32, Instant)>>,
+}
+
+impl LocalStrikes {
+    pub fn get(&self, key: &str) -> Strikes {
+        let now = Instant::now();
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        match counts.get(key) {
+            Some(&(count, ends)) if ends > now => Strikes {
+                count,
+                retry_after_secs: (ends - now).as_secs().max(1),
+            },
+            _ => Strikes::default(),
+        }
+    }
+
+    pub fn add(&self, key: &str, window: Duration) -> Strikes {
+        let now = Instant::now();
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if counts.len() >= 4096 {
+            counts.retain(|_, (_, ends)| *ends > now);
+        }
+        let entry = counts.entry(key.to_owned()).or_insert((0, now + window));
+        if entry.1 <= now {
+            *entry = (0, now + window);
+        }
+        entry.0 += 1;
+        Strikes {
+            count: entry.0,
+            retry_after_secs: (entry.1 - now).as_secs().max(1),
+        }
+    }
+
+    pub fn clear(&self, key: &str) {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+
+    #[test]
+    fn strikes_count_within_a_window_and_reset_after_it() {
+        let strikes = LocalStrikes::default();
+        assert_eq!(strikes.get("bob").count, 0);
+        strikes.add("bob", Duration::from_secs(60));
+        let two = strikes.add("bob", Duration::from_secs(60));
+        assert_eq!(two.count, 2);
+        assert!((59..=60).contains(&two.retry_after_secs));
+        assert_eq!(strikes.get("bob").count, 2);
+        assert_eq!(strikes.get("alice").count, 0);
+        strikes.add("short", Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(strikes.get("short").count, 0, "window over");
+        assert_eq!(strikes.add("short", Duration::from_secs(60)).count, 1);
+        strikes.clear("bob");
+        assert_eq!(strikes.get("bob").count, 0);
+    }
+
+    #[test]
+    fn keys_ignore_case_and_length() {
+        assert_eq!(throttle_key(" Bob "), "bob");
+        assert_eq!(throttle_key(&"x".repeat(1000)).len(), 64);
     }
 }

@@ -23,6 +23,20 @@ pub struct AppArgs {
     /// Mark the session cookie Secure (set when serving over TLS).
     #[arg(long, env = "MINIGRAM_COOKIE_SECURE")]
     pub cookie_secure: bool,
+    /// Requests that may be in progress at once; past that a request is
+    /// answered 503 `overloaded` with Retry-After at once.
+    #[arg(long, env = "MINIGRAM_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+    /// Seconds a request may take before it is answered 503 `timeout`.
+    #[arg(long, env = "MINIGRAM_REQUEST_TIMEOUT_SECS", default_value_t = 15)]
+    pub request_timeout_secs: u64,
+    /// Failed sign-ins per username before it gets 429 for the rest of the
+    /// window (0: no throttling).
+    #[arg(long, env = "MINIGRAM_LOGIN_MAX_FAILURES", default_value_t = 10)]
+    pub login_max_failures: u32,
+    /// Seconds of the window failed sign-ins are counted in.
+    #[arg(long, env = "MINIGRAM_LOGIN_WINDOW_SECS", default_value_t = 300)]
+    pub login_window_secs: u64,
     /// Request metrics and the live page (`off` only to measure their cost).
     #[arg(long, env = "MINIGRAM_METRICS", value_enum, default_value = "on")]
     pub metrics: Toggle,
@@ -41,6 +55,14 @@ impl AppArgs {
             cookie_secure: self.cookie_secure,
             stage,
             metrics: self.metrics == Toggle::On,
+            limits: crate::admission::Limits {
+                max_in_flight: self.max_in_flight.max(1),
+                request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
+            },
+            login_throttle: crate::auth::Throttle {
+                max_failures: self.login_max_failures,
+                window: std::time::Duration::from_secs(self.login_window_secs.max(1)),
+            },
         }
     }
 

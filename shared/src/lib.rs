@@ -10,6 +10,7 @@
 //! A request reads: route table ([`api::configure`]) → handler → domain
 //! parse → one `Store` call → JSON.
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod auth;

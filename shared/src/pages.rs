@@ -187,12 +187,17 @@ async fn page_session<S: Store>(
     }
 }
 
-fn session_cookie<S>(app: &App<S>, token: &str) -> Cookie<'static> {
+/// Secure when the app is told it is served over TLS (`--cookie-secure`),
+/// or when the request came over HTTPS, directly or through a proxy that
+/// says so (`X-Forwarded-Proto`/`Forwarded`): trusting that header can only
+/// make the cookie stricter.
+fn session_cookie<S>(app: &App<S>, req: &HttpRequest, token: &str) -> Cookie<'static> {
+    let tls = app.settings.cookie_secure || req.connection_info().scheme() == "https";
     Cookie::build(SESSION_COOKIE, token.to_owned())
         .path("/")
         .http_only(true)
         .same_site(SameSite::Lax)
-        .secure(app.settings.cookie_secure)
+        .secure(tls)
         .max_age(time::Duration::seconds(auth::SESSION_TTL.as_secs() as i64))
         .finish()
 }
@@ -411,7 +416,7 @@ async fn login_submit<S: Store>(
         return error_page(None, forbidden());
     }
     match app.login(&form.username, &form.password).await {
-        Ok(signed_in) => signed_in_redirect(&app, signed_in),
+        Ok(signed_in) => signed_in_redirect(&app, &req, signed_in),
         Err(e) if e.status.is_client_error() => html(
             e.status,
             &LoginPage {
@@ -424,10 +429,10 @@ async fn login_submit<S: Store>(
     }
 }
 
-fn signed_in_redirect<S>(app: &App<S>, signed_in: SignedIn) -> HttpResponse {
+fn signed_in_redirect<S>(app: &App<S>, req: &HttpRequest, signed_in: SignedIn) -> HttpResponse {
     let mut res = see_other("/");
     // The cookie is valid (ASCII hex); adding it cannot fail.
-    let _ = res.add_cookie(&session_cookie(app, &signed_in.token));
+    let _ = res.add_cookie(&session_cookie(app, req, &signed_in.token));
     res
 }
 
@@ -454,7 +459,7 @@ async fn register_submit<S: Store>(
     }
     let email = Some(form.email.as_str()).filter(|e| !e.is_empty());
     match app.register(&form.username, &form.password, email).await {
-        Ok(signed_in) => signed_in_redirect(&app, signed_in),
+        Ok(signed_in) => signed_in_redirect(&app, &req, signed_in),
         Err(e) if e.status.is_client_error() => html(
             e.status,
             &RegisterPage {
@@ -502,7 +507,7 @@ async fn logout_submit<S: Store>(
         return error_page(Some(&session), e);
     }
     let mut res = see_other("/login");
-    let mut gone = session_cookie(&app, "");
+    let mut gone = session_cookie(&app, &req, "");
     gone.make_removal();
     let _ = res.add_cookie(&gone);
     res

@@ -7,6 +7,7 @@ use anyhow::Context;
 use std::net::TcpListener;
 use std::sync::Arc;
 
+use crate::admission::{self, Admission};
 use crate::app::App;
 use crate::error::{json_error, query_error};
 use crate::store::Store;
@@ -40,11 +41,13 @@ impl Application {
             telemetry.start_sampler();
         }
         let telemetry = web::Data::new(telemetry);
+        let admission = web::Data::new(Admission::new(app.settings.limits.clone()));
         let data = web::Data::new(app);
         let mut server = HttpServer::new(move || {
             ActixApp::new()
                 .app_data(data.clone())
                 .app_data(telemetry.clone())
+                .app_data(admission.clone())
                 .app_data(
                     web::JsonConfig::default()
                         .limit(64 * 1024)
@@ -53,6 +56,7 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
                 .app_data(web::FormConfig::default().limit(64 * 1024))
                 .wrap(from_fn(timing::server_timing))
+                .wrap(from_fn(admission::admit))
                 .wrap(Condition::new(
                     metrics_on,
                     from_fn(telemetry::record_requests),

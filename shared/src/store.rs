@@ -253,6 +253,23 @@ pub trait Store: Clone + Send + Sync + 'static {
         token_hash: [u8; 32],
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
+    /// Failed sign-ins counted for a throttle key (see [`crate::auth::Throttle`]).
+    fn login_strikes(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = StoreResult<crate::auth::Strikes>> + Send;
+
+    /// Counts one more failed sign-in; a new window of `window` starts with
+    /// the first failure after the last one ended.
+    fn add_login_strike(
+        &self,
+        key: &str,
+        window: std::time::Duration,
+    ) -> impl Future<Output = StoreResult<crate::auth::Strikes>> + Send;
+
+    /// Forgets the failures of a key (after a successful sign-in).
+    fn clear_login_strikes(&self, key: &str) -> impl Future<Output = StoreResult<()>> + Send;
+
     fn user_profile(
         &self,
         viewer: Option<UserId>,

@@ -12,6 +12,7 @@
 //! write gets SQLITE_BUSY at once in WAL mode, ignoring busy_timeout.
 
 use anyhow::Context;
+use minigram::auth::{LocalStrikes, Strikes};
 use minigram::domain::{Email, PageQuery, PhotoId, UserId, Username};
 use minigram::store::{
     Credentials, Dataset, FollowState, ImportSummary, LikeState, MyProfile, NewPhoto, NewSession,
@@ -102,6 +103,7 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     read_gate: Semaphore,
     stats: SqliteStats,
+    strikes: LocalStrikes,
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -156,6 +158,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::with_capacity(max_readers)),
                 read_gate: Semaphore::new(max_readers),
                 stats: SqliteStats::default(),
+                strikes: LocalStrikes::default(),
                 config,
             }),
         })
@@ -463,6 +466,21 @@ impl Store for SqliteStore {
             Ok(n > 0)
         })
         .await
+    }
+
+    // Stage 1 is one process: failures are counted in memory (a restart
+    // forgets them, which only ever unlocks an account early).
+    async fn login_strikes(&self, key: &str) -> StoreResult<Strikes> {
+        Ok(self.inner.strikes.get(key))
+    }
+
+    async fn add_login_strike(&self, key: &str, window: Duration) -> StoreResult<Strikes> {
+        Ok(self.inner.strikes.add(key, window))
+    }
+
+    async fn clear_login_strikes(&self, key: &str) -> StoreResult<()> {
+        self.inner.strikes.clear(key);
+        Ok(())
     }
 
     async fn user_profile(

@@ -34,6 +34,7 @@
 
 use anyhow::Context;
 use bb8_redis::RedisConnectionManager;
+use minigram::auth::Strikes;
 use minigram::domain::{Email, PageQuery, PhotoId, UserId, Username};
 use minigram::store::{
     Credentials, Dataset, FollowState, ImportSummary, LikeState, MyProfile, NewPhoto, NewSession,
@@ -625,6 +626,27 @@ impl Stage2Store {
     }
 }
 
+/// Failed sign-ins are counted in Redis so every process sees them: one key
+/// per username, created by the first failure with the window as its expiry
+/// (KEYS: counter; ARGV: window in ms). Returns {count, ms left}.
+const ADD_STRIKE: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return {n, redis.call('PTTL', KEYS[1])}
+";
+
+/// {count, ms left} of a username's current window ({0, -2} if none).
+const READ_STRIKES: &str = r"
+return {tonumber(redis.call('GET', KEYS[1]) or '0'), redis.call('PTTL', KEYS[1])}
+";
+
+fn strikes(count: u32, ttl_ms: i64) -> Strikes {
+    Strikes {
+        count,
+        retry_after_secs: (ttl_ms.max(0) as u64).div_ceil(1000).max(1),
+    }
+}
+
 /// Store the rebuilt feed only if no invalidation happened since the reader
 /// read the generation (KEYS: feed, generation, lock; ARGV: generation as
 /// read, ids, ttl). Always releases the rebuild lock.
@@ -836,6 +858,32 @@ impl Store for Stage2Store {
             .clone();
         let removed: i64 = self.session_redis(&cmd).await?;
         Ok(removed > 0)
+    }
+
+    async fn login_strikes(&self, key: &str) -> StoreResult<Strikes> {
+        let cmd = redis::cmd("EVAL")
+            .arg(READ_STRIKES)
+            .arg(1)
+            .arg(self.key("loginfail", key))
+            .clone();
+        let (count, ttl_ms): (u32, i64) = self.session_redis(&cmd).await?;
+        Ok(strikes(count, ttl_ms))
+    }
+
+    async fn add_login_strike(&self, key: &str, window: Duration) -> StoreResult<Strikes> {
+        let cmd = redis::cmd("EVAL")
+            .arg(ADD_STRIKE)
+            .arg(1)
+            .arg(self.key("loginfail", key))
+            .arg(window.as_millis().max(1) as u64)
+            .clone();
+        let (count, ttl_ms): (u32, i64) = self.session_redis(&cmd).await?;
+        Ok(strikes(count, ttl_ms))
+    }
+
+    async fn clear_login_strikes(&self, key: &str) -> StoreResult<()> {
+        let cmd = redis::cmd("DEL").arg(self.key("loginfail", key)).clone();
+        self.session_redis::<()>(&cmd).await
     }
 
     async fn user_profile(

@@ -6,6 +6,7 @@
 //! the `Store` use cases directly. A stage runs both with one line in its
 //! tests: `minigram::contract_tests!(MyBackend);`.
 
+pub mod abuse;
 pub mod http;
 pub mod load;
 pub mod observe;
@@ -23,6 +24,10 @@ macro_rules! contract_tests {
         mod storage_contract {
             use super::*;
             $crate::storage_contract_tests!($backend);
+        }
+        mod abuse {
+            use super::*;
+            $crate::abuse_contract_tests!($backend);
         }
         mod observability {
             use super::*;
@@ -247,6 +252,30 @@ impl<B: Backend> TestApp<B> {
             req = req.bearer_auth(t);
         }
         req.send().await.unwrap()
+    }
+
+    /// Registers `name` through the HTML form (as a browser would, with
+    /// `X-Forwarded-Proto: proto` when a TLS proxy is in front).
+    pub async fn form_login(&self, name: &str, forwarded_proto: Option<&str>) -> Response {
+        let mut req = self
+            .client
+            .post(self.url("/register"))
+            .header("origin", self.address.clone())
+            .form(&[
+                ("username", name),
+                ("password", "password123"),
+                ("email", ""),
+            ]);
+        if let Some(proto) = forwarded_proto {
+            req = req.header("x-forwarded-proto", proto);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(
+            res.status(),
+            StatusCode::SEE_OTHER,
+            "form sign-up of {name}"
+        );
+        res
     }
 
     /// Uploads a generated PNG and returns the photo JSON.
