@@ -11,6 +11,8 @@
 //!   signs in.
 
 use goose::prelude::*;
+
+use crate::acks;
 use rand::Rng;
 use serde_json::{Value, json};
 use std::sync::OnceLock;
@@ -23,9 +25,24 @@ pub struct JourneyConfig {
     pub seeded_users: usize,
     /// Think time between a user's actions.
     pub think: (Duration, Duration),
+    /// Which people, in which proportions.
+    pub mix: Mix,
+}
+
+/// The proportions of the journeys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mix {
+    /// newcomer 1 : returning 6 : lurker 3 (a social app: mostly reads).
+    Default,
+    /// newcomer 3 : returning 2, no lurkers: registrations, follows, likes,
+    /// uploads, sign-ins (the crash test's write-heavy load).
+    Writes,
 }
 
 static CONFIG: OnceLock<JourneyConfig> = OnceLock::new();
+
+/// The password of every account a newcomer registers.
+const NEWCOMER_PASSWORD: &str = "load-test-password";
 static PHOTO: OnceLock<Vec<u8>> = OnceLock::new();
 
 fn config() -> &'static JourneyConfig {
@@ -50,6 +67,7 @@ fn photo() -> Vec<u8> {
 struct Session {
     token: String,
     user_id: i64,
+    username: String,
     /// Photo ids from the last feed or explore page read.
     seen: Vec<i64>,
 }
@@ -58,6 +76,10 @@ struct Session {
 pub fn scenarios(hosts: &[String], cfg: JourneyConfig) -> Result<Vec<Scenario>, GooseError> {
     let _ = CONFIG.set(cfg);
     let (min, max) = config().think;
+    let (newcomers, returning) = match config().mix {
+        Mix::Default => (1, 6),
+        Mix::Writes => (3, 2),
+    };
     let mut all = Vec::new();
     for host in hosts {
         // Scenario names must differ per host.
@@ -68,7 +90,7 @@ pub fn scenarios(hosts: &[String], cfg: JourneyConfig) -> Result<Vec<Scenario>, 
         };
         all.push(
             Scenario::new(&format!("newcomer{tag}"))
-                .set_weight(1)?
+                .set_weight(newcomers)?
                 .set_host(host)
                 .set_wait_time(min, max)?
                 // Every iteration is a new person arriving: registration is
@@ -81,7 +103,7 @@ pub fn scenarios(hosts: &[String], cfg: JourneyConfig) -> Result<Vec<Scenario>, 
         );
         all.push(
             Scenario::new(&format!("returning{tag}"))
-                .set_weight(6)?
+                .set_weight(returning)?
                 .set_host(host)
                 .set_wait_time(min, max)?
                 // Every iteration is one visit: log in, read, like, log out.
@@ -91,6 +113,9 @@ pub fn scenarios(hosts: &[String], cfg: JourneyConfig) -> Result<Vec<Scenario>, 
                 .register_transaction(transaction!(like_one).set_name("like"))
                 .register_transaction(transaction!(logout).set_name("logout")),
         );
+        if config().mix == Mix::Writes {
+            continue;
+        }
         all.push(
             Scenario::new(&format!("lurker{tag}"))
                 .set_weight(3)?
@@ -110,6 +135,7 @@ pub fn explore_only(host: &str) -> Result<Scenario, GooseError> {
     let _ = CONFIG.set(JourneyConfig {
         seeded_users: 1,
         think: (Duration::ZERO, Duration::ZERO),
+        mix: Mix::Default,
     });
     Ok(Scenario::new("explore only")
         .set_host(host)
@@ -237,17 +263,33 @@ fn remember(user: &mut GooseUser, page: &Value) {
         None => user.set_session_data(Session {
             token: String::new(),
             user_id: 0,
+            username: String::new(),
             seen,
         }),
     }
 }
 
-fn start_session(user: &mut GooseUser, v: &Value) {
-    user.set_session_data(Session {
+/// Remembers who signed in, and logs the new session as an acknowledged
+/// write (`register` or `login`) with what `verify` needs to sign in again.
+fn start_session(user: &mut GooseUser, v: &Value, write: &str, password: &str) {
+    let session = Session {
         token: v["token"].as_str().unwrap_or_default().to_owned(),
         user_id: v["userId"].as_i64().unwrap_or_default(),
+        username: v["username"].as_str().unwrap_or_default().to_owned(),
         seen: Vec::new(),
-    });
+    };
+    acks::record(json!({
+        "write": write,
+        "userId": session.user_id,
+        "username": session.username,
+        "password": password,
+        "token": session.token,
+    }));
+    user.set_session_data(session);
+}
+
+fn me(user: &GooseUser) -> i64 {
+    user.get_session_data::<Session>().map_or(0, |s| s.user_id)
 }
 
 async fn register(user: &mut GooseUser) -> TransactionResult {
@@ -256,7 +298,7 @@ async fn register(user: &mut GooseUser) -> TransactionResult {
         user.weighted_users_index,
         rand::rng().random::<u32>()
     );
-    let body = json!({"username": name, "password": "load-test-password"});
+    let body = json!({"username": name, "password": NEWCOMER_PASSWORD});
     let v = call(
         user,
         GooseMethod::Post,
@@ -267,7 +309,7 @@ async fn register(user: &mut GooseUser) -> TransactionResult {
         signed_in,
     )
     .await?;
-    start_session(user, &v);
+    start_session(user, &v, "register", NEWCOMER_PASSWORD);
     Ok(())
 }
 
@@ -284,7 +326,7 @@ async fn login(user: &mut GooseUser) -> TransactionResult {
         signed_in,
     )
     .await?;
-    start_session(user, &v);
+    start_session(user, &v, "login", minigram::seed::SEED_PASSWORD);
     Ok(())
 }
 
@@ -300,13 +342,14 @@ async fn logout(user: &mut GooseUser) -> TransactionResult {
     )
     .await?;
     if let Some(s) = user.get_session_data_mut::<Session>() {
+        acks::record(json!({"write": "logout", "userId": s.user_id, "token": s.token}));
         s.token.clear();
     }
     Ok(())
 }
 
 async fn follow_popular(user: &mut GooseUser) -> TransactionResult {
-    let me = user.get_session_data::<Session>().map_or(0, |s| s.user_id);
+    let me = me(user);
     for _ in 0..3 {
         // "Popular" accounts: the first seeded users, whom the seed skews
         // follows towards.
@@ -331,6 +374,7 @@ async fn follow_popular(user: &mut GooseUser) -> TransactionResult {
             },
         )
         .await?;
+        acks::record(json!({"write": "follow", "userId": me, "followee": target}));
     }
     Ok(())
 }
@@ -413,11 +457,12 @@ async fn like_one(user: &mut GooseUser) -> TransactionResult {
         },
     )
     .await?;
+    acks::record(json!({"write": "like", "userId": me(user), "photoId": id}));
     Ok(())
 }
 
 async fn upload(user: &mut GooseUser) -> TransactionResult {
-    call(
+    let v = call(
         user,
         GooseMethod::Post,
         "/api/photos",
@@ -438,6 +483,9 @@ async fn upload(user: &mut GooseUser) -> TransactionResult {
         },
     )
     .await?;
+    acks::record(
+        json!({"write": "upload", "userId": me(user), "photoId": v["id"], "url": v["url"]}),
+    );
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! short table. The file is written to a temporary name and renamed when
 //! the run is complete, so a half-finished run never looks like a result.
 
+mod acks;
 mod calibrate;
 mod journeys;
 mod step;
@@ -27,7 +28,9 @@ const EXAMPLES: &str = "Examples:
   loadtests breaking --host http://127.0.0.1:8081 --host http://127.0.0.1:8082 --slo p95=300ms,errors=0.5%
   loadtests load --host http://127.0.0.1:8080 --users 64 --duration 60
   loadtests spike --host http://127.0.0.1:8080 --users 16 --spike-users 256
-  loadtests soak --host http://127.0.0.1:8080 --users 32 --duration 600";
+  loadtests soak --host http://127.0.0.1:8080 --users 32 --duration 600
+  loadtests load --host http://127.0.0.1:8080 --mix writes --think-ms 0-0 --ack-log acks.jsonl
+  loadtests verify --host http://127.0.0.1:8080 --ack-log acks.jsonl";
 
 #[derive(Debug, Parser)]
 #[command(name = "loadtests", version, about = "Goose user journeys against Minigram; find where a stage breaks and why", after_help = EXAMPLES)]
@@ -48,6 +51,9 @@ enum Mode {
     Soak(Common),
     /// A sudden jump to `--spike-users` and back: the error burst and the time to recover.
     Spike(Spike),
+    /// Checks that every write in an `--ack-log` is in a server's data (e.g.
+    /// after a crash and restart); exits 1 if any is missing.
+    Verify(acks::VerifyArgs),
     /// The generator's own CPU per request (Goose), next to wrk's on the
     /// same endpoint (`GET /api/explore`), in the same session.
     Calibrate(Common),
@@ -77,6 +83,13 @@ pub struct Common {
     /// The service level objective, e.g. `p95=500ms,errors=1%`.
     #[arg(long, default_value = "p95=500ms,errors=1%")]
     pub slo: String,
+    /// Which people, in which proportions (`writes`: the crash test's mix).
+    #[arg(long, value_enum, default_value = "default")]
+    pub mix: journeys::Mix,
+    /// Append every acknowledged (2xx) write to FILE, one JSON line each,
+    /// for `loadtests verify`.
+    #[arg(long, value_name = "FILE")]
+    pub ack_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -142,6 +155,7 @@ pub async fn prepare(c: &Common) -> anyhow::Result<(Slo, JourneyConfig, Vec<Valu
     let journeys = JourneyConfig {
         seeded_users: c.seeded_users,
         think: think(&c.think_ms)?,
+        mix: c.mix,
     };
     let client = reqwest::Client::new();
     let mut servers = Vec::new();
@@ -201,13 +215,16 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     if let Mode::Calibrate(c) = &cli.mode {
         return calibrate::run(c).await;
     }
+    if let Mode::Verify(v) = &cli.mode {
+        return acks::run(v).await;
+    }
     let (mode, common) = match &cli.mode {
         Mode::Smoke(c) => ("smoke", c.clone()),
         Mode::Load(c) => ("load", c.clone()),
         Mode::Soak(c) => ("soak", c.clone()),
         Mode::Breaking(b) => ("breaking", b.common.clone()),
         Mode::Spike(s) => ("spike", s.common.clone()),
-        Mode::Calibrate(_) => unreachable!("handled above"),
+        Mode::Calibrate(_) | Mode::Verify(_) => unreachable!("handled above"),
     };
     if let Mode::Breaking(b) = &cli.mode {
         anyhow::ensure!(b.max_users > 0, "--max-users must be at least 1");
@@ -220,6 +237,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         .map(|h| h.trim_end_matches('/').to_owned())
         .collect();
     let stage = servers[0]["stage"].as_str().unwrap_or("unknown").to_owned();
+    if let Some(log) = &common.ack_log {
+        acks::open(log)?;
+    }
     let out = common
         .json_out
         .clone()
@@ -260,7 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
             (vec![s], None, ok.is_ok())
         }
-        Mode::Calibrate(_) => unreachable!("handled above"),
+        Mode::Calibrate(_) | Mode::Verify(_) => unreachable!("handled above"),
         Mode::Soak(_) => {
             let parts = (common.duration / 30).clamp(2, 20);
             let secs = common.duration / parts;

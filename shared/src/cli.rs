@@ -146,6 +146,49 @@ pub async fn seed_into<S: crate::Store>(
     Ok(())
 }
 
+/// `check`: is the stored data consistent (after a crash, say)? Prints the
+/// counts and every problem, including photo rows whose image file is
+/// missing; fails if there is any.
+pub async fn check_store<S: crate::Store>(
+    store: &S,
+    uploads: &std::path::Path,
+    storage: &str,
+) -> anyhow::Result<()> {
+    let mut report = store
+        .integrity()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot check {storage}: {e}"))?;
+    let missing = report
+        .files
+        .iter()
+        .filter(|f| !uploads.join(f).is_file())
+        .count();
+    if missing > 0 {
+        report.problems.push(format!(
+            "{missing} image files that photo rows point to are missing from {}",
+            uploads.display()
+        ));
+    }
+    println!(
+        "{storage}: {} users, {} photos ({} image files), {} likes, {} follows",
+        report.users,
+        report.photos,
+        report.files.len(),
+        report.likes,
+        report.follows
+    );
+    for p in &report.problems {
+        println!("PROBLEM: {p}");
+    }
+    anyhow::ensure!(
+        report.problems.is_empty(),
+        "{} consistency problems in {storage}",
+        report.problems.len()
+    );
+    println!("consistent: like counters match like rows, every photo has its image file");
+    Ok(())
+}
+
 /// The address to print for `listen` once bound to `port` (a wildcard
 /// host is shown as 127.0.0.1).
 pub fn local_address(listen: &str, port: u16) -> String {

@@ -221,6 +221,21 @@ pub struct ImportSummary {
     pub likes: u64,
 }
 
+/// What `check` found in storage: row counts, and every inconsistency (a
+/// like counter that disagrees with the like rows, a dangling reference, a
+/// corrupt page). Empty `problems` means consistent.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Integrity {
+    pub users: i64,
+    pub photos: i64,
+    pub likes: i64,
+    pub follows: i64,
+    pub problems: Vec<String>,
+    /// Distinct image files the photo rows point to (checked on disk by the caller).
+    #[serde(skip)]
+    pub files: Vec<String>,
+}
+
 /// Everything Minigram asks of its storage. Every method is one use case and
 /// one atomic step: counts returned are those committed by the same call.
 pub trait Store: Clone + Send + Sync + 'static {
@@ -325,6 +340,10 @@ pub trait Store: Clone + Send + Sync + 'static {
         owner: UserId,
         page: PageQuery,
     ) -> impl Future<Output = StoreResult<Option<PhotoPage>>> + Send;
+
+    /// Checks the stored data for consistency (after a crash, say). Reads
+    /// everything: an offline tool, not a request path.
+    fn integrity(&self) -> impl Future<Output = StoreResult<Integrity>> + Send;
 
     /// Loads a generated dataset in bulk (one transaction or COPY).
     fn import(&self, data: Dataset) -> impl Future<Output = StoreResult<ImportSummary>> + Send;

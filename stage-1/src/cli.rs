@@ -1,4 +1,4 @@
-//! Stage 1's command line: `serve` (the default) and `seed`.
+//! Stage 1's command line: `serve` (the default), `seed` and `check`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -13,6 +13,7 @@ const EXAMPLES: &str = "Examples:
   stage-1                                   serve on 127.0.0.1:8080 with ./data/stage-1
   stage-1 --listen 0.0.0.0:9000 --data-dir /tmp/mg
   stage-1 --journal-mode delete --synchronous full   the slow, classic rollback journal
+  stage-1 check --data-dir /tmp/mg          after a crash: are the data consistent?
   stage-1 seed --users 10000 --photos 100000 --follows-per-user 50 --likes 200000";
 
 #[derive(Debug, Parser)]
@@ -31,6 +32,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Fill an empty data directory with a generated dataset.
     Seed(SeedCommand),
+    /// Check the stored data for consistency (e.g. after a crash); exit 1 on a problem.
+    Check(StorageArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -109,6 +112,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Seed(args)) => seed_command(args).await,
+        Some(Command::Check(storage)) => {
+            let store = storage.open()?;
+            let name = database_path(&storage.data_dir).display().to_string();
+            minigram::cli::check_store(&store, &uploads_dir(&storage.data_dir), &name).await
+        }
     }
 }
 

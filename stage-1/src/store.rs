@@ -15,8 +15,9 @@ use anyhow::Context;
 use minigram::auth::{LocalStrikes, Strikes};
 use minigram::domain::{Email, PageQuery, PhotoId, UserId, Username};
 use minigram::store::{
-    Credentials, Dataset, FollowState, ImportSummary, LikeState, MyProfile, NewPhoto, NewSession,
-    NewUser, Photo, PhotoPage, SessionUser, Store, StoreError, StoreResult, UserProfile,
+    Credentials, Dataset, FollowState, ImportSummary, Integrity, LikeState, MyProfile, NewPhoto,
+    NewSession, NewUser, Photo, PhotoPage, SessionUser, Store, StoreError, StoreResult,
+    UserProfile,
 };
 use minigram::telemetry::Figure;
 use minigram::timing;
@@ -377,6 +378,46 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         self.read("ping", |c| c.query_row("SELECT 1", [], |_| Ok(())))
             .await
+    }
+
+    async fn integrity(&self) -> StoreResult<Integrity> {
+        self.read("checking integrity", |c| {
+            let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0));
+            let mut problems: Vec<String> = c
+                .prepare("PRAGMA integrity_check")?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .filter(|line| line != "ok")
+                .map(|line| format!("sqlite integrity_check: {line}"))
+                .collect();
+            let dangling = count("SELECT COUNT(*) FROM pragma_foreign_key_check")?;
+            if dangling > 0 {
+                problems.push(format!("{dangling} rows point to missing rows"));
+            }
+            let wrong = count(
+                "SELECT COUNT(*) FROM photos p
+                 WHERE p.like_count <> (SELECT COUNT(*) FROM likes l WHERE l.photo_id = p.id)",
+            )?;
+            if wrong > 0 {
+                problems.push(format!(
+                    "{wrong} photos' like_count differs from their like rows"
+                ));
+            }
+            let files = c
+                .prepare("SELECT DISTINCT file_name FROM photos")?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Integrity {
+                users: count("SELECT COUNT(*) FROM users")?,
+                photos: count("SELECT COUNT(*) FROM photos")?,
+                likes: count("SELECT COUNT(*) FROM likes")?,
+                follows: count("SELECT COUNT(*) FROM follows")?,
+                problems,
+                files,
+            })
+        })
+        .await
     }
 
     async fn is_empty(&self) -> StoreResult<bool> {

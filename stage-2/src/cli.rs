@@ -1,4 +1,4 @@
-//! Stage 2's command line: `serve` (the default) and `seed`.
+//! Stage 2's command line: `serve` (the default), `seed` and `check`.
 
 use clap::{Parser, Subcommand};
 use minigram::cli::{AppArgs, uploads_dir};
@@ -13,6 +13,7 @@ const EXAMPLES: &str = "Examples:
   stage-2 --listen 127.0.0.1:8082           a second process: same database, same Redis, same uploads
   stage-2 --database-url postgres://postgres@db:5432/minigram --redis-url redis://cache:6379
   stage-2 --feed-cache off                  every feed read goes to Postgres
+  stage-2 check                             after a crash: are the data consistent?
   stage-2 seed --users 10000 --photos 100000 --follows-per-user 50 --likes 200000";
 
 #[derive(Debug, Parser)]
@@ -32,6 +33,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Fill an empty database with a generated dataset (COPY).
     Seed(SeedCommand),
+    /// Check the stored data for consistency (e.g. after a crash); exit 1 on a problem.
+    Check(StorageArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -119,6 +122,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Seed(args)) => seed_command(args).await,
+        Some(Command::Check(storage)) => {
+            let store = Stage2Store::connect(storage.config()).await?;
+            let uploads = uploads_dir(&storage.data_dir);
+            minigram::cli::check_store(&store, &uploads, &storage.database_url).await
+        }
     }
 }
 

@@ -37,8 +37,9 @@ use bb8_redis::RedisConnectionManager;
 use minigram::auth::Strikes;
 use minigram::domain::{Email, PageQuery, PhotoId, UserId, Username};
 use minigram::store::{
-    Credentials, Dataset, FollowState, ImportSummary, LikeState, MyProfile, NewPhoto, NewSession,
-    NewUser, Photo, PhotoPage, SessionUser, Store, StoreError, StoreResult, UserProfile,
+    Credentials, Dataset, FollowState, ImportSummary, Integrity, LikeState, MyProfile, NewPhoto,
+    NewSession, NewUser, Photo, PhotoPage, SessionUser, Store, StoreError, StoreResult,
+    UserProfile,
 };
 use minigram::telemetry::Figure;
 use minigram::timing::{self, Phase};
@@ -774,6 +775,44 @@ impl Store for Stage2Store {
             .await?;
         self.session_redis::<String>(&redis::cmd("PING")).await?;
         Ok(())
+    }
+
+    async fn integrity(&self) -> StoreResult<Integrity> {
+        let pg = &self.inner.pg;
+        let count = |sql: &'static str| async move {
+            self.db(
+                "checking integrity",
+                sqlx::query_scalar::<_, i64>(sql).fetch_one(pg),
+            )
+            .await
+        };
+        let mut problems = Vec::new();
+        // Foreign keys are enforced by Postgres; the like counter is ours.
+        let wrong = count(
+            "SELECT COUNT(*) FROM photos p
+             WHERE p.like_count <> (SELECT COUNT(*) FROM likes l WHERE l.photo_id = p.id)",
+        )
+        .await?;
+        if wrong > 0 {
+            problems.push(format!(
+                "{wrong} photos' like_count differs from their like rows"
+            ));
+        }
+        let files = self
+            .db(
+                "checking integrity",
+                sqlx::query_scalar::<_, String>("SELECT DISTINCT file_name FROM photos")
+                    .fetch_all(pg),
+            )
+            .await?;
+        Ok(Integrity {
+            users: count("SELECT COUNT(*) FROM users").await?,
+            photos: count("SELECT COUNT(*) FROM photos").await?,
+            likes: count("SELECT COUNT(*) FROM likes").await?,
+            follows: count("SELECT COUNT(*) FROM follows").await?,
+            problems,
+            files,
+        })
     }
 
     async fn is_empty(&self) -> StoreResult<bool> {

@@ -7,6 +7,7 @@
 //! tests: `minigram::contract_tests!(MyBackend);`.
 
 pub mod abuse;
+pub mod crash;
 pub mod http;
 pub mod load;
 pub mod observe;
