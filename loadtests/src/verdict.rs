@@ -131,16 +131,21 @@ pub fn smoke_ok(s: &Step) -> Result<(), String> {
     Ok(())
 }
 
-/// The step's one-second server samples of a figure.
-fn figure_samples(server: &Value, key: &str, secs: f64) -> Vec<f64> {
+/// The step's last `secs` one-second server samples, picked by `pick`.
+fn samples(server: &Value, secs: f64, pick: impl Fn(&Value) -> Option<f64>) -> Vec<f64> {
     let history = server["history"].as_array().cloned().unwrap_or_default();
     let take = (secs.ceil() as usize).max(1);
-    history
-        .iter()
-        .rev()
-        .take(take)
-        .filter_map(|s| s["figures"][key].as_f64())
-        .collect()
+    history.iter().rev().take(take).filter_map(pick).collect()
+}
+
+/// The step's one-second server samples of a stage figure.
+fn figure_samples(server: &Value, key: &str, secs: f64) -> Vec<f64> {
+    samples(server, secs, |s| s["figures"][key].as_f64())
+}
+
+/// The step's one-second server samples of a top-level number (shed, rssMib...).
+fn figure_samples_top(server: &Value, key: &str, secs: f64) -> Vec<f64> {
+    samples(server, secs, |s| s[key].as_f64())
 }
 
 /// The mean over the step's one-second server samples of a figure.
@@ -333,18 +338,28 @@ pub async fn spike<'a>(
             break;
         }
     }
+    // From the servers' one-second samples over the spike (the snapshot's
+    // own numbers cover only its last 10 s).
     let spiked = &steps[1];
-    let shed: u64 = spiked
-        .server
+    // The spike's seconds, and its ramp-up second before them.
+    let window = secs as f64 + 1.0;
+    let per_server = |key: &str| -> Vec<Vec<f64>> {
+        spiked
+            .server
+            .iter()
+            .map(|m| figure_samples_top(m, key, window))
+            .collect()
+    };
+    let shed: f64 = per_server("shed").iter().flatten().sum();
+    let shed_max_ms = per_server("shedMaxMs")
         .iter()
-        .filter_map(|m| m["shed"].as_u64())
+        .flatten()
+        .fold(0.0f64, |a, b| a.max(*b));
+    let peak_rss_mib: f64 = per_server("rssMib")
+        .iter()
+        .map(|s| s.iter().fold(0.0f64, |a, b| a.max(*b)))
         .sum();
-    let peak_rss = spiked
-        .server
-        .iter()
-        .filter_map(|m| m["processRssBytes"].as_u64())
-        .max()
-        .unwrap_or(0);
+    let server_up = spiked.server.iter().all(|m| !m.is_null());
     Ok((
         steps.clone(),
         json!({
@@ -352,8 +367,10 @@ pub async fn spike<'a>(
             "spikeUsers": spike_users,
             "spikeErrorRate": spiked.error_rate,
             "spikeP95Ms": spiked.p95_ms,
-            "shedInSpike": shed,
-            "peakRssBytes": peak_rss,
+            "shedInSpike": shed as u64,
+            "slowestShedMs": shed_max_ms,
+            "peakRssMib": peak_rss_mib,
+            "serverUpAfterSpike": server_up,
             "recoveredWithinSecs": recovered_after,
             "recoveryTargetP95Ms": target,
         }),

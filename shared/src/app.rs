@@ -153,6 +153,9 @@ impl<S: Store> App<S> {
     /// answered 429 before any hashing, whether it exists or not.
     pub async fn login(&self, username: &str, password: &str) -> Result<SignedIn, ApiError> {
         let password = Password::for_login(password)?;
+        if self.hasher.is_full() {
+            return Err(auth::HashError::Saturated.into());
+        }
         let throttle = self.settings.login_throttle;
         let key = auth::throttle_key(username);
         let strikes = if throttle.enabled() {

@@ -178,6 +178,12 @@ impl Hasher {
         self.inner.queued.load(Ordering::Relaxed)
     }
 
+    /// True when a new hash would be refused: callers shed before doing
+    /// any other work for a sign-in that cannot be served.
+    pub fn is_full(&self) -> bool {
+        self.in_flight() >= self.inner.threads + self.inner.max_queue
+    }
+
     pub async fn hash(&self, password: Password) -> Result<String, HashError> {
         self.run(move |w| w.hash(password.expose())).await
     }

@@ -111,6 +111,8 @@ struct RouteSlot {
     client_errors: u64,
     server_errors: u64,
     shed: u64,
+    /// The slowest shed (503/429) answer: shedding must stay fast.
+    shed_max_micros: u64,
     micros: Option<Histogram<u64>>,
 }
 
@@ -125,7 +127,10 @@ impl RouteSlot {
     fn record(&mut self, status: StatusCode, micros: u64) {
         self.count += 1;
         match status.as_u16() {
-            429 | 503 => self.shed += 1,
+            429 | 503 => {
+                self.shed += 1;
+                self.shed_max_micros = self.shed_max_micros.max(micros);
+            }
             500..=599 => self.server_errors += 1,
             400..=499 => self.client_errors += 1,
             _ => {}
@@ -138,6 +143,7 @@ impl RouteSlot {
         self.client_errors += other.client_errors;
         self.server_errors += other.server_errors;
         self.shed += other.shed;
+        self.shed_max_micros = self.shed_max_micros.max(other.shed_max_micros);
         if let Some(h) = &other.micros {
             let mine = self.histogram();
             let _ = mine.add(h);
@@ -161,6 +167,8 @@ pub struct Sample {
     pub client_errors: u64,
     pub server_errors: u64,
     pub shed: u64,
+    /// The slowest shed answer of this second.
+    pub shed_max_ms: f64,
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
@@ -403,6 +411,7 @@ impl Telemetry {
             client_errors: all.client_errors,
             server_errors: all.server_errors,
             shed: all.shed,
+            shed_max_ms: all.shed_max_micros as f64 / 1000.0,
             p50_ms: quantile_ms(&all.micros, 0.5),
             p95_ms: quantile_ms(&all.micros, 0.95),
             p99_ms: quantile_ms(&all.micros, 0.99),

@@ -19,3 +19,15 @@ fn an_acknowledged_write_survives_sigkill() {
     );
     assert_eq!(report.found, report.acked, "{}", report.verify_output);
 }
+
+/// 2,000 users with no think time against the default limits: up, bounded,
+/// shedding fast, recovered (see `minigram::testing::spike`).
+#[test]
+fn a_spike_is_shed_and_recovered_from() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_str().expect("UTF-8 temp path");
+    minigram::testing::spike::spike_test(
+        Path::new(env!("CARGO_BIN_EXE_stage-1")),
+        &["--data-dir", data],
+    );
+}

@@ -39,3 +39,31 @@ async fn an_acknowledged_write_survives_sigkill() {
     assert_eq!(report.found, report.acked, "{}", report.verify_output);
     drop(db);
 }
+
+/// 2,000 users with no think time against the default limits: up, bounded,
+/// shedding fast, recovered (see `minigram::testing::spike`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spike_is_shed_and_recovered_from() {
+    let (config, name) = common::fresh_config();
+    let db = common::Pg::with_config(config.clone(), name).await;
+    let data = db.uploads_dir().parent().unwrap().to_owned();
+    let data = data.to_str().expect("UTF-8 temp path").to_owned();
+    tokio::task::spawn_blocking(move || {
+        minigram::testing::spike::spike_test(
+            Path::new(env!("CARGO_BIN_EXE_stage-2")),
+            &[
+                "--database-url",
+                &config.database_url,
+                "--redis-url",
+                &config.redis_url,
+                "--redis-prefix",
+                &config.redis_prefix,
+                "--data-dir",
+                &data,
+            ],
+        )
+    })
+    .await
+    .expect("spike test");
+    drop(db);
+}

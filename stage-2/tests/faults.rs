@@ -14,9 +14,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use stage_2::{Stage2Config, Stage2Store};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {

@@ -11,6 +11,7 @@ pub mod crash;
 pub mod http;
 pub mod load;
 pub mod observe;
+pub mod spike;
 pub mod storage;
 
 /// Runs both contract suites against a [`Backend`]: put
