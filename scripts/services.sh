@@ -70,15 +70,28 @@ ensure_redis() {
 
 ensure_browser_and_parser() {
     # The metrics tests load the live page in a real browser and parse
-    # /metrics with the Prometheus client's own parser.
+    # /metrics with the Prometheus client's own parser; the API conformance
+    # run (smoke.sh) uses schemathesis.
     command -v chromium >/dev/null || apt_install chromium
-    if ! python3 -c 'import prometheus_client' 2>/dev/null; then
-        say "installing the Python prometheus-client (pip)"
-        python3 -m pip install --quiet --disable-pip-version-check prometheus-client 2>/dev/null \
-            || python3 -m pip install --quiet --break-system-packages prometheus-client \
-            || die "cannot install prometheus-client: python3 -m pip install prometheus-client"
-    fi
-    say "chromium and prometheus-client are available"
+    pip_install prometheus_client prometheus-client
+    pip_install schemathesis "schemathesis==$SCHEMATHESIS_VERSION"
+    python3 -m schemathesis.cli --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION" \
+        || pip_install_now "schemathesis==$SCHEMATHESIS_VERSION"
+    say "chromium, prometheus-client and schemathesis $SCHEMATHESIS_VERSION are available"
+}
+
+SCHEMATHESIS_VERSION=4.32.5
+
+# pip_install MODULE REQUIREMENT: installs REQUIREMENT unless MODULE imports.
+pip_install() {
+    python3 -c "import $1" 2>/dev/null || pip_install_now "$2"
+}
+
+pip_install_now() {
+    say "installing $1 (pip)"
+    python3 -m pip install --quiet --disable-pip-version-check "$1" 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages "$1" \
+        || die "cannot install $1: python3 -m pip install '$1'"
 }
 
 ensure_browser_and_parser

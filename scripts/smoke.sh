@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Smoke load (part of the test command): the Goose journeys against a fresh
-# stage 1 and a fresh stage 2 for a few seconds. Every request name must be
-# exercised and none may fail. Needs the release binaries (cargo build
-# --release --workspace) and, for stage 2, Postgres and Redis (services.sh).
+# Smoke load and API conformance (part of the test command), against a
+# fresh stage 1 and a fresh stage 2:
+# - the Goose journeys for a few seconds: every request name must be
+#   exercised and none may fail;
+# - schemathesis against the stage's own /api/openapi.json, signed in:
+#   generated and mutated requests to every operation; zero server errors
+#   and zero answers that differ from the document (status, content type,
+#   headers, body schema), and invalid data must be refused.
+# Needs the release binaries (cargo build --release --workspace), Python
+# with schemathesis and, for stage 2, Postgres and Redis (services.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${CARGO_TARGET_DIR:-target}/release"
@@ -34,9 +40,41 @@ start() {
     return 1
 }
 
+# conformance NAME URL: schemathesis against URL's OpenAPI document.
+conformance() {
+    local name=$1 url=$2
+    local token
+    token=$(python3 - "$url" <<'PY'
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1] + "/api/register",
+    data=json.dumps({"username": "schemathesis", "password": "schemathesis-pw"}).encode(),
+    headers={"content-type": "application/json"})
+print(json.load(urllib.request.urlopen(req))["token"])
+PY
+)
+    # Logout is left out: it would revoke the token the run signs in with
+    # (the contract suite covers it).
+    python3 -m schemathesis.cli run "$url/api/openapi.json" \
+        -H "Authorization: Bearer $token" \
+        --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection \
+        --exclude-path /api/logout \
+        --max-examples "${SCHEMATHESIS_EXAMPLES:-40}" --seed 20261122 \
+        --no-color --warnings off \
+        --report junit --report-junit-path "$work/schemathesis-$name.xml" \
+        >"$work/schemathesis-$name.log" 2>&1 || {
+        cat "$work/schemathesis-$name.log" >&2
+        echo "conformance: $name FAILED (schemathesis above)" >&2
+        return 1
+    }
+    local cases
+    cases=$(sed -n 's/^ *\([0-9][0-9]*\) generated.*/\1/p' "$work/schemathesis-$name.log" | tail -1)
+    echo "conformance: $name: schemathesis generated ${cases:-?} cases, 0 failures"
+}
+
 url1=$(start stage-1 --data-dir "$work/s1")
 echo "smoke: stage 1 at $url1"
 "$bin/loadtests" smoke --host "$url1" --users 10 --duration 8 --json-out "$work/smoke-stage-1.json"
+conformance stage-1 "$url1"
 
 db="minigram_smoke_$$_$RANDOM"
 url2=$(start stage-2 --data-dir "$work/s2" \
@@ -44,4 +82,5 @@ url2=$(start stage-2 --data-dir "$work/s2" \
     --redis-url "${TEST_REDIS_URL:-redis://127.0.0.1:6379}" --redis-prefix "smoke:$db")
 echo "smoke: stage 2 at $url2"
 "$bin/loadtests" smoke --host "$url2" --users 10 --duration 8 --json-out "$work/smoke-stage-2.json"
-echo "smoke: both stages passed"
+conformance stage-2 "$url2"
+echo "smoke and conformance: both stages passed"

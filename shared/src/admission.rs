@@ -62,7 +62,7 @@ impl Admission {
 }
 
 /// Paths that are answered even when the process is full.
-fn exempt(path: &str) -> bool {
+pub fn exempt(path: &str) -> bool {
     matches!(
         path,
         "/health" | "/ready" | "/metrics" | "/metrics.html" | "/api/metrics"

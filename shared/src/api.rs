@@ -145,6 +145,7 @@ fn photo_id(raw: &str) -> Result<PhotoId, ApiError> {
         (status = 201, description = "Registered and signed in", body = AuthBody),
         (status = 400, description = "`invalid_json`: malformed JSON", body = crate::error::ErrorBody),
         (status = 409, description = "`username_taken`", body = crate::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = crate::error::ErrorBody),
         (status = 415, description = "`unsupported_content_type`", body = crate::error::ErrorBody),
         (status = 422, description = "`invalid_username`, `invalid_password`, `invalid_email`, `invalid_body`", body = crate::error::ErrorBody),
         (status = 503, description = "`overloaded`: too many password hashes queued", body = crate::error::ErrorBody),
@@ -164,8 +165,11 @@ pub async fn register<S: Store>(
         (status = 200, description = "Signed in; a new token every time", body = AuthBody),
         (status = 400, description = "`invalid_json`", body = crate::error::ErrorBody),
         (status = 401, description = "`invalid_credentials` (also for an unknown user)", body = crate::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = crate::error::ErrorBody),
+        (status = 415, description = "`unsupported_content_type`: send JSON", body = crate::error::ErrorBody),
         (status = 422, description = "`invalid_body`", body = crate::error::ErrorBody),
-        (status = 503, description = "`overloaded`", body = crate::error::ErrorBody),
+        (status = 429, description = "`too_many_attempts`: too many failed sign-ins for this username; see Retry-After", body = crate::error::ErrorBody),
+        (status = 503, description = "`overloaded`: too many password hashes queued", body = crate::error::ErrorBody),
     ))]
 pub async fn login<S: Store>(
     app: Data<S>,
@@ -612,7 +616,10 @@ pub struct MetricsParams {
 }
 
 #[utoipa::path(get, path = "/api/metrics", tag = "ops", params(MetricsParams),
-    responses((status = 200, description = "RED metrics over the last 10 s, per route, and the stage's saturation figures", content_type = "application/json")))]
+    responses(
+        (status = 200, description = "RED metrics over the last 10 s, per route, and the stage's saturation figures", content_type = "application/json"),
+        (status = 422, description = "`invalid_query`", body = crate::error::ErrorBody),
+    ))]
 pub async fn metrics_json(
     t: web::Data<std::sync::Arc<Telemetry>>,
     q: web::Query<MetricsParams>,

@@ -1,7 +1,9 @@
 //! The OpenAPI document served at `/api/openapi.json`, generated from the
 //! handlers' annotations so it cannot drift from the code.
 
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 
 use crate::api;
@@ -22,7 +24,7 @@ use crate::api;
         api::metrics_text, api::metrics_json, api::metrics_page,
     ),
     components(schemas(crate::error::ErrorBody)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Shedding),
     tags(
         (name = "auth", description = "Register, sign in and out"),
         (name = "users", description = "Profiles and follows"),
@@ -41,5 +43,53 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Every operation the admission limit applies to may be answered `503`
+/// (`overloaded` when the process is full, `timeout` past the deadline),
+/// always with `Retry-After`: said once here for all of them.
+struct Shedding;
+
+impl Modify for Shedding {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if crate::admission::exempt(path) {
+                continue;
+            }
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let description = match op.responses.responses.get("503") {
+                    Some(utoipa::openapi::RefOr::T(r)) => {
+                        format!("{}; or `overloaded` / `timeout`", r.description)
+                    }
+                    _ => "`overloaded` (too many requests in progress) or `timeout`".to_owned(),
+                };
+                let response = ResponseBuilder::new()
+                    .description(format!("{description}; retry after `Retry-After` seconds"))
+                    .header(
+                        "Retry-After",
+                        HeaderBuilder::new()
+                            .schema(utoipa::openapi::schema::Object::with_type(Type::Integer))
+                            .build(),
+                    )
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build();
+                op.responses.responses.insert("503".into(), response.into());
+            }
+        }
     }
 }
