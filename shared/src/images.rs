@@ -228,6 +228,77 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Every input ends in a stored JPEG within bounds or one of the three
+    /// 4xx errors: never a panic, never a huge allocation, never a hang.
+    fn bounded(bytes: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
+        let started = std::time::Instant::now();
+        let result = process(bytes);
+        // A hang guard, not a benchmark: the worst legal input (8192² px)
+        // decodes in well under this on the reference machine.
+        proptest::prop_assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        if let Ok(p) = result {
+            proptest::prop_assert!(
+                p.width.max(p.height) <= MAX_EDGE && p.width > 0 && p.height > 0
+            );
+            proptest::prop_assert_eq!(&p.jpeg[..2], &[0xFF, 0xD8]);
+        }
+        Ok(())
+    }
+
+    fn encoded(format: ImageFormat, w: u32, h: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let img = generated(5, w, h);
+        let img = if format == ImageFormat::Jpeg {
+            DynamicImage::ImageRgb8(img.to_rgb8())
+        } else {
+            img
+        };
+        img.write_to(&mut Cursor::new(&mut out), format).unwrap();
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn arbitrary_bytes_are_refused_cleanly(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            bounded(&bytes)?;
+        }
+
+        /// Real images of each accepted format, truncated anywhere and with
+        /// bytes overwritten anywhere (headers included).
+        #[test]
+        fn damaged_images_are_refused_cleanly(
+            format in proptest::sample::select(vec![ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Gif, ImageFormat::WebP]),
+            w in 1u32..64, h in 1u32..64,
+            cut in 0.0f64..1.0,
+            flips in proptest::collection::vec((0.0f64..1.0, proptest::prelude::any::<u8>()), 0..8),
+        ) {
+            let mut bytes = encoded(format, w, h);
+            for (at, value) in flips {
+                let i = ((bytes.len() - 1) as f64 * at) as usize;
+                bytes[i] = value;
+            }
+            let keep = ((bytes.len() as f64) * cut) as usize;
+            bounded(&bytes[..keep.max(1)])?;
+            bounded(&bytes)?;
+        }
+
+        /// A GIF whose header claims any size up to 65535 × 65535: above
+        /// the limit it is refused before the pixels are allocated.
+        #[test]
+        fn claimed_dimensions_are_bounded(w in 1u16.., h in 1u16..) {
+            let mut gif = encoded(ImageFormat::Gif, 2, 2);
+            gif[6..8].copy_from_slice(&w.to_le_bytes());
+            gif[8..10].copy_from_slice(&h.to_le_bytes());
+            let result = process(&gif);
+            if u32::from(w) > MAX_INPUT_EDGE || u32::from(h) > MAX_INPUT_EDGE {
+                proptest::prop_assert!(result.is_err(), "{}x{} accepted", w, h);
+            }
+            bounded(&gif)?;
+        }
+    }
+
     #[test]
     fn stored_names_are_strict() {
         assert!(is_stored_name(&format!("{}.jpg", "a".repeat(64))));
