@@ -13,9 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${CARGO_TARGET_DIR:-target}/release"
 work=$(mktemp -d)
-pids=()
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    # start() runs in a command substitution (a subshell): it records the
+    # servers' pids in a file, not in a variable.
+    if [ -f "$work/pids" ]; then
+        while read -r p; do kill "$p" 2>/dev/null || true; done <"$work/pids"
+    fi
     wait 2>/dev/null || true
     if [ -n "${db:-}" ]; then
         psql "${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
@@ -29,7 +32,7 @@ trap cleanup EXIT
 start() {
     local name=$1; shift
     "$bin/$name" --listen 127.0.0.1:0 "$@" >"$work/$name.log" 2>&1 &
-    pids+=($!)
+    echo $! >>"$work/pids"
     for _ in $(seq 1 100); do
         url=$(sed -n 's/^Minigram stage [12] on \(http:[^ ]*\).*/\1/p' "$work/$name.log")
         [ -n "$url" ] && { echo "$url"; return 0; }

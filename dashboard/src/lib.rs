@@ -119,6 +119,8 @@ pub struct Run {
     pub experiment: Option<Experiment>,
     pub steps: Vec<Step>,
     pub breaking_point: Option<BreakingPoint>,
+    /// Mode-specific summary (spike: shed, slowest shed, peak RSS, recovery).
+    pub summary: Value,
     #[serde(skip)]
     pub file: String,
 }
@@ -132,8 +134,26 @@ impl Run {
         l
     }
 
+    /// A number from the summary (`a.b` for nested keys), formatted, or "–".
+    pub fn summary_num(&self, key: &str, digits: usize) -> String {
+        let value = key.split('.').fold(&self.summary, |v, k| &v[k]);
+        match value.as_f64() {
+            Some(x) => format!("{x:.digits$}"),
+            None => "–".into(),
+        }
+    }
+
     pub fn date(&self) -> &str {
         self.started_at.get(..10).unwrap_or(&self.started_at)
+    }
+
+    /// The Universal Scalability Law fitted to a breaking run's steps.
+    pub fn usl(&self) -> Option<minigram::usl::UslFit> {
+        if self.mode != "breaking" {
+            return None;
+        }
+        let points: Vec<(f64, f64)> = self.steps.iter().map(|s| (s.users as f64, s.rps)).collect();
+        minigram::usl::fit(&points)
     }
 
     /// The step the breakdown describes: the breaking point's, or the last.
@@ -372,6 +392,7 @@ pub fn chart(
     y_desc: &str,
     runs: &[Run],
     value: impl Fn(&Step) -> f64,
+    with_usl: bool,
 ) -> anyhow::Result<String> {
     let mut svg = String::new();
     {
@@ -418,6 +439,22 @@ pub fn chart(
                     .into_iter()
                     .map(|p| Circle::new(p, 3, color.filled())),
             )?;
+            if let Some(fit) = with_usl.then(|| run.usl()).flatten() {
+                // The fitted curve, dashed, from 1 user to past the last step.
+                let curve: Vec<(f64, f64)> = (0..=120)
+                    .map(|i| 2f64.powf(i as f64 / 120.0 * max_users.log2() + 0.1))
+                    .map(|n| (n, fit.predict(n).min(max_y)))
+                    .collect();
+                chart
+                    .draw_series(DashedLineSeries::new(curve, 6, 4, color.stroke_width(1)))?
+                    .label(format!(
+                        "{} USL fit (σ {:.3}, κ {:.5})",
+                        run.stage, fit.sigma, fit.kappa
+                    ))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(1))
+                    });
+            }
         }
         chart
             .configure_series_labels()
@@ -530,6 +567,11 @@ fn experiments(runs: &[Run]) -> Vec<ExperimentView> {
 pub struct Page<'a> {
     pub generated: String,
     pub runs: &'a [Run],
+    /// Breaking runs and experiments: the runs with a ladder of users.
+    pub ladders: &'a [Run],
+    pub spikes: Vec<&'a Run>,
+    /// (run label, fit, measured breaking point in users)
+    pub usl: Vec<(String, minigram::usl::UslFit, String)>,
     pub charts: Vec<(String, String)>,
     pub experiments: Vec<ExperimentView>,
     pub benches: &'a [Bench],
@@ -541,25 +583,55 @@ pub fn render(results: &Results, generated: String) -> anyhow::Result<String> {
     let mut runs = results.runs.clone();
     runs.sort_by(|a, b| a.stage.cmp(&b.stage).then(a.started_at.cmp(&b.started_at)));
     let mut charts = Vec::new();
-    if !runs.is_empty() {
+    // Curves against users only make sense for ladders (breaking runs and
+    // experiments); a spike's 8 → 2000 → 8 users is a table, not a curve.
+    let ladders: Vec<Run> = runs
+        .iter()
+        .filter(|r| r.mode == "breaking" || r.experiment.is_some())
+        .cloned()
+        .collect();
+    if !ladders.is_empty() {
         charts.push((
             "throughput".to_owned(),
-            chart("Throughput vs users", "requests / s", &runs, |s| s.rps)?,
+            chart(
+                "Throughput vs users (dashed: Universal Scalability Law fit)",
+                "requests / s",
+                &ladders,
+                |s| s.rps,
+                true,
+            )?,
         ));
         charts.push((
             "p95".to_owned(),
-            chart("p95 latency vs users", "ms", &runs, |s| s.p95_ms)?,
+            chart("p95 latency vs users", "ms", &ladders, |s| s.p95_ms, false)?,
         ));
         charts.push((
             "errors".to_owned(),
-            chart("Error rate vs users", "% of requests", &runs, |s| {
-                s.error_rate * 100.0
-            })?,
+            chart(
+                "Error rate vs users",
+                "% of requests",
+                &ladders,
+                |s| s.error_rate * 100.0,
+                false,
+            )?,
         ));
     }
+    let usl = ladders
+        .iter()
+        .filter_map(|r| {
+            let bp = r
+                .breaking_point
+                .as_ref()
+                .map_or("none".to_owned(), |b| b.users.to_string());
+            Some((r.label(), r.usl()?, bp))
+        })
+        .collect();
     let page = Page {
         generated,
         experiments: experiments(&runs),
+        ladders: &ladders,
+        spikes: runs.iter().filter(|r| r.mode == "spike").collect(),
+        usl,
         runs: &runs,
         charts,
         benches: &results.benches,

@@ -48,6 +48,28 @@ fn fixtures_render_every_part() {
         );
     }
     assert!(html.contains("Throughput vs users"));
+    // The USL fit of each breaking run, as a table and a dashed curve.
+    let usl = &html[html.find("<section id=\"usl\">").expect("a USL section")..];
+    assert_eq!(
+        usl.matches("<tr class=\"usl\">").take(3).count(),
+        2,
+        "one fit per breaking run"
+    );
+    assert!(usl.contains("<td>stage-1 breaking</td>"));
+    assert!(
+        html.contains("USL fit (σ"),
+        "the fitted curve is in the chart's legend"
+    );
+    // A spike is a row of its own, not a curve against users.
+    let spikes = &html[html
+        .find("<section id=\"spikes\">")
+        .expect("a spike section")..];
+    assert!(spikes.contains("<td class=\"n\">4321</td>") && spikes.contains("41.0 / 77.0"));
+    assert_eq!(
+        html.matches("<tr class=\"run\"").count(),
+        4,
+        "the spike is not a breaking row"
+    );
     assert!(html.contains("<td>GET /api/feed</td>") && html.contains("<td>POST /api/login</td>"));
     let exp = &html[html
         .find("<table class=\"experiment\">")

@@ -156,6 +156,23 @@ async fn explore_plain(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
+/// How long each shed answer (503/429) took, as the client saw it (µs,
+/// time to first byte): the server's own timer starts only once a worker
+/// picks the request up, so queueing before that shows only here.
+static SHED_MICROS: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+fn shed_answer(micros: u64) {
+    SHED_MICROS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(micros);
+}
+
+/// The shed answers' times since the last call (one step's).
+pub fn take_shed_micros() -> Vec<u64> {
+    std::mem::take(&mut *SHED_MICROS.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// The body to send, if any.
 enum Body {
     None,
@@ -203,6 +220,9 @@ async fn call(
         Err(e) => format!("{name}: no response: {e}"),
         Ok(response) => {
             let status = response.status().as_u16();
+            if status == 503 || status == 429 {
+                shed_answer(goose.request.response_time_micros());
+            }
             if status != expect {
                 format!("{name}: expected {expect}, got {status}")
             } else if status == 204 {

@@ -55,6 +55,33 @@ pub struct Step {
     pub server_requests: u64,
     /// Up to five distinct failure messages, for the console.
     pub sample_errors: Vec<String>,
+    /// Shed answers (503/429) as the client timed them: count, p50, p99, max (ms).
+    pub shed_client: ShedTimes,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShedTimes {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl ShedTimes {
+    fn of(mut micros: Vec<u64>) -> Self {
+        if micros.is_empty() {
+            return Self::default();
+        }
+        micros.sort_unstable();
+        let at = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+        Self {
+            count: micros.len() as u64,
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
 }
 
 impl Step {
@@ -184,10 +211,12 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         minigram::machine::machine_busy_seconds(),
         Instant::now(),
     );
+    journeys::take_shed_micros();
     let metrics = attack
         .execute()
         .await
         .map_err(|e| anyhow::anyhow!("load test failed: {e}"))?;
+    let shed_client = ShedTimes::of(journeys::take_shed_micros());
     let wall = t0.elapsed().as_secs_f64().max(0.001);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let own = minigram::machine::process_cpu_seconds(me) - cpu0;
@@ -272,6 +301,7 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
             after.saturating_sub(before + plan.hosts.len() as u64)
         },
         sample_errors,
+        shed_client,
     })
 }
 

@@ -311,6 +311,7 @@ pub async fn breaking<'a>(
         "failingUsers": failing.users,
         "failingRps": failing.rps,
         "generatorCpuAtFailure": failing.generator_cpu,
+        "usl": usl_of(&steps),
     });
     Ok((steps, Some(verdict)))
 }
@@ -369,12 +370,22 @@ pub async fn spike<'a>(
             "spikeP95Ms": spiked.p95_ms,
             "shedInSpike": shed as u64,
             "slowestShedMs": shed_max_ms,
+            "shedAsClientsSawIt": spiked.shed_client,
             "peakRssMib": peak_rss_mib,
             "serverUpAfterSpike": server_up,
             "recoveredWithinSecs": recovered_after,
             "recoveryTargetP95Ms": target,
         }),
     ))
+}
+
+/// The Universal Scalability Law fitted to every step's throughput.
+pub fn usl_of(steps: &[Step]) -> Value {
+    let points: Vec<(f64, f64)> = steps.iter().map(|s| (s.users as f64, s.rps)).collect();
+    match minigram::usl::fit(&points) {
+        Some(f) => serde_json::to_value(f).unwrap_or(Value::Null),
+        None => Value::Null,
+    }
 }
 
 /// Latency drift and memory growth between the first and the last step.

@@ -26,6 +26,7 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod timing;
+pub mod usl;
 
 pub use app::{App, Settings};
 pub use startup::Application;
