@@ -4,8 +4,9 @@
 //! ~10–40 ms of one core and 19 MiB per hash. That is the most expensive
 //! thing Minigram does, so hashing runs on a few dedicated threads (one per
 //! core by default, never an async worker), and at most `max_queue`
-//! requests wait for one: past that the server answers 503 at once instead
-//! of queueing without bound.
+//! requests wait for one, and none whose predicted wait exceeds
+//! [`MAX_HASH_WAIT`]: past that the server answers 503 at once instead of
+//! queueing without bound.
 //!
 //! Each hashing thread keeps its 19 MiB of Argon2 memory between hashes.
 //! Allocating it afresh per hash costs ~4,800 page faults (≈9 ms of kernel
@@ -18,7 +19,7 @@ use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -117,6 +118,10 @@ impl PasswordWork {
 
 type Job = Box<dyn FnOnce(&mut PasswordWork) + Send>;
 
+/// The longest a sign-in is allowed to wait for a hashing thread, as
+/// predicted when it arrives; a longer predicted wait gets an immediate 503.
+pub const MAX_HASH_WAIT: Duration = Duration::from_secs(2);
+
 /// Bounded Argon2id hashing on dedicated threads.
 #[derive(Clone)]
 pub struct Hasher {
@@ -129,6 +134,9 @@ struct HasherInner {
     max_queue: usize,
     /// Requests waiting for or holding a hashing thread.
     queued: AtomicUsize,
+    /// Recent time of one hash (µs, moving average): with the queue length
+    /// it predicts a new sign-in's wait.
+    hash_micros: AtomicU64,
     /// A real hash of a random password: verified when the user does not
     /// exist, so an unknown username costs the same as a wrong password.
     dummy_hash: String,
@@ -161,13 +169,16 @@ impl Hasher {
         }
         let mut random = [0u8; 32];
         rand::rng().fill_bytes(&mut random);
+        let timed = Instant::now();
         let dummy_hash = PasswordWork::default().hash(&hex::encode(random))?;
+        let first_hash = timed.elapsed().as_micros() as u64;
         Ok(Self {
             inner: Arc::new(HasherInner {
                 jobs: Mutex::new(tx),
                 threads,
                 max_queue,
                 queued: AtomicUsize::new(0),
+                hash_micros: AtomicU64::new(first_hash.max(1)),
                 dummy_hash,
             }),
         })
@@ -181,7 +192,23 @@ impl Hasher {
     /// True when a new hash would be refused: callers shed before doing
     /// any other work for a sign-in that cannot be served.
     pub fn is_full(&self) -> bool {
-        self.in_flight() >= self.inner.threads + self.inner.max_queue
+        self.refuses(self.in_flight())
+    }
+
+    /// Whether a sign-in arriving behind `ahead` others is refused: past
+    /// `max_queue` waiting, or when the predicted wait (the queue ahead
+    /// shared by the threads, at the recent time per hash) exceeds
+    /// [`MAX_HASH_WAIT`]. A count alone is not enough: when the machine is
+    /// saturated each hash takes several times longer, and a queue that
+    /// drains in 2 s on an idle machine then takes 15.
+    fn refuses(&self, ahead: usize) -> bool {
+        let inner = &self.inner;
+        if ahead >= inner.threads + inner.max_queue {
+            return true;
+        }
+        let waiting = (ahead + 1).saturating_sub(inner.threads) as u64;
+        let per_hash = inner.hash_micros.load(Ordering::Relaxed);
+        waiting * per_hash / inner.threads as u64 > MAX_HASH_WAIT.as_micros() as u64
     }
 
     pub async fn hash(&self, password: Password) -> Result<String, HashError> {
@@ -210,11 +237,12 @@ impl Hasher {
         let inner = &self.inner;
         let before = inner.queued.fetch_add(1, Ordering::SeqCst);
         let _guard = QueueGuard(&inner.queued);
-        if before >= inner.threads + inner.max_queue {
+        if self.refuses(before) {
             return Err(HashError::Saturated);
         }
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
+        let averages = Arc::clone(inner);
         let job: Job = Box::new(move |w| {
             if tx.is_closed() {
                 // The request gave up (timed out or the client left) while
@@ -224,6 +252,11 @@ impl Hasher {
             let queued = started.elapsed();
             let hashing = Instant::now();
             let result = work(w);
+            let took = hashing.elapsed().as_micros() as u64;
+            let avg = &averages.hash_micros;
+            let _ = avg.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some((old * 7 + took) / 8)
+            });
             metrics::histogram!("minigram_password_hash_wait_seconds").record(queued.as_secs_f64());
             metrics::histogram!("minigram_password_hash_duration_seconds")
                 .record(hashing.elapsed().as_secs_f64());
