@@ -37,6 +37,8 @@ pub enum Mix {
     /// newcomer 3 : returning 2, no lurkers: registrations, follows, likes,
     /// uploads, sign-ins (the crash test's write-heavy load).
     Writes,
+    /// Lurkers only: anonymous explore, profiles and photos.
+    Reads,
 }
 
 static CONFIG: OnceLock<JourneyConfig> = OnceLock::new();
@@ -79,6 +81,7 @@ pub fn scenarios(hosts: &[String], cfg: JourneyConfig) -> Result<Vec<Scenario>, 
     let (newcomers, returning) = match config().mix {
         Mix::Default => (1, 6),
         Mix::Writes => (3, 2),
+        Mix::Reads => (0, 0),
     };
     let mut all = Vec::new();
     for host in hosts {
@@ -88,6 +91,10 @@ pub fn scenarios(hosts: &[String], cfg: JourneyConfig) -> Result<Vec<Scenario>, 
         } else {
             String::new()
         };
+        if config().mix == Mix::Reads {
+            all.push(lurker(&tag, host, min, max)?);
+            continue;
+        }
         all.push(
             Scenario::new(&format!("newcomer{tag}"))
                 .set_weight(newcomers)?
@@ -116,17 +123,19 @@ pub fn scenarios(hosts: &[String], cfg: JourneyConfig) -> Result<Vec<Scenario>, 
         if config().mix == Mix::Writes {
             continue;
         }
-        all.push(
-            Scenario::new(&format!("lurker{tag}"))
-                .set_weight(3)?
-                .set_host(host)
-                .set_wait_time(min, max)?
-                .register_transaction(transaction!(explore).set_name("explore"))
-                .register_transaction(transaction!(view_profile).set_name("profile"))
-                .register_transaction(transaction!(view_photo).set_name("photo")),
-        );
+        all.push(lurker(&tag, host, min, max)?);
     }
     Ok(all)
+}
+
+fn lurker(tag: &str, host: &str, min: Duration, max: Duration) -> Result<Scenario, GooseError> {
+    Ok(Scenario::new(&format!("lurker{tag}"))
+        .set_weight(3)?
+        .set_host(host)
+        .set_wait_time(min, max)?
+        .register_transaction(transaction!(explore).set_name("explore"))
+        .register_transaction(transaction!(view_profile).set_name("profile"))
+        .register_transaction(transaction!(view_photo).set_name("photo")))
 }
 
 /// One anonymous `GET /api/explore` after another, no think time: to

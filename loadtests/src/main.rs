@@ -9,6 +9,7 @@
 mod acks;
 mod calibrate;
 mod journeys;
+mod lab;
 mod step;
 mod verdict;
 
@@ -30,7 +31,9 @@ const EXAMPLES: &str = "Examples:
   loadtests spike --host http://127.0.0.1:8080 --users 16 --spike-users 256
   loadtests soak --host http://127.0.0.1:8080 --users 32 --duration 600
   loadtests load --host http://127.0.0.1:8080 --mix writes --think-ms 0-0 --ack-log acks.jsonl
-  loadtests verify --host http://127.0.0.1:8080 --ack-log acks.jsonl";
+  loadtests verify --host http://127.0.0.1:8080 --ack-log acks.jsonl
+  loadtests lab list
+  loadtests lab stage1-vs-stage2";
 
 #[derive(Debug, Parser)]
 #[command(name = "loadtests", version, about = "Goose user journeys against Minigram; find where a stage breaks and why", after_help = EXAMPLES)]
@@ -51,6 +54,10 @@ enum Mode {
     Soak(Common),
     /// A sudden jump to `--spike-users` and back: the error burst and the time to recover.
     Spike(Spike),
+    /// Runs a lab experiment end to end: fresh storage, seeded dataset,
+    /// servers, the breaking-point search per variant, a report
+    /// (`loadtests lab list` names the experiments).
+    Lab(lab::LabArgs),
     /// Checks that every write in an `--ack-log` is in a server's data (e.g.
     /// after a crash and restart); exits 1 if any is missing.
     Verify(acks::VerifyArgs),
@@ -130,7 +137,7 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-fn think(spec: &str) -> anyhow::Result<(Duration, Duration)> {
+pub fn think(spec: &str) -> anyhow::Result<(Duration, Duration)> {
     let (a, b) = spec
         .split_once('-')
         .with_context(|| format!("bad --think-ms {spec:?}: use MIN-MAX, e.g. 200-800"))?;
@@ -191,7 +198,51 @@ pub fn write_result(out: &Path, value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_table(steps: &[Step]) {
+/// Everything one result file says.
+pub struct Record<'a> {
+    pub mode: &'a str,
+    pub stage: &'a str,
+    pub hosts: &'a [String],
+    pub slo: &'a Slo,
+    pub dataset: Value,
+    pub steps: &'a [Step],
+    pub breaking_point: &'a Option<Value>,
+    pub summary: &'a Value,
+    pub report: &'a Path,
+    /// `{name, variant, change}` when the run is part of a lab experiment.
+    pub experiment: Option<Value>,
+}
+
+/// A `minigram.loadtest/1` result (docs/results-schema.md).
+pub fn result_json(r: &Record) -> Value {
+    let client_total: u64 = r.steps.iter().map(|s| s.client_requests).sum();
+    let server_total: u64 = r.steps.iter().map(|s| s.server_requests).sum();
+    json!({
+        "schema": "minigram.loadtest/1",
+        "stage": r.stage,
+        "commit": minigram::machine::git_commit(),
+        "machine": minigram::machine::Machine::current(),
+        "mode": r.mode,
+        "startedAt": minigram::machine::utc_now(),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "hosts": r.hosts,
+        "slo": r.slo.to_json(),
+        "dataset": r.dataset,
+        "experiment": r.experiment,
+        "steps": r.steps.iter().map(step::to_json).collect::<Vec<_>>(),
+        "breakingPoint": r.breaking_point,
+        "requestCounts": {
+            "client": client_total,
+            "server": server_total,
+            "agreement": if server_total > 0 { client_total as f64 / server_total as f64 } else { 0.0 },
+        },
+        "coordinatedOmission": "closed model with think times; percentiles use Goose's --co-mitigation average",
+        "summary": r.summary,
+        "htmlReport": r.report.file_name().map(|f| f.to_string_lossy().into_owned()),
+    })
+}
+
+pub fn print_table(steps: &[Step]) {
     println!(
         "{:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
         "users", "req/s", "errors", "p50 ms", "p95 ms", "p99 ms", "gen CPU", "rest CPU"
@@ -218,13 +269,16 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     if let Mode::Verify(v) = &cli.mode {
         return acks::run(v).await;
     }
+    if let Mode::Lab(l) = &cli.mode {
+        return lab::run(l.clone()).await;
+    }
     let (mode, common) = match &cli.mode {
         Mode::Smoke(c) => ("smoke", c.clone()),
         Mode::Load(c) => ("load", c.clone()),
         Mode::Soak(c) => ("soak", c.clone()),
         Mode::Breaking(b) => ("breaking", b.common.clone()),
         Mode::Spike(s) => ("spike", s.common.clone()),
-        Mode::Calibrate(_) | Mode::Verify(_) => unreachable!("handled above"),
+        Mode::Calibrate(_) | Mode::Verify(_) | Mode::Lab(_) => unreachable!("handled above"),
     };
     if let Mode::Breaking(b) = &cli.mode {
         anyhow::ensure!(b.max_users > 0, "--max-users must be at least 1");
@@ -280,7 +334,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
             (vec![s], None, ok.is_ok())
         }
-        Mode::Calibrate(_) | Mode::Verify(_) => unreachable!("handled above"),
+        Mode::Calibrate(_) | Mode::Verify(_) | Mode::Lab(_) => unreachable!("handled above"),
         Mode::Soak(_) => {
             let parts = (common.duration / 30).clamp(2, 20);
             let secs = common.duration / parts;
@@ -316,31 +370,20 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
     };
 
-    let machine = minigram::machine::Machine::current();
     let client_total: u64 = steps.iter().map(|s| s.client_requests).sum();
     let server_total: u64 = steps.iter().map(|s| s.server_requests).sum();
-    let result = json!({
-        "schema": "minigram.loadtest/1",
-        "stage": stage,
-        "commit": minigram::machine::git_commit(),
-        "machine": machine,
-        "mode": mode,
-        "startedAt": minigram::machine::utc_now(),
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "hosts": hosts,
-        "slo": slo.to_json(),
+    let result = result_json(&Record {
+        mode,
+        stage: &stage,
+        hosts: &hosts,
+        slo: &slo,
         // What the tool knows of the dataset: the seeded accounts it used.
-        "dataset": {"users": common.seeded_users},
-        "steps": steps.iter().map(step::to_json).collect::<Vec<_>>(),
-        "breakingPoint": breaking_point,
-        "requestCounts": {
-            "client": client_total,
-            "server": server_total,
-            "agreement": if server_total > 0 { client_total as f64 / server_total as f64 } else { 0.0 },
-        },
-        "coordinatedOmission": "closed model with think times; percentiles use Goose's --co-mitigation average",
-        "summary": extra,
-        "htmlReport": report.file_name().map(|f| f.to_string_lossy().into_owned()),
+        dataset: json!({"users": common.seeded_users}),
+        steps: &steps,
+        breaking_point: &breaking_point,
+        summary: &extra,
+        report: &report,
+        experiment: None,
     });
     write_result(&out, &result)?;
 

@@ -95,3 +95,113 @@ fn help_has_examples() {
         "{text}"
     );
 }
+
+#[test]
+fn unknown_lab_experiment() {
+    let o = Command::new(BIN)
+        .args(["lab", "no-such-thing"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("unknown experiment") && err.contains("stage1-vs-stage2"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn lab_without_postgres_says_so() {
+    let pg = format!("postgres://postgres@127.0.0.1:{}", closed_port());
+    let o = Command::new(BIN)
+        .args(["lab", "cache-impact", "--postgres", &pg])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("needs Postgres") && err.contains("does not answer"),
+        "{err}"
+    );
+}
+
+/// A whole (tiny) lab run: both stages seeded and started by the lab, a
+/// report with the method's sections, one result file per variant marked
+/// with the experiment, and nothing left running or stored.
+#[test]
+fn a_tiny_lab_run_writes_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let docs = dir.path().join("docs");
+    let o = Command::new(BIN)
+        .args([
+            "lab",
+            "stage1-vs-stage2",
+            "--dataset-users",
+            "100",
+            "--dataset-photos",
+            "500",
+        ])
+        .args([
+            "--dataset-likes",
+            "500",
+            "--dataset-follows-per-user",
+            "5",
+            "--users",
+            "2",
+        ])
+        .args(["--max-users", "8", "--step-secs", "2", "--bisect", "0"])
+        .arg("--out-dir")
+        .arg(&out)
+        .arg("--docs-dir")
+        .arg(&docs)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let chapter = std::fs::read_to_string(docs.join("stage1-vs-stage2.md")).unwrap();
+    for section in [
+        "## Baseline and load",
+        "## The change",
+        "## Comparison",
+        "## Observation",
+        "## Trade-off",
+        "## Limits of this experiment",
+    ] {
+        assert!(chapter.contains(section), "{section} in {chapter}");
+    }
+    assert!(
+        chapter.contains("| breaking point (users) |") && chapter.contains("| POST /api/login |")
+    );
+    let files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for variant in ["baseline", "stage-2"] {
+        let f = files
+            .iter()
+            .find(|f| {
+                f.starts_with(&format!("lab-stage1-vs-stage2-{variant}-")) && f.ends_with(".json")
+            })
+            .unwrap_or_else(|| panic!("{variant} result in {files:?}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap();
+        assert_eq!(v["experiment"]["name"], "stage1-vs-stage2");
+        assert_eq!(v["mode"], "breaking");
+        assert!(v["steps"].as_array().unwrap().len() >= 3);
+    }
+    let report = files
+        .iter()
+        .find(|f| f.ends_with(".report.json"))
+        .expect("report");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join(report)).unwrap()).unwrap();
+    assert_eq!(report["schema"], "minigram.lab/1");
+    assert_eq!(report["variants"].as_array().unwrap().len(), 2);
+    assert!(
+        !files.iter().any(|f| f.ends_with(".partial")),
+        "no half-written file"
+    );
+}

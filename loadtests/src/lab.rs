@@ -1,0 +1,841 @@
+//! `loadtests lab <experiment>`: one command, one measured answer to a
+//! scaling question.
+//!
+//! Every experiment follows the lab's method: a baseline, the same load,
+//! **one** change, the same load again, a comparison. The lab starts
+//! everything itself — fresh storage (a temporary SQLite directory, or a
+//! new Postgres database and Redis key prefix), the seeded dataset, the
+//! stage processes with the variant's flags — runs the breaking-point
+//! search against each variant, stops what it started, and writes:
+//!
+//! - one `minigram.loadtest/1` file per variant (`results/lab-<exp>-<variant>-<time>.json`,
+//!   which the dashboard pairs into before/after tables),
+//! - the report, `results/lab-<exp>-<time>.json` (`minigram.lab/1`) and
+//!   `.md`, and the same Markdown as `docs/experiments/<exp>.md`.
+//!
+//! Files are written whole or not at all: an interrupted run (Ctrl-C, a
+//! failure) stops every process it started and leaves no report.
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::journeys::Mix;
+use crate::step::{Plan, Step};
+use crate::{Common, Record, verdict};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LabArgs {
+    /// The experiment to run (`loadtests lab list` names them all).
+    pub experiment: String,
+    /// Seeded dataset: users (user1..userN, the seed password).
+    #[arg(long, default_value_t = 10_000)]
+    pub dataset_users: usize,
+    #[arg(long, default_value_t = 100_000)]
+    pub dataset_photos: usize,
+    #[arg(long, default_value_t = 50)]
+    pub dataset_follows_per_user: usize,
+    #[arg(long, default_value_t = 200_000)]
+    pub dataset_likes: usize,
+    /// First step of the users ladder (it doubles up to --max-users).
+    #[arg(long, default_value_t = 8)]
+    pub users: usize,
+    #[arg(long, default_value_t = 512)]
+    pub max_users: usize,
+    /// Seconds of each step.
+    #[arg(long, default_value_t = 20)]
+    pub step_secs: u64,
+    /// Bisection steps after the ladder.
+    #[arg(long, default_value_t = 3)]
+    pub bisect: usize,
+    #[arg(long, default_value = "p95=500ms,errors=1%")]
+    pub slo: String,
+    #[arg(long, default_value = "200-800")]
+    pub think_ms: String,
+    /// Where result files and the report go.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../results"))]
+    pub out_dir: PathBuf,
+    /// Where the report's Markdown is also written as a tutorial chapter.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/experiments"))]
+    pub docs_dir: PathBuf,
+    /// Postgres server for stage-2 variants (a new database per variant).
+    #[arg(
+        long,
+        env = "TEST_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    pub postgres: String,
+    #[arg(long, env = "TEST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    One,
+    Two,
+}
+
+impl Stage {
+    fn bin(self) -> &'static str {
+        match self {
+            Stage::One => "stage-1",
+            Stage::Two => "stage-2",
+        }
+    }
+}
+
+/// One side of a comparison: a stage, its flags, how many processes.
+#[derive(Debug, Clone)]
+struct Variant {
+    label: &'static str,
+    stage: Stage,
+    flags: &'static [&'static str],
+    processes: usize,
+}
+
+/// A question, the variants that answer it (the first is the baseline),
+/// and what the change costs.
+#[derive(Debug, Clone)]
+struct Experiment {
+    name: &'static str,
+    question: &'static str,
+    change: &'static str,
+    mix: Mix,
+    variants: Vec<Variant>,
+    tradeoff: &'static str,
+    limits: &'static str,
+}
+
+const fn v(
+    label: &'static str,
+    stage: Stage,
+    flags: &'static [&'static str],
+    processes: usize,
+) -> Variant {
+    Variant {
+        label,
+        stage,
+        flags,
+        processes,
+    }
+}
+
+fn experiments() -> Vec<Experiment> {
+    use Stage::{One, Two};
+    vec![
+        Experiment {
+            name: "stage1-vs-stage2",
+            question: "Same journeys, same dataset: where does each architecture break, and why?",
+            change: "the architecture: one process on SQLite (stage 1) → one stateless process on pooled Postgres and Redis (stage 2)",
+            mix: Mix::Default,
+            variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
+            tradeoff: "Stage 2 can add processes behind a load balancer and survives losing one; it pays for that with a network round trip to Postgres and Redis on every request and three servers to run. On one machine the extra hops cost CPU the app would otherwise use.",
+            limits: "One process of stage 2 on the same 2 cores as Postgres, Redis and the generator: this compares the architectures at equal hardware, not stage 2 at its best (see scale-out).",
+        },
+        Experiment {
+            name: "cache-impact",
+            question: "What does the Redis feed cache buy stage 2?",
+            change: "stage 2's feed cache: off → on (`--feed-cache on`)",
+            mix: Mix::Default,
+            variants: vec![
+                v("baseline", Two, &["--feed-cache", "off"], 1),
+                v("cache-on", Two, &["--feed-cache", "on"], 1),
+            ],
+            tradeoff: "Staleness: a cached first feed page shows others' likes up to 10 s late (your own writes invalidate your cache at once). Memory in Redis per active viewer, and invalidation work on every write (a new photo touches the owner's and every follower's cache).",
+            limits: "Most journeys read the feed right after logging in, so the cache is warm only within a visit; a read-heavier mix would favour it more.",
+        },
+        Experiment {
+            name: "sqlite-modes",
+            question: "What do SQLite's journal and sync modes cost stage 1, and what does each risk?",
+            change: "journal DELETE + synchronous FULL (the classic default) → WAL + FULL (stage 1's default) → WAL + NORMAL",
+            mix: Mix::Writes,
+            variants: vec![
+                v(
+                    "baseline",
+                    One,
+                    &["--journal-mode", "delete", "--synchronous", "full"],
+                    1,
+                ),
+                v(
+                    "wal-full",
+                    One,
+                    &["--journal-mode", "wal", "--synchronous", "full"],
+                    1,
+                ),
+                v(
+                    "wal-normal",
+                    One,
+                    &["--journal-mode", "wal", "--synchronous", "normal"],
+                    1,
+                ),
+            ],
+            tradeoff: "DELETE + FULL and WAL + FULL lose nothing on a crash or a power loss. WAL + NORMAL loses nothing on a process crash (tested by the crash test) but may lose the last commits before a checkpoint on a power loss or OS crash. OFF (not run) may lose recent commits and, with DELETE, corrupt the file.",
+            limits: "fsync cost depends on the disk: this machine's virtual disk is not a laptop SSD or a server with a battery-backed cache. Writes here are mostly registrations, which are bounded by password hashing before the disk matters.",
+        },
+        Experiment {
+            name: "pool-size",
+            question: "How many Postgres connections should a stage-2 process hold?",
+            change: "the Postgres pool of one stage-2 process: 2 → 10 (default) → 40 connections (`--pg-pool`)",
+            mix: Mix::Default,
+            variants: vec![
+                v("baseline", Two, &["--pg-pool", "2"], 1),
+                v("pool-10", Two, &["--pg-pool", "10"], 1),
+                v("pool-40", Two, &["--pg-pool", "40"], 1),
+            ],
+            tradeoff: "Each connection is a Postgres backend process with its own memory; more connections than cores mostly add context switches and lock contention inside Postgres.",
+            limits: "Postgres shares the 2 cores with the app and the generator, so large pools cannot show their benefit on bigger database hosts.",
+        },
+        Experiment {
+            name: "scale-out",
+            question: "Does a second stage-2 process add capacity?",
+            change: "stage-2 processes behind the load generator: 1 → 2 (users spread evenly over both)",
+            mix: Mix::Default,
+            variants: vec![v("baseline", Two, &[], 1), v("two-processes", Two, &[], 2)],
+            tradeoff: "Twice the connections to Postgres and Redis, and nothing shared in memory between processes (sessions and cache live in Redis, which is why this works at all).",
+            limits: "Both processes share the same 2 cores, so a second process cannot add CPU: on one machine, scale-out shows its overhead, not its gain. On separate machines the result would differ.",
+        },
+        Experiment {
+            name: "read-load",
+            question: "Where do reads alone break each stage?",
+            change: "the stage under an anonymous read-only load (explore, profiles, photos): stage 1 → stage 2",
+            mix: Mix::Reads,
+            variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
+            tradeoff: "Reads need no hashing and no writer: this shows each stage's query path and HTTP overhead alone.",
+            limits: "Anonymous reads skip the session lookup that signed-in reads pay.",
+        },
+        Experiment {
+            name: "write-load",
+            question: "Where do writes break each stage?",
+            change: "the stage under the write-heavy mix (registrations, follows, likes, uploads): stage 1 → stage 2",
+            mix: Mix::Writes,
+            variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
+            tradeoff: "Stage 1 has one writer at a time behind a queue; stage 2 lets Postgres run writes in parallel but pays a round trip per statement.",
+            limits: "Registrations and sign-ins are bounded by password hashing on both stages, which hides some of the storage difference.",
+        },
+    ]
+}
+
+/// Names of every experiment, for `--help` and errors.
+pub fn names() -> Vec<&'static str> {
+    experiments().iter().map(|e| e.name).collect()
+}
+
+/// A started stage process: killed (SIGKILL) and reaped when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let bin = std::env::current_exe()?.with_file_name(name);
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} is missing: build the workspace first (cargo build --release --workspace)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// Starts `bin args` and waits for its "Minigram stage N on URL" line;
+/// its log goes to `log`.
+fn start_server(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Server> {
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut file = std::fs::File::create(log)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(file, "{line}");
+            if line.starts_with("Minigram stage")
+                && let Some((_, rest)) = line.split_once(" on http://")
+            {
+                let url = rest.split_whitespace().next().unwrap_or_default();
+                let _ = tx.send(format!("http://{url}"));
+            }
+        }
+    });
+    let mut server = Server {
+        child,
+        url: String::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(url) = rx.recv_timeout(Duration::from_millis(200)) {
+            server.url = url;
+            return Ok(server);
+        }
+        if let Some(status) = server.child.try_wait()? {
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            bail!(
+                "{} exited ({status}) before serving: {}",
+                bin.display(),
+                said.lines().last().unwrap_or("no output")
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not start within 120 s (log: {})",
+                bin.display(),
+                log.display()
+            );
+        }
+    }
+}
+
+/// Fresh storage for one variant, removed when dropped.
+struct Storage {
+    dir: tempfile::TempDir,
+    /// Stage 2: (server URL, database, Redis URL, key prefix).
+    pg: Option<(String, String, String, String)>,
+}
+
+impl Storage {
+    fn new(stage: Stage, args: &LabArgs, tag: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("minigram-lab-").tempdir()?;
+        let pg = (stage == Stage::Two).then(|| {
+            let db = format!("minigram_lab_{}_{tag}", std::process::id());
+            (
+                args.postgres.trim_end_matches('/').to_owned(),
+                db.clone(),
+                args.redis.clone(),
+                format!("lab:{db}"),
+            )
+        });
+        Ok(Self { dir, pg })
+    }
+
+    /// The storage flags of `serve`, `seed` and `check`.
+    fn flags(&self) -> Vec<String> {
+        let mut f = vec![
+            "--data-dir".to_owned(),
+            self.dir.path().display().to_string(),
+        ];
+        if let Some((server, db, redis, prefix)) = &self.pg {
+            f.extend([
+                "--database-url".into(),
+                format!("{server}/{db}"),
+                "--redis-url".into(),
+                redis.clone(),
+                "--redis-prefix".into(),
+                prefix.clone(),
+            ]);
+        }
+        f
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Some((server, db, redis, prefix)) = &self.pg {
+            let dropped = Command::new("psql")
+                .arg(format!("{server}/postgres"))
+                .args([
+                    "-qc",
+                    &format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if !dropped.is_ok_and(|s| s.success()) {
+                eprintln!("lab: could not drop the database {db}: drop it by hand");
+            }
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "redis-cli -u '{redis}' --scan --pattern '{prefix}:*' | xargs -r redis-cli -u '{redis}' del"
+                ))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Fails with one clear line when a stage-2 variant's server is missing.
+fn check_reachable(what: &str, url: &str, default_port: u16) -> anyhow::Result<()> {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let host_port = rest
+        .rsplit('@')
+        .next()
+        .unwrap_or(rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let addr = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:{default_port}")
+    };
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&addr.as_str())
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    anyhow::ensure!(
+        reachable,
+        "this experiment needs {what} at {addr}, which does not answer: start it (scripts/services.sh does) or pass --postgres/--redis"
+    );
+    Ok(())
+}
+
+/// What one variant measured.
+struct Outcome {
+    variant: Variant,
+    file: PathBuf,
+    steps: Vec<Step>,
+    breaking_point: Option<Value>,
+}
+
+pub async fn run(args: LabArgs) -> anyhow::Result<std::process::ExitCode> {
+    if args.experiment == "list" {
+        for e in experiments() {
+            println!("{:<18} {}", e.name, e.question);
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let Some(exp) = experiments()
+        .into_iter()
+        .find(|e| e.name == args.experiment)
+    else {
+        bail!(
+            "unknown experiment {:?}: choose one of {}",
+            args.experiment,
+            names().join(", ")
+        );
+    };
+    anyhow::ensure!(
+        args.users > 0 && args.max_users >= args.users,
+        "--users must be at least 1 and at most --max-users"
+    );
+    anyhow::ensure!(args.step_secs > 0, "--step-secs must be at least 1");
+    args.slo.parse::<verdict::Slo>()?;
+    crate::think(&args.think_ms)?;
+    if exp.variants.iter().any(|v| v.stage == Stage::Two) {
+        check_reachable("Postgres", &args.postgres, 5432)?;
+        check_reachable("Redis", &args.redis, 6379)?;
+    }
+    for v in &exp.variants {
+        binary(v.stage.bin())?;
+    }
+    // Ctrl-C drops the running experiment: its servers and storage are
+    // stopped and removed by their guards, and no report is written.
+    tokio::select! {
+        r = run_experiment(&args, &exp) => r,
+        _ = tokio::signal::ctrl_c() => {
+            bail!("interrupted: stopped every process the lab started; no report was written")
+        }
+    }
+}
+
+async fn run_experiment(
+    args: &LabArgs,
+    exp: &Experiment,
+) -> anyhow::Result<std::process::ExitCode> {
+    let started = Instant::now();
+    let stamp = minigram::machine::utc_now().replace([':', '-'], "");
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
+    let n = exp.variants.len();
+    let mut outcomes = Vec::new();
+    for (i, variant) in exp.variants.iter().enumerate() {
+        let tag = format!("[{}/{n}] {}", i + 1, variant.label);
+        let storage = Storage::new(
+            variant.stage,
+            args,
+            variant.label.replace('-', "_").as_str(),
+        )?;
+        let bin = binary(variant.stage.bin())?;
+        eprintln!(
+            "lab {} {tag}: seeding {} users, {} photos into fresh {} storage",
+            exp.name,
+            args.dataset_users,
+            args.dataset_photos,
+            variant.stage.bin()
+        );
+        let seed = Command::new(&bin)
+            .arg("seed")
+            .args(storage.flags())
+            .args(["--users", &args.dataset_users.to_string()])
+            .args(["--photos", &args.dataset_photos.to_string()])
+            .args([
+                "--follows-per-user",
+                &args.dataset_follows_per_user.to_string(),
+            ])
+            .args(["--likes", &args.dataset_likes.to_string()])
+            .output()
+            .with_context(|| format!("cannot run {} seed", bin.display()))?;
+        anyhow::ensure!(
+            seed.status.success(),
+            "{} seed failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&seed.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        let mut servers = Vec::new();
+        for p in 0..variant.processes {
+            let mut serve = vec!["--listen".to_owned(), "127.0.0.1:0".to_owned()];
+            serve.extend(storage.flags());
+            serve.extend(variant.flags.iter().map(|f| f.to_string()));
+            let log = storage.dir.path().join(format!("server-{p}.log"));
+            servers.push(start_server(&bin, &serve, &log)?);
+        }
+        let hosts: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+        eprintln!(
+            "lab {} {tag}: {} {} on {}",
+            exp.name,
+            variant.stage.bin(),
+            variant.flags.join(" "),
+            hosts.join(", ")
+        );
+        let common = Common {
+            hosts: hosts.clone(),
+            json_out: None,
+            users: args.users,
+            duration: args.step_secs,
+            seeded_users: args.dataset_users,
+            think_ms: args.think_ms.clone(),
+            slo: args.slo.clone(),
+            mix: exp.mix,
+            ack_log: None,
+        };
+        let (slo, journeys, servers_meta) = crate::prepare(&common).await?;
+        let stage = servers_meta[0]["stage"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_owned();
+        let out = args
+            .out_dir
+            .join(format!("lab-{}-{}-{stamp}.json", exp.name, variant.label));
+        let report = out.with_extension("html");
+        let plan = |users: usize, secs: u64, last: bool| Plan {
+            hosts: &hosts,
+            users,
+            secs,
+            journeys: journeys.clone(),
+            report: last.then_some(report.as_path()),
+            include_warmup: false,
+            explore_only: false,
+        };
+        let (steps, bp) = verdict::breaking(
+            &plan,
+            args.users,
+            args.max_users,
+            args.step_secs,
+            args.bisect,
+            &slo,
+        )
+        .await?;
+        let result = crate::result_json(&Record {
+            mode: "breaking",
+            stage: &stage,
+            hosts: &hosts,
+            slo: &slo,
+            dataset: dataset_json(args),
+            steps: &steps,
+            breaking_point: &bp,
+            summary: &json!({"processes": variant.processes, "flags": variant.flags}),
+            report: &report,
+            experiment: Some(json!({
+                "name": exp.name,
+                "variant": variant.label,
+                "change": if i == 0 { Value::Null } else { json!(exp.change) },
+            })),
+        });
+        crate::write_result(&out, &result)?;
+        crate::print_table(&steps);
+        drop(servers);
+        drop(storage);
+        outcomes.push(Outcome {
+            variant: variant.clone(),
+            file: out,
+            steps,
+            breaking_point: bp,
+        });
+    }
+
+    let report = report_json(args, exp, &outcomes, started.elapsed());
+    let md = markdown(exp, &report, &outcomes);
+    let json_path = args
+        .out_dir
+        .join(format!("lab-{}-{stamp}.report.json", exp.name));
+    let md_path = json_path.with_extension("md");
+    crate::write_result(&json_path, &report)?;
+    write_text(&md_path, &md)?;
+    std::fs::create_dir_all(&args.docs_dir)
+        .with_context(|| format!("cannot create {}", args.docs_dir.display()))?;
+    let chapter = args.docs_dir.join(format!("{}.md", exp.name));
+    write_text(&chapter, &md)?;
+    println!("\n{md}");
+    println!(
+        "lab {} finished in {:.1} min; wrote {}, {} and {}",
+        exp.name,
+        started.elapsed().as_secs_f64() / 60.0,
+        json_path.display(),
+        md_path.display(),
+        chapter.display()
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("md.partial");
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn dataset_json(args: &LabArgs) -> Value {
+    json!({
+        "users": args.dataset_users,
+        "photos": args.dataset_photos,
+        "followsPerUser": args.dataset_follows_per_user,
+        "likes": args.dataset_likes,
+    })
+}
+
+/// The step a variant is compared at: its last passing step (the breaking
+/// point), or its last step when the SLO never broke.
+fn key_step(o: &Outcome) -> Option<&Step> {
+    let users = o.breaking_point.as_ref().and_then(|b| b["users"].as_u64());
+    match users {
+        Some(u) => o.steps.iter().rev().find(|s| s.users as u64 == u),
+        None => o.steps.last(),
+    }
+    .or(o.steps.last())
+}
+
+fn report_json(args: &LabArgs, exp: &Experiment, outcomes: &[Outcome], took: Duration) -> Value {
+    let variants: Vec<Value> = outcomes
+        .iter()
+        .map(|o| {
+            let key = key_step(o);
+            json!({
+                "label": o.variant.label,
+                "stage": o.variant.stage.bin(),
+                "flags": o.variant.flags,
+                "processes": o.variant.processes,
+                "resultFile": o.file.file_name().map(|f| f.to_string_lossy().into_owned()),
+                "breakingPoint": o.breaking_point,
+                "usl": verdict::usl_of(&o.steps),
+                "atBreakingPoint": key.map(|s| json!({
+                    "users": s.users,
+                    "rps": s.rps,
+                    "errorRate": s.error_rate,
+                    "p50Ms": s.p50_ms,
+                    "p95Ms": s.p95_ms,
+                    "p99Ms": s.p99_ms,
+                    "requests": s.requests,
+                })),
+            })
+        })
+        .collect();
+    json!({
+        "schema": "minigram.lab/1",
+        "experiment": exp.name,
+        "question": exp.question,
+        "change": exp.change,
+        "mix": format!("{:?}", exp.mix).to_lowercase(),
+        "commit": minigram::machine::git_commit(),
+        "machine": minigram::machine::Machine::current(),
+        "startedAt": minigram::machine::utc_now(),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "minutes": took.as_secs_f64() / 60.0,
+        "dataset": dataset_json(args),
+        "load": {
+            "ladder": format!("{} users doubling up to {}, then {} bisection steps", args.users, args.max_users, args.bisect),
+            "stepSecs": args.step_secs,
+            "thinkMs": args.think_ms,
+            "slo": args.slo,
+        },
+        "variants": variants,
+        "tradeoff": exp.tradeoff,
+        "limits": exp.limits,
+    })
+}
+
+fn f1(v: &Value) -> String {
+    v.as_f64().map_or("–".into(), |x| format!("{x:.1}"))
+}
+
+fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
+    let m = &report["machine"];
+    let mut md = String::new();
+    let line = |md: &mut String, s: String| {
+        md.push_str(&s);
+        md.push('\n');
+    };
+    line(&mut md, format!("# Experiment: {}\n", exp.name));
+    line(
+        &mut md,
+        format!(
+            "<!-- Generated by `{}` — re-run it to replace every number below with your own. -->\n",
+            report["command"].as_str().unwrap_or("loadtests lab")
+        ),
+    );
+    line(&mut md, format!("**Question.** {}\n", exp.question));
+    line(&mut md, "## Baseline and load\n".into());
+    let base = &outcomes[0].variant;
+    line(
+        &mut md,
+        format!(
+            "Baseline: `{}{}` ({} process{}). Dataset: {} users, {} photos, {} follows per user, {} likes, seeded fresh for every variant. Load: the `{}` journey mix, {}, {} s per step, think time {} ms, SLO `{}`. Machine: {} cores, {} MiB, {}; commit `{}`; {}.\n",
+            base.stage.bin(),
+            if base.flags.is_empty() {
+                " with its defaults".to_owned()
+            } else {
+                format!(" {}", base.flags.join(" "))
+            },
+            base.processes,
+            if base.processes == 1 { "" } else { "es" },
+            report["dataset"]["users"],
+            report["dataset"]["photos"],
+            report["dataset"]["followsPerUser"],
+            report["dataset"]["likes"],
+            report["mix"].as_str().unwrap_or(""),
+            report["load"]["ladder"].as_str().unwrap_or(""),
+            report["load"]["stepSecs"],
+            report["load"]["thinkMs"].as_str().unwrap_or(""),
+            report["load"]["slo"].as_str().unwrap_or(""),
+            m["cores"],
+            m["memoryMib"],
+            m["cpu"].as_str().unwrap_or(""),
+            report["commit"].as_str().unwrap_or(""),
+            report["startedAt"].as_str().unwrap_or("")
+        ),
+    );
+    line(&mut md, format!("## The change\n\n{}\n", exp.change));
+    line(&mut md, "## Comparison\n".into());
+    let variants = report["variants"].as_array().cloned().unwrap_or_default();
+    let header: Vec<String> = variants
+        .iter()
+        .map(|v| v["label"].as_str().unwrap_or("").to_owned())
+        .collect();
+    line(&mut md, format!("| | {} |", header.join(" | ")));
+    line(&mut md, format!("|---|{}", "---:|".repeat(header.len())));
+    let row = |md: &mut String, name: &str, cell: &dyn Fn(&Value) -> String| {
+        let cells: Vec<String> = variants.iter().map(cell).collect();
+        md.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
+    };
+    row(&mut md, "breaking point (users)", &|v| {
+        v["breakingPoint"]["users"]
+            .as_u64()
+            .map_or("SLO held".into(), |u| u.to_string())
+    });
+    row(&mut md, "throughput there (req/s)", &|v| {
+        f1(&v["atBreakingPoint"]["rps"])
+    });
+    row(&mut md, "p50 (ms)", &|v| f1(&v["atBreakingPoint"]["p50Ms"]));
+    row(&mut md, "p95 (ms)", &|v| f1(&v["atBreakingPoint"]["p95Ms"]));
+    row(&mut md, "p99 (ms)", &|v| f1(&v["atBreakingPoint"]["p99Ms"]));
+    row(&mut md, "error rate (%)", &|v| {
+        v["atBreakingPoint"]["errorRate"]
+            .as_f64()
+            .map_or("–".into(), |e| format!("{:.2}", e * 100.0))
+    });
+    row(&mut md, "SLO broken by", &|v| {
+        v["breakingPoint"]["brokenBy"]
+            .as_str()
+            .unwrap_or("–")
+            .to_owned()
+    });
+    row(&mut md, "saturated first", &|v| {
+        v["breakingPoint"]["saturated"]
+            .as_str()
+            .unwrap_or("–")
+            .to_owned()
+    });
+    row(&mut md, "USL σ (contention)", &|v| {
+        v["usl"]["sigma"]
+            .as_f64()
+            .map_or("–".into(), |x| format!("{x:.4}"))
+    });
+    row(&mut md, "USL κ (coherency)", &|v| {
+        v["usl"]["kappa"]
+            .as_f64()
+            .map_or("–".into(), |x| format!("{x:.6}"))
+    });
+    row(&mut md, "USL predicted peak (users)", &|v| {
+        v["usl"]["peakUsers"]
+            .as_f64()
+            .map_or("none".into(), |x| format!("{x:.0}"))
+    });
+    row(&mut md, "result file", &|v| {
+        format!("`{}`", v["resultFile"].as_str().unwrap_or(""))
+    });
+    md.push('\n');
+    line(
+        &mut md,
+        "p95 per request at each variant's breaking point (ms):\n".into(),
+    );
+    line(&mut md, format!("| request | {} |", header.join(" | ")));
+    line(&mut md, format!("|---|{}", "---:|".repeat(header.len())));
+    let mut names: Vec<String> = variants
+        .iter()
+        .filter_map(|v| v["atBreakingPoint"]["requests"].as_object())
+        .flat_map(|r| r.keys().cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        row(&mut md, &name, &|v| {
+            f1(&v["atBreakingPoint"]["requests"][&name]["p95Ms"])
+        });
+    }
+    md.push('\n');
+    line(&mut md, "## Observation\n".into());
+    for v in &variants {
+        line(
+            &mut md,
+            format!(
+                "- **{}**: {}",
+                v["label"].as_str().unwrap_or(""),
+                match v["breakingPoint"].as_object() {
+                    Some(bp) => format!(
+                        "held the SLO up to {} users ({} req/s); at {} users {}; saturated: {}.",
+                        bp["users"],
+                        f1(&bp["rps"]),
+                        bp["failingUsers"],
+                        bp["brokenBy"].as_str().unwrap_or(""),
+                        bp["saturated"].as_str().unwrap_or("")
+                    ),
+                    None => "held the SLO at every step of the ladder.".into(),
+                }
+            ),
+        );
+    }
+    md.push('\n');
+    line(&mut md, format!("## Trade-off\n\n{}\n", exp.tradeoff));
+    line(
+        &mut md,
+        format!(
+            "## Limits of this experiment\n\n{} The load generator runs on the same machine as the servers (its CPU share is in each result file); the load is a closed model with think times (users, not arrivals per second); each step is one {}-second measurement, so differences of a few percent are within run-to-run noise.\n",
+            exp.limits, report["load"]["stepSecs"]
+        ),
+    );
+    line(
+        &mut md,
+        format!(
+            "Reproduce: `{}` (about {:.0} minutes here).",
+            report["command"].as_str().unwrap_or(""),
+            report["minutes"].as_f64().unwrap_or(0.0).ceil()
+        ),
+    );
+    md
+}
