@@ -186,6 +186,8 @@ pub struct Bench {
 pub struct Results {
     pub runs: Vec<Run>,
     pub benches: Vec<Bench>,
+    /// Lab reports (`minigram.lab/1`): (file, experiment, question, minutes).
+    pub labs: Vec<(String, String, String, String)>,
     /// Files that were not understood, with the reason.
     pub skipped: Vec<(String, String)>,
 }
@@ -365,6 +367,12 @@ pub fn load(dir: &Path) -> anyhow::Result<Results> {
                         .push((name, format!("not a loadtest/1 file: {e}"))),
                 }
             }
+            Some("minigram.lab/1") => results.labs.push((
+                name,
+                value["experiment"].as_str().unwrap_or("").to_owned(),
+                value["question"].as_str().unwrap_or("").to_owned(),
+                format!("{:.1}", value["minutes"].as_f64().unwrap_or(0.0)),
+            )),
             _ => match bench(name.clone(), &value) {
                 Some(b) => results.benches.push(b),
                 None => results
@@ -575,6 +583,7 @@ pub struct Page<'a> {
     pub charts: Vec<(String, String)>,
     pub experiments: Vec<ExperimentView>,
     pub benches: &'a [Bench],
+    pub labs: &'a [(String, String, String, String)],
     pub skipped: &'a [(String, String)],
 }
 
@@ -635,6 +644,7 @@ pub fn render(results: &Results, generated: String) -> anyhow::Result<String> {
         runs: &runs,
         charts,
         benches: &results.benches,
+        labs: &results.labs,
         skipped: &results.skipped,
     };
     Ok(page.render()?)

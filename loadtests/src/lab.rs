@@ -655,7 +655,7 @@ fn report_json(args: &LabArgs, exp: &Experiment, outcomes: &[Outcome], took: Dur
         "commit": minigram::machine::git_commit(),
         "machine": minigram::machine::Machine::current(),
         "startedAt": minigram::machine::utc_now(),
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "command": command_line(),
         "minutes": took.as_secs_f64() / 60.0,
         "dataset": dataset_json(args),
         "load": {
@@ -668,6 +668,24 @@ fn report_json(args: &LabArgs, exp: &Experiment, outcomes: &[Outcome], took: Dur
         "tradeoff": exp.tradeoff,
         "limits": exp.limits,
     })
+}
+
+/// The command as a user would type it (`loadtests lab …`, not the
+/// binary's full path).
+fn command_line() -> String {
+    let mut args = std::env::args();
+    let bin = args
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "loadtests".into());
+    std::iter::once(bin)
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn f1(v: &Value) -> String {
