@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::journeys::Mix;
-use crate::step::{Plan, Step};
+use crate::step::Step;
 use crate::{Common, Record, verdict};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -524,15 +524,7 @@ async fn run_experiment(
             .out_dir
             .join(format!("lab-{}-{}-{stamp}.json", exp.name, variant.label));
         let report = out.with_extension("html");
-        let plan = |users: usize, secs: u64, last: bool| Plan {
-            hosts: &hosts,
-            users,
-            secs,
-            journeys: journeys.clone(),
-            report: last.then_some(report.as_path()),
-            include_warmup: false,
-            explore_only: false,
-        };
+        let plan = crate::step::planner(&hosts, journeys, &report, false);
         let (steps, bp) = verdict::breaking(
             &plan,
             args.users,

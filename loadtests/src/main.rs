@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use journeys::JourneyConfig;
-use step::{Plan, Step};
+use step::Step;
 use verdict::Slo;
 
 const EXAMPLES: &str = "Examples:
@@ -305,15 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     );
 
     let single = matches!(cli.mode, Mode::Smoke(_) | Mode::Load(_));
-    let plan = |users: usize, secs: u64, last: bool| Plan {
-        hosts: &hosts,
-        users,
-        secs,
-        journeys: journeys.clone(),
-        report: last.then_some(report.as_path()),
-        include_warmup: single,
-        explore_only: false,
-    };
+    let plan = step::planner(&hosts, journeys, &report, single);
     let mut extra = json!({});
     let (steps, breaking_point, ok) = match &cli.mode {
         Mode::Smoke(_) | Mode::Load(_) => {

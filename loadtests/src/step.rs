@@ -112,6 +112,26 @@ pub struct Plan<'a> {
     pub explore_only: bool,
 }
 
+/// The plan of every step of a run: the same hosts, journeys and report,
+/// for any users, seconds and "is it the last step" (which writes Goose's
+/// HTML report).
+pub fn planner<'a>(
+    hosts: &'a [String],
+    journeys: JourneyConfig,
+    report: &'a Path,
+    include_warmup: bool,
+) -> impl Fn(usize, u64, bool) -> Plan<'a> + 'a {
+    move |users, secs, last| Plan {
+        hosts,
+        users,
+        secs,
+        journeys: journeys.clone(),
+        report: last.then_some(report),
+        include_warmup,
+        explore_only: false,
+    }
+}
+
 /// The server's `/api/metrics` (and its request counter).
 pub async fn server_metrics(client: &reqwest::Client, host: &str) -> anyhow::Result<Value> {
     let v: Value = client

@@ -56,7 +56,7 @@ impl AppArgs {
             stage,
             metrics: self.metrics == Toggle::On,
             limits: crate::admission::Limits {
-                max_in_flight: self.max_in_flight.max(1),
+                max_in_flight: self.max_in_flight,
                 request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
             },
             login_throttle: crate::auth::Throttle {

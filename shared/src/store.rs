@@ -236,6 +236,11 @@ pub struct Integrity {
     pub files: Vec<String>,
 }
 
+/// Photos whose stored `like_count` differs from their like rows (the same
+/// SQL on SQLite and Postgres): `integrity` reports any as a problem.
+pub const LIKE_COUNT_MISMATCHES: &str = "SELECT COUNT(*) FROM photos p
+     WHERE p.like_count <> (SELECT COUNT(*) FROM likes l WHERE l.photo_id = p.id)";
+
 /// Everything Minigram asks of its storage. Every method is one use case and
 /// one atomic step: counts returned are those committed by the same call.
 pub trait Store: Clone + Send + Sync + 'static {

@@ -395,10 +395,7 @@ impl Store for SqliteStore {
             if dangling > 0 {
                 problems.push(format!("{dangling} rows point to missing rows"));
             }
-            let wrong = count(
-                "SELECT COUNT(*) FROM photos p
-                 WHERE p.like_count <> (SELECT COUNT(*) FROM likes l WHERE l.photo_id = p.id)",
-            )?;
+            let wrong = count(minigram::store::LIKE_COUNT_MISMATCHES)?;
             if wrong > 0 {
                 problems.push(format!(
                     "{wrong} photos' like_count differs from their like rows"

@@ -788,11 +788,7 @@ impl Store for Stage2Store {
         };
         let mut problems = Vec::new();
         // Foreign keys are enforced by Postgres; the like counter is ours.
-        let wrong = count(
-            "SELECT COUNT(*) FROM photos p
-             WHERE p.like_count <> (SELECT COUNT(*) FROM likes l WHERE l.photo_id = p.id)",
-        )
-        .await?;
+        let wrong = count(minigram::store::LIKE_COUNT_MISMATCHES).await?;
         if wrong > 0 {
             problems.push(format!(
                 "{wrong} photos' like_count differs from their like rows"

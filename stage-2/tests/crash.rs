@@ -13,21 +13,11 @@ use std::path::Path;
 async fn an_acknowledged_write_survives_sigkill() {
     let (config, name) = common::fresh_config();
     let db = common::Pg::with_config(config.clone(), name).await;
-    let data = db.uploads_dir().parent().unwrap().to_owned();
-    let data = data.to_str().expect("UTF-8 temp path").to_owned();
+    let flags = common::storage_flags(&config, db.uploads_dir().parent().unwrap());
     let report = tokio::task::spawn_blocking(move || {
         crash_during_writes(
             Path::new(env!("CARGO_BIN_EXE_stage-2")),
-            &[
-                "--database-url",
-                &config.database_url,
-                "--redis-url",
-                &config.redis_url,
-                "--redis-prefix",
-                &config.redis_prefix,
-                "--data-dir",
-                &data,
-            ],
+            &flags.iter().map(String::as_str).collect::<Vec<_>>(),
         )
     })
     .await
@@ -46,21 +36,11 @@ async fn an_acknowledged_write_survives_sigkill() {
 async fn a_spike_is_shed_and_recovered_from() {
     let (config, name) = common::fresh_config();
     let db = common::Pg::with_config(config.clone(), name).await;
-    let data = db.uploads_dir().parent().unwrap().to_owned();
-    let data = data.to_str().expect("UTF-8 temp path").to_owned();
+    let flags = common::storage_flags(&config, db.uploads_dir().parent().unwrap());
     tokio::task::spawn_blocking(move || {
         minigram::testing::spike::spike_test(
             Path::new(env!("CARGO_BIN_EXE_stage-2")),
-            &[
-                "--database-url",
-                &config.database_url,
-                "--redis-url",
-                &config.redis_url,
-                "--redis-prefix",
-                &config.redis_prefix,
-                "--data-dir",
-                &data,
-            ],
+            &flags.iter().map(String::as_str).collect::<Vec<_>>(),
         )
     })
     .await

@@ -13,21 +13,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_stage-2");
 
 /// Starts a `stage-2` on a free port; it is killed when dropped.
 fn start(config: &stage_2::Stage2Config, data_dir: &Path) -> Process {
-    Process::start(
-        Path::new(BIN),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &config.database_url,
-            "--redis-url",
-            &config.redis_url,
-            "--redis-prefix",
-            &config.redis_prefix,
-            "--data-dir",
-            data_dir.to_str().expect("UTF-8 temp path"),
-        ],
-    )
+    let flags = common::storage_flags(config, data_dir);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Process::on_free_port(Path::new(BIN), &flags)
 }
 
 /// Register on one process, use the token on the other, log out on the

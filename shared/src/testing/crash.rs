@@ -45,13 +45,7 @@ pub fn crash_during_writes(stage_bin: &Path, storage: &[&str]) -> CrashReport {
     let loadtests = loadtests_bin(stage_bin);
     let dir = tempfile::tempdir().expect("temp dir");
     let acks = dir.path().join("acks.jsonl");
-    let serve = |storage: &[&str]| {
-        let mut args = vec!["--listen", "127.0.0.1:0"];
-        args.extend_from_slice(storage);
-        Process::start(stage_bin, &args)
-    };
-
-    let server = serve(storage);
+    let server = Process::on_free_port(stage_bin, storage);
     let mut load = Command::new(&loadtests)
         .args([
             "load",
@@ -85,7 +79,7 @@ pub fn crash_during_writes(stage_bin: &Path, storage: &[&str]) -> CrashReport {
         "only {acked_at_kill} writes acknowledged in 10 s before the kill"
     );
 
-    let server = serve(storage);
+    let server = Process::on_free_port(stage_bin, storage);
     let out = Command::new(&loadtests)
         .args(["verify", "--host", &server.url])
         .arg("--ack-log")

@@ -62,6 +62,13 @@ impl Process {
         panic!("{} exited before printing its address", bin.display());
     }
 
+    /// Starts a stage binary on a free port of 127.0.0.1 with `flags`.
+    pub fn on_free_port(bin: &Path, flags: &[&str]) -> Self {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(flags);
+        Self::start(bin, &args)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -22,9 +22,7 @@ pub const SLOWEST_SHED_BOUND_MS: f64 = 2000.0;
 /// `peakRssMib`, `recoveredWithinSecs`...), after checking it.
 pub fn spike_test(stage_bin: &Path, storage: &[&str]) -> Value {
     let loadtests = loadtests_bin(stage_bin);
-    let mut args = vec!["--listen", "127.0.0.1:0"];
-    args.extend_from_slice(storage);
-    let server = Process::start(stage_bin, &args);
+    let server = Process::on_free_port(stage_bin, storage);
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("spike.json");
     let run = Command::new(&loadtests)

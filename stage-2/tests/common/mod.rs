@@ -29,6 +29,21 @@ pub fn unique_name() -> String {
     format!("minigram_test_{}", hex::encode(b))
 }
 
+/// The command-line storage flags of a `stage-2` process (serve, seed,
+/// check) for `config`, with uploads under `data_dir`.
+pub fn storage_flags(config: &Stage2Config, data_dir: &std::path::Path) -> Vec<String> {
+    vec![
+        "--database-url".into(),
+        config.database_url.clone(),
+        "--redis-url".into(),
+        config.redis_url.clone(),
+        "--redis-prefix".into(),
+        config.redis_prefix.clone(),
+        "--data-dir".into(),
+        data_dir.to_str().expect("UTF-8 temp path").into(),
+    ]
+}
+
 /// A config for a new, unique database and Redis prefix.
 pub fn fresh_config() -> (Stage2Config, String) {
     let name = unique_name();
