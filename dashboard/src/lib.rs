@@ -505,7 +505,7 @@ fn compare(metric: &str, before: f64, after: f64, digits: usize) -> Compare {
 }
 
 fn experiments(runs: &[Run]) -> Vec<ExperimentView> {
-    let mut by_name: BTreeMap<&str, (Option<&Run>, Option<&Run>)> = BTreeMap::new();
+    let mut by_name: BTreeMap<&str, (Option<&Run>, Vec<&Run>)> = BTreeMap::new();
     for run in runs {
         if let Some(e) = &run.experiment {
             let slot = by_name.entry(&e.name).or_default();
@@ -513,14 +513,19 @@ fn experiments(runs: &[Run]) -> Vec<ExperimentView> {
             if e.variant == "baseline" {
                 slot.0 = Some(run);
             } else {
-                slot.1 = Some(run);
+                slot.1.push(run);
             }
         }
     }
     by_name
         .into_iter()
-        .filter_map(|(name, (b, c))| {
-            let (b, c) = (b?, c?);
+        .filter_map(|(name, (b, changes))| {
+            let b = b?;
+            // The change is compared on the baseline's dataset only (an
+            // experiment may also vary the dataset size: index-impact).
+            let c = *changes.iter().rev().find(|c| {
+                c.dataset.photos == b.dataset.photos && c.dataset.users == b.dataset.users
+            })?;
             let (bs, cs) = (b.key_step()?, c.key_step()?);
             let bp = |r: &Run| r.breaking_point.as_ref().map_or(0.0, |p| p.users as f64);
             let mut rows = vec![
@@ -592,11 +597,12 @@ pub fn render(results: &Results, generated: String) -> anyhow::Result<String> {
     let mut runs = results.runs.clone();
     runs.sort_by(|a, b| a.stage.cmp(&b.stage).then(a.started_at.cmp(&b.started_at)));
     let mut charts = Vec::new();
-    // Curves against users only make sense for ladders (breaking runs and
-    // experiments); a spike's 8 → 2000 → 8 users is a table, not a curve.
+    // Curves against users only make sense for ladders (breaking runs,
+    // most experiments); a spike's 8 → 2000 → 8 users is a table, not a
+    // curve, and a fixed-load experiment's one step is not a ladder.
     let ladders: Vec<Run> = runs
         .iter()
-        .filter(|r| r.mode == "breaking" || r.experiment.is_some())
+        .filter(|r| r.mode == "breaking")
         .cloned()
         .collect();
     if !ladders.is_empty() {

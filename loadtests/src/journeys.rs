@@ -15,7 +15,7 @@ use goose::prelude::*;
 use crate::acks;
 use rand::Rng;
 use serde_json::{Value, json};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 /// What the journeys need to know about the target.
@@ -41,14 +41,25 @@ pub enum Mix {
     Reads,
 }
 
-static CONFIG: OnceLock<JourneyConfig> = OnceLock::new();
+/// The configuration of the current run. Goose transactions are plain
+/// functions, so they read it from here; each run (a lab runs several, on
+/// datasets of different sizes) replaces it before its users start.
+static CONFIG: RwLock<Option<JourneyConfig>> = RwLock::new(None);
 
 /// The password of every account a newcomer registers.
 const NEWCOMER_PASSWORD: &str = "load-test-password";
 static PHOTO: OnceLock<Vec<u8>> = OnceLock::new();
 
-fn config() -> &'static JourneyConfig {
-    CONFIG.get().expect("journeys configured")
+fn config() -> JourneyConfig {
+    CONFIG
+        .read()
+        .expect("journey config poisoned")
+        .clone()
+        .expect("journeys configured")
+}
+
+fn configure(cfg: JourneyConfig) {
+    *CONFIG.write().expect("journey config poisoned") = Some(cfg);
 }
 
 /// A small real PNG the newcomers upload (generated once).
@@ -76,7 +87,7 @@ struct Session {
 
 /// Registers the scenarios for every host (users are spread over hosts).
 pub fn scenarios(hosts: &[String], cfg: JourneyConfig) -> Result<Vec<Scenario>, GooseError> {
-    let _ = CONFIG.set(cfg);
+    configure(cfg);
     let (min, max) = config().think;
     let (newcomers, returning) = match config().mix {
         Mix::Default => (1, 6),
@@ -141,7 +152,7 @@ fn lurker(tag: &str, host: &str, min: Duration, max: Duration) -> Result<Scenari
 /// One anonymous `GET /api/explore` after another, no think time: to
 /// measure what the generator itself costs per request (`calibrate`).
 pub fn explore_only(host: &str) -> Result<Scenario, GooseError> {
-    let _ = CONFIG.set(JourneyConfig {
+    configure(JourneyConfig {
         seeded_users: 1,
         think: (Duration::ZERO, Duration::ZERO),
         mix: Mix::Default,

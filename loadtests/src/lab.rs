@@ -55,6 +55,10 @@ pub struct LabArgs {
     pub slo: String,
     #[arg(long, default_value = "200-800")]
     pub think_ms: String,
+    /// Users of the one fixed-load step of experiments that compare at
+    /// equal load instead of searching the breaking point (index-impact).
+    #[arg(long, default_value_t = 32)]
+    pub fixed_users: usize,
     /// Where result files and the report go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../results"))]
     pub out_dir: PathBuf,
@@ -87,13 +91,55 @@ impl Stage {
     }
 }
 
-/// One side of a comparison: a stage, its flags, how many processes.
+/// One side of a comparison: a stage, its flags, how many processes, and
+/// the dataset as a multiple of the chosen one (1 for all but the
+/// experiments that draw a cost curve over dataset sizes).
 #[derive(Debug, Clone)]
 struct Variant {
     label: &'static str,
     stage: Stage,
     flags: &'static [&'static str],
     processes: usize,
+    scale: f64,
+}
+
+/// How the variants are measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// The breaking-point search: the ladder of users, then bisection.
+    Breaking,
+    /// One step of `--fixed-users` users: latency at equal load.
+    Fixed,
+}
+
+/// The dataset a variant is seeded with.
+#[derive(Debug, Clone, Copy)]
+struct Dataset {
+    users: usize,
+    photos: usize,
+    follows_per_user: usize,
+    likes: usize,
+}
+
+impl Dataset {
+    fn of(args: &LabArgs, scale: f64) -> Self {
+        let s = |n: usize| ((n as f64 * scale).round() as usize).max(1);
+        Self {
+            users: s(args.dataset_users).max(args.dataset_follows_per_user + 1),
+            photos: s(args.dataset_photos),
+            follows_per_user: args.dataset_follows_per_user,
+            likes: s(args.dataset_likes),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "users": self.users,
+            "photos": self.photos,
+            "followsPerUser": self.follows_per_user,
+            "likes": self.likes,
+        })
+    }
 }
 
 /// A question, the variants that answer it (the first is the baseline),
@@ -104,7 +150,11 @@ struct Experiment {
     question: &'static str,
     change: &'static str,
     mix: Mix,
+    method: Method,
     variants: Vec<Variant>,
+    /// Requests whose p95 the cost-curve table shows, per dataset size
+    /// (only for experiments whose variants differ in dataset size).
+    curve: &'static [&'static str],
     tradeoff: &'static str,
     limits: &'static str,
 }
@@ -120,6 +170,18 @@ const fn v(
         stage,
         flags,
         processes,
+        scale: 1.0,
+    }
+}
+
+/// A stage-1 variant on `scale` times the chosen dataset.
+const fn sized(label: &'static str, flags: &'static [&'static str], scale: f64) -> Variant {
+    Variant {
+        label,
+        stage: Stage::One,
+        flags,
+        processes: 1,
+        scale,
     }
 }
 
@@ -131,7 +193,9 @@ fn experiments() -> Vec<Experiment> {
             question: "Same journeys, same dataset: where does each architecture break, and why?",
             change: "the architecture: one process on SQLite (stage 1) → one stateless process on pooled Postgres and Redis (stage 2)",
             mix: Mix::Default,
+            method: Method::Breaking,
             variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
+            curve: &[],
             tradeoff: "Stage 2 can add processes behind a load balancer and survives losing one; it pays for that with a network round trip to Postgres and Redis on every request and three servers to run. On one machine the extra hops cost CPU the app would otherwise use.",
             limits: "One process of stage 2 on the same 2 cores as Postgres, Redis and the generator: this compares the architectures at equal hardware, not stage 2 at its best (see scale-out).",
         },
@@ -140,10 +204,12 @@ fn experiments() -> Vec<Experiment> {
             question: "What does the Redis feed cache buy stage 2?",
             change: "stage 2's feed cache: off → on (`--feed-cache on`)",
             mix: Mix::Default,
+            method: Method::Breaking,
             variants: vec![
                 v("baseline", Two, &["--feed-cache", "off"], 1),
                 v("cache-on", Two, &["--feed-cache", "on"], 1),
             ],
+            curve: &[],
             tradeoff: "Staleness: a cached first feed page shows others' likes up to 10 s late (your own writes invalidate your cache at once). Memory in Redis per active viewer, and invalidation work on every write (a new photo touches the owner's and every follower's cache).",
             limits: "Most journeys read the feed right after logging in, so the cache is warm only within a visit; a read-heavier mix would favour it more.",
         },
@@ -152,6 +218,7 @@ fn experiments() -> Vec<Experiment> {
             question: "What do SQLite's journal and sync modes cost stage 1, and what does each risk?",
             change: "journal DELETE + synchronous FULL (the classic default) → WAL + FULL (stage 1's default) → WAL + NORMAL",
             mix: Mix::Writes,
+            method: Method::Breaking,
             variants: vec![
                 v(
                     "baseline",
@@ -172,19 +239,44 @@ fn experiments() -> Vec<Experiment> {
                     1,
                 ),
             ],
+            curve: &[],
             tradeoff: "DELETE + FULL and WAL + FULL lose nothing on a crash or a power loss. WAL + NORMAL loses nothing on a process crash (tested by the crash test) but may lose the last commits before a checkpoint on a power loss or OS crash. OFF (not run) may lose recent commits and, with DELETE, corrupt the file.",
             limits: "fsync cost depends on the disk: this machine's virtual disk is not a laptop SSD or a server with a battery-backed cache. Writes here are mostly registrations, which are bounded by password hashing before the disk matters.",
+        },
+        Experiment {
+            name: "index-impact",
+            question: "What does the feed's index buy stage 1, and how does its absence cost grow with the data?",
+            change: "stage 1's index on photos (user_id, id): on → off (`--feed-index off`), measured at 1×, 0.1× and 4× the dataset",
+            mix: Mix::Default,
+            method: Method::Fixed,
+            variants: vec![
+                sized("baseline", &["--feed-index", "on"], 1.0),
+                sized("no-index", &["--feed-index", "off"], 1.0),
+                sized("index-0.1x", &["--feed-index", "on"], 0.1),
+                sized("no-index-0.1x", &["--feed-index", "off"], 0.1),
+                sized("index-4x", &["--feed-index", "on"], 4.0),
+                sized("no-index-4x", &["--feed-index", "off"], 4.0),
+            ],
+            curve: &[
+                "GET /api/feed",
+                "GET /api/feed?before",
+                "GET /api/users/{id}",
+            ],
+            tradeoff: "The index costs disk space and one more B-tree to update on every new photo (a few microseconds per insert inside the single writer); without it every feed page and every profile's photo count reads the photos table, so the cost of a read grows with the data instead of with the page.",
+            limits: "Every variant runs the same fixed load (`--fixed-users`, one step), so the table shows latency at equal load, not breaking points. SQLite's page cache and the OS file cache hold the whole 4× dataset in memory on this machine: a table scan here is CPU, not disk; on a cold or larger-than-memory database it would be far slower.",
         },
         Experiment {
             name: "pool-size",
             question: "How many Postgres connections should a stage-2 process hold?",
             change: "the Postgres pool of one stage-2 process: 2 → 10 (default) → 40 connections (`--pg-pool`)",
             mix: Mix::Default,
+            method: Method::Breaking,
             variants: vec![
                 v("baseline", Two, &["--pg-pool", "2"], 1),
                 v("pool-10", Two, &["--pg-pool", "10"], 1),
                 v("pool-40", Two, &["--pg-pool", "40"], 1),
             ],
+            curve: &[],
             tradeoff: "Each connection is a Postgres backend process with its own memory; more connections than cores mostly add context switches and lock contention inside Postgres.",
             limits: "Postgres shares the 2 cores with the app and the generator, so large pools cannot show their benefit on bigger database hosts.",
         },
@@ -193,7 +285,9 @@ fn experiments() -> Vec<Experiment> {
             question: "Does a second stage-2 process add capacity?",
             change: "stage-2 processes behind the load generator: 1 → 2 (users spread evenly over both)",
             mix: Mix::Default,
+            method: Method::Breaking,
             variants: vec![v("baseline", Two, &[], 1), v("two-processes", Two, &[], 2)],
+            curve: &[],
             tradeoff: "Twice the connections to Postgres and Redis, and nothing shared in memory between processes (sessions and cache live in Redis, which is why this works at all).",
             limits: "Both processes share the same 2 cores, so a second process cannot add CPU: on one machine, scale-out shows its overhead, not its gain. On separate machines the result would differ.",
         },
@@ -202,7 +296,9 @@ fn experiments() -> Vec<Experiment> {
             question: "Where do reads alone break each stage?",
             change: "the stage under an anonymous read-only load (explore, profiles, photos): stage 1 → stage 2",
             mix: Mix::Reads,
+            method: Method::Breaking,
             variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
+            curve: &[],
             tradeoff: "Reads need no hashing and no writer: this shows each stage's query path and HTTP overhead alone.",
             limits: "Anonymous reads skip the session lookup that signed-in reads pay.",
         },
@@ -211,7 +307,9 @@ fn experiments() -> Vec<Experiment> {
             question: "Where do writes break each stage?",
             change: "the stage under the write-heavy mix (registrations, follows, likes, uploads): stage 1 → stage 2",
             mix: Mix::Writes,
+            method: Method::Breaking,
             variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
+            curve: &[],
             tradeoff: "Stage 1 has one writer at a time behind a queue; stage 2 lets Postgres run writes in parallel but pays a round trip per statement.",
             limits: "Registrations and sign-ins are bounded by password hashing on both stages, which hides some of the storage difference.",
         },
@@ -396,6 +494,7 @@ fn check_reachable(what: &str, url: &str, default_port: u16) -> anyhow::Result<(
 /// What one variant measured.
 struct Outcome {
     variant: Variant,
+    dataset: Dataset,
     file: PathBuf,
     steps: Vec<Step>,
     breaking_point: Option<Value>,
@@ -460,23 +559,21 @@ async fn run_experiment(
             variant.label.replace('-', "_").as_str(),
         )?;
         let bin = binary(variant.stage.bin())?;
+        let ds = Dataset::of(args, variant.scale);
         eprintln!(
             "lab {} {tag}: seeding {} users, {} photos into fresh {} storage",
             exp.name,
-            args.dataset_users,
-            args.dataset_photos,
+            ds.users,
+            ds.photos,
             variant.stage.bin()
         );
         let seed = Command::new(&bin)
             .arg("seed")
             .args(storage.flags())
-            .args(["--users", &args.dataset_users.to_string()])
-            .args(["--photos", &args.dataset_photos.to_string()])
-            .args([
-                "--follows-per-user",
-                &args.dataset_follows_per_user.to_string(),
-            ])
-            .args(["--likes", &args.dataset_likes.to_string()])
+            .args(["--users", &ds.users.to_string()])
+            .args(["--photos", &ds.photos.to_string()])
+            .args(["--follows-per-user", &ds.follows_per_user.to_string()])
+            .args(["--likes", &ds.likes.to_string()])
             .output()
             .with_context(|| format!("cannot run {} seed", bin.display()))?;
         anyhow::ensure!(
@@ -509,7 +606,7 @@ async fn run_experiment(
             json_out: None,
             users: args.users,
             duration: args.step_secs,
-            seeded_users: args.dataset_users,
+            seeded_users: ds.users,
             think_ms: args.think_ms.clone(),
             slo: args.slo.clone(),
             mix: exp.mix,
@@ -525,21 +622,33 @@ async fn run_experiment(
             .join(format!("lab-{}-{}-{stamp}.json", exp.name, variant.label));
         let report = out.with_extension("html");
         let plan = crate::step::planner(&hosts, journeys, &report, false);
-        let (steps, bp) = verdict::breaking(
-            &plan,
-            args.users,
-            args.max_users,
-            args.step_secs,
-            args.bisect,
-            &slo,
-        )
-        .await?;
+        let (steps, bp) = match exp.method {
+            Method::Breaking => {
+                verdict::breaking(
+                    &plan,
+                    args.users,
+                    args.max_users,
+                    args.step_secs,
+                    args.bisect,
+                    &slo,
+                )
+                .await?
+            }
+            Method::Fixed => {
+                let step =
+                    verdict::measure(&plan, args.fixed_users, args.step_secs, "fixed load").await?;
+                (vec![step], None)
+            }
+        };
         let result = crate::result_json(&Record {
-            mode: "breaking",
+            mode: match exp.method {
+                Method::Breaking => "breaking",
+                Method::Fixed => "load",
+            },
             stage: &stage,
             hosts: &hosts,
             slo: &slo,
-            dataset: dataset_json(args),
+            dataset: ds.json(),
             steps: &steps,
             breaking_point: &bp,
             summary: &json!({"processes": variant.processes, "flags": variant.flags}),
@@ -556,6 +665,7 @@ async fn run_experiment(
         drop(storage);
         outcomes.push(Outcome {
             variant: variant.clone(),
+            dataset: ds,
             file: out,
             steps,
             breaking_point: bp,
@@ -593,15 +703,6 @@ fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn dataset_json(args: &LabArgs) -> Value {
-    json!({
-        "users": args.dataset_users,
-        "photos": args.dataset_photos,
-        "followsPerUser": args.dataset_follows_per_user,
-        "likes": args.dataset_likes,
-    })
-}
-
 /// The step a variant is compared at: its last passing step (the breaking
 /// point), or its last step when the SLO never broke.
 fn key_step(o: &Outcome) -> Option<&Step> {
@@ -623,9 +724,19 @@ fn report_json(args: &LabArgs, exp: &Experiment, outcomes: &[Outcome], took: Dur
                 "stage": o.variant.stage.bin(),
                 "flags": o.variant.flags,
                 "processes": o.variant.processes,
+                "dataset": o.dataset.json(),
+                "scale": o.variant.scale,
                 "resultFile": o.file.file_name().map(|f| f.to_string_lossy().into_owned()),
                 "breakingPoint": o.breaking_point,
-                "usl": verdict::usl_of(&o.steps),
+                "usl": match exp.method {
+                    Method::Breaking => verdict::usl_of(&o.steps),
+                    Method::Fixed => Value::Null,
+                },
+                // Fixed load: what was busiest during the one step.
+                "busiest": match exp.method {
+                    Method::Breaking => Value::Null,
+                    Method::Fixed => key.map(verdict::saturated).into(),
+                },
                 "atBreakingPoint": key.map(|s| json!({
                     "users": s.users,
                     "rps": s.rps,
@@ -649,9 +760,16 @@ fn report_json(args: &LabArgs, exp: &Experiment, outcomes: &[Outcome], took: Dur
         "startedAt": minigram::machine::utc_now(),
         "command": command_line(),
         "minutes": took.as_secs_f64() / 60.0,
-        "dataset": dataset_json(args),
+        "method": match exp.method {
+            Method::Breaking => "breaking",
+            Method::Fixed => "fixed",
+        },
+        "dataset": Dataset::of(args, 1.0).json(),
         "load": {
-            "ladder": format!("{} users doubling up to {}, then {} bisection steps", args.users, args.max_users, args.bisect),
+            "ladder": match exp.method {
+                Method::Breaking => format!("{} users doubling up to {}, then {} bisection steps", args.users, args.max_users, args.bisect),
+                Method::Fixed => format!("one step of {} users per variant (equal load, no breaking-point search)", args.fixed_users),
+            },
             "stepSecs": args.step_secs,
             "thinkMs": args.think_ms,
             "slo": args.slo,
@@ -684,6 +802,70 @@ fn f1(v: &Value) -> String {
     v.as_f64().map_or("–".into(), |x| format!("{x:.1}"))
 }
 
+/// The cost curve: for each dataset size (ascending), the p95 of the
+/// experiment's chosen requests under each setting, and their ratio.
+fn cost_curve(md: &mut String, exp: &Experiment, variants: &[Value]) {
+    let mut scales: Vec<f64> = variants
+        .iter()
+        .filter_map(|v| v["scale"].as_f64())
+        .collect();
+    scales.sort_by(f64::total_cmp);
+    scales.dedup();
+    let at = |scale: f64, k: usize| {
+        variants
+            .iter()
+            .filter(|v| v["scale"].as_f64() == Some(scale))
+            .nth(k)
+    };
+    let setting = |k: usize| {
+        at(1.0, k).map_or(String::new(), |v| {
+            v["flags"]
+                .as_array()
+                .map(|f| {
+                    f.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default()
+        })
+    };
+    let (a, b) = (setting(0), setting(1));
+    md.push_str(&format!(
+        "### The cost curve\n\np95 (ms) of each request as the dataset grows, `{a}` vs `{b}`, and their ratio (same fixed load):\n\n| photos | users |"
+    ));
+    for r in exp.curve {
+        md.push_str(&format!(" {r}: `{a}` | `{b}` | ratio |"));
+    }
+    md.push_str(&format!(
+        "\n|---:|---:|{}\n",
+        "---:|---:|---:|".repeat(exp.curve.len())
+    ));
+    for &scale in &scales {
+        let (Some(x), Some(y)) = (at(scale, 0), at(scale, 1)) else {
+            continue;
+        };
+        md.push_str(&format!(
+            "| {} | {} |",
+            x["dataset"]["photos"], x["dataset"]["users"]
+        ));
+        for r in exp.curve {
+            let p = |v: &Value| v["atBreakingPoint"]["requests"][*r]["p95Ms"].as_f64();
+            let ratio = match (p(x), p(y)) {
+                (Some(a), Some(b)) if a > 0.0 => format!("{:.1}×", b / a),
+                _ => "–".into(),
+            };
+            md.push_str(&format!(
+                " {} | {} | {ratio} |",
+                p(x).map_or("–".into(), |v| format!("{v:.1}")),
+                p(y).map_or("–".into(), |v| format!("{v:.1}"))
+            ));
+        }
+        md.push('\n');
+    }
+    md.push('\n');
+}
+
 fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
     let m = &report["machine"];
     let mut md = String::new();
@@ -705,7 +887,7 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
     line(
         &mut md,
         format!(
-            "Baseline: `{}{}` ({} process{}). Dataset: {} users, {} photos, {} follows per user, {} likes, seeded fresh for every variant. Load: the `{}` journey mix, {}, {} s per step, think time {} ms, SLO `{}`. Machine: {} cores, {} MiB, {}; commit `{}`; {}.\n",
+            "Baseline: `{}{}` ({} process{}). Dataset: {} users, {} photos, {} follows per user, {} likes, seeded fresh for every variant{}. Load: the `{}` journey mix, {}, {} s per step, think time {} ms, SLO `{}`. Machine: {} cores, {} MiB, {}; commit `{}`; {}.\n",
             base.stage.bin(),
             if base.flags.is_empty() {
                 " with its defaults".to_owned()
@@ -718,6 +900,11 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
             report["dataset"]["photos"],
             report["dataset"]["followsPerUser"],
             report["dataset"]["likes"],
+            if outcomes.iter().any(|o| o.variant.scale != 1.0) {
+                " (variants named 0.1x or 4x get that multiple of the users, photos and likes)"
+            } else {
+                ""
+            },
             report["mix"].as_str().unwrap_or(""),
             report["load"]["ladder"].as_str().unwrap_or(""),
             report["load"]["stepSecs"],
@@ -743,14 +930,27 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
         let cells: Vec<String> = variants.iter().map(cell).collect();
         md.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
     };
-    row(&mut md, "breaking point (users)", &|v| {
-        v["breakingPoint"]["users"]
-            .as_u64()
-            .map_or("SLO held".into(), |u| u.to_string())
-    });
-    row(&mut md, "throughput there (req/s)", &|v| {
-        f1(&v["atBreakingPoint"]["rps"])
-    });
+    let fixed = exp.method == Method::Fixed;
+    if fixed {
+        row(&mut md, "dataset (users / photos)", &|v| {
+            format!("{} / {}", v["dataset"]["users"], v["dataset"]["photos"])
+        });
+        row(&mut md, "users (fixed load)", &|v| {
+            v["atBreakingPoint"]["users"].to_string()
+        });
+        row(&mut md, "throughput (req/s)", &|v| {
+            f1(&v["atBreakingPoint"]["rps"])
+        });
+    } else {
+        row(&mut md, "breaking point (users)", &|v| {
+            v["breakingPoint"]["users"]
+                .as_u64()
+                .map_or("SLO held".into(), |u| u.to_string())
+        });
+        row(&mut md, "throughput there (req/s)", &|v| {
+            f1(&v["atBreakingPoint"]["rps"])
+        });
+    }
     row(&mut md, "p50 (ms)", &|v| f1(&v["atBreakingPoint"]["p50Ms"]));
     row(&mut md, "p95 (ms)", &|v| f1(&v["atBreakingPoint"]["p95Ms"]));
     row(&mut md, "p99 (ms)", &|v| f1(&v["atBreakingPoint"]["p99Ms"]));
@@ -759,40 +959,50 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
             .as_f64()
             .map_or("–".into(), |e| format!("{:.2}", e * 100.0))
     });
-    row(&mut md, "SLO broken by", &|v| {
-        v["breakingPoint"]["brokenBy"]
-            .as_str()
-            .unwrap_or("–")
-            .to_owned()
-    });
-    row(&mut md, "saturated first", &|v| {
-        v["breakingPoint"]["saturated"]
-            .as_str()
-            .unwrap_or("–")
-            .to_owned()
-    });
-    row(&mut md, "USL σ (contention)", &|v| {
-        v["usl"]["sigma"]
-            .as_f64()
-            .map_or("–".into(), |x| format!("{x:.4}"))
-    });
-    row(&mut md, "USL κ (coherency)", &|v| {
-        v["usl"]["kappa"]
-            .as_f64()
-            .map_or("–".into(), |x| format!("{x:.6}"))
-    });
-    row(&mut md, "USL predicted peak (users)", &|v| {
-        v["usl"]["peakUsers"]
-            .as_f64()
-            .map_or("none".into(), |x| format!("{x:.0}"))
-    });
+    if fixed {
+        row(&mut md, "busiest resource", &|v| {
+            v["busiest"].as_str().unwrap_or("–").to_owned()
+        });
+    } else {
+        row(&mut md, "SLO broken by", &|v| {
+            v["breakingPoint"]["brokenBy"]
+                .as_str()
+                .unwrap_or("–")
+                .to_owned()
+        });
+        row(&mut md, "saturated first", &|v| {
+            v["breakingPoint"]["saturated"]
+                .as_str()
+                .unwrap_or("–")
+                .to_owned()
+        });
+        row(&mut md, "USL σ (contention)", &|v| {
+            v["usl"]["sigma"]
+                .as_f64()
+                .map_or("–".into(), |x| format!("{x:.4}"))
+        });
+        row(&mut md, "USL κ (coherency)", &|v| {
+            v["usl"]["kappa"]
+                .as_f64()
+                .map_or("–".into(), |x| format!("{x:.6}"))
+        });
+        row(&mut md, "USL predicted peak (users)", &|v| {
+            v["usl"]["peakUsers"]
+                .as_f64()
+                .map_or("none".into(), |x| format!("{x:.0}"))
+        });
+    }
     row(&mut md, "result file", &|v| {
         format!("`{}`", v["resultFile"].as_str().unwrap_or(""))
     });
     md.push('\n');
     line(
         &mut md,
-        "p95 per request at each variant's breaking point (ms):\n".into(),
+        if fixed {
+            "p95 per request at the fixed load (ms):\n".into()
+        } else {
+            "p95 per request at each variant's breaking point (ms):\n".into()
+        },
     );
     line(&mut md, format!("| request | {} |", header.join(" | ")));
     line(&mut md, format!("|---|{}", "---:|".repeat(header.len())));
@@ -809,8 +1019,11 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
         });
     }
     md.push('\n');
+    if !exp.curve.is_empty() {
+        cost_curve(&mut md, exp, &variants);
+    }
     line(&mut md, "## Observation\n".into());
-    for v in &variants {
+    for v in variants.iter().filter(|_| !fixed) {
         line(
             &mut md,
             format!(
@@ -827,6 +1040,22 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
                     ),
                     None => "held the SLO at every step of the ladder.".into(),
                 }
+            ),
+        );
+    }
+    for v in variants.iter().filter(|_| fixed) {
+        let at = &v["atBreakingPoint"];
+        line(
+            &mut md,
+            format!(
+                "- **{}** ({} photos): {} users gave {} req/s at p95 {} ms, {:.2} % errors; busiest: {}.",
+                v["label"].as_str().unwrap_or(""),
+                v["dataset"]["photos"],
+                at["users"],
+                f1(&at["rps"]),
+                f1(&at["p95Ms"]),
+                at["errorRate"].as_f64().unwrap_or(0.0) * 100.0,
+                v["busiest"].as_str().unwrap_or("–")
             ),
         );
     }

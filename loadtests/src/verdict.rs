@@ -232,7 +232,7 @@ pub fn saturated(s: &Step) -> String {
 
 pub type PlanFn<'a> = dyn Fn(usize, u64, bool) -> Plan<'a> + 'a;
 
-async fn measure<'a>(
+pub async fn measure<'a>(
     plan: &PlanFn<'a>,
     users: usize,
     secs: u64,

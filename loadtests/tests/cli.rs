@@ -205,3 +205,60 @@ fn a_tiny_lab_run_writes_its_report() {
         "no half-written file"
     );
 }
+
+/// A tiny index-impact run: the fixed-load method on three dataset sizes,
+/// each seeded fresh, with and without the feed index; the report draws
+/// the cost curve and each variant's file records its own dataset.
+#[test]
+fn a_tiny_index_impact_run_draws_the_cost_curve() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let o = Command::new(BIN)
+        .args(["lab", "index-impact", "--dataset-users", "200"])
+        .args(["--dataset-photos", "1000", "--dataset-likes", "500"])
+        .args(["--dataset-follows-per-user", "5", "--fixed-users", "4"])
+        .args(["--step-secs", "2"])
+        .arg("--out-dir")
+        .arg(&out)
+        .arg("--docs-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let chapter = std::fs::read_to_string(dir.path().join("index-impact.md")).unwrap();
+    assert!(chapter.contains("### The cost curve"), "{chapter}");
+    assert!(
+        chapter.contains("| users (fixed load) | 4 | 4 | 4 | 4 | 4 | 4 |"),
+        "{chapter}"
+    );
+    // Three sizes, ascending: 100, 1000 and 4000 photos.
+    let rows: Vec<&str> = chapter
+        .lines()
+        .skip_while(|l| !l.starts_with("### The cost curve"))
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| photos"))
+        .collect();
+    assert!(rows[0].starts_with("| 100 | 20 |"), "{rows:?}");
+    assert!(rows[1].starts_with("| 1000 | 200 |"), "{rows:?}");
+    assert!(rows[2].starts_with("| 4000 | 800 |"), "{rows:?}");
+    let mut seen = 0;
+    for e in std::fs::read_dir(&out).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // The small dataset runs after the 1x one: its users must not be
+        // the 1x run's (user21..user200 do not exist there).
+        if name.starts_with("lab-index-impact-no-index-0.1x-") && name.ends_with(".json") {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap();
+            assert_eq!(v["mode"], "load");
+            assert_eq!(v["dataset"]["photos"], 100);
+            assert_eq!(v["steps"].as_array().unwrap().len(), 1);
+            // Every seeded account the journeys signed in to existed at this size.
+            assert_eq!(
+                v["steps"][0]["requests"]["POST /api/login"]["errors"], 0,
+                "{v}"
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 1);
+}

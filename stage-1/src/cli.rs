@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use minigram::cli::{AppArgs, uploads_dir};
+use minigram::cli::{AppArgs, Toggle, uploads_dir};
 use minigram::seed::SeedArgs;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +13,7 @@ const EXAMPLES: &str = "Examples:
   stage-1                                   serve on 127.0.0.1:8080 with ./data/stage-1
   stage-1 --listen 0.0.0.0:9000 --data-dir /tmp/mg
   stage-1 --journal-mode delete --synchronous full   the slow, classic rollback journal
+  stage-1 --feed-index off                  feed and profiles without their index (a table scan)
   stage-1 check --data-dir /tmp/mg          after a crash: are the data consistent?
   stage-1 seed --users 10000 --photos 100000 --follows-per-user 50 --likes 200000";
 
@@ -43,6 +44,11 @@ pub struct ServeArgs {
     pub listen: String,
     #[command(flatten)]
     pub storage: StorageArgs,
+    /// The feed and profile index on photos (user_id, id): `off` drops it,
+    /// so every feed page and profile scans the photos table (the
+    /// index-impact experiment); `on` (re)creates it.
+    #[arg(long, env = "MINIGRAM_FEED_INDEX", value_enum, default_value = "on")]
+    pub feed_index: Toggle,
     #[command(flatten)]
     pub app: AppArgs,
 }
@@ -122,11 +128,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = args.storage.open()?;
+    store.set_feed_index(args.feed_index == Toggle::On)?;
     let describe = format!(
-        "data: {}, journal {:?}, synchronous {:?}",
+        "data: {}, journal {:?}, synchronous {:?}, feed index {:?}",
         args.storage.data_dir.display(),
         args.storage.journal_mode,
-        args.storage.synchronous
+        args.storage.synchronous,
+        args.feed_index
     );
     let uploads = uploads_dir(&args.storage.data_dir);
     minigram::cli::serve(

@@ -169,6 +169,32 @@ impl SqliteStore {
         &self.inner.config
     }
 
+    /// Creates (`on`) or drops (`off`) the feed and profile index
+    /// `photos_by_user` — the one change of the index-impact experiment.
+    /// The migration creates it; dropping it makes every feed page and
+    /// profile a scan of the photos table. Called before serving.
+    pub fn set_feed_index(&self, on: bool) -> anyhow::Result<()> {
+        let conn = self.inner.writer.lock().expect("writer poisoned");
+        let sql = if on {
+            "CREATE INDEX IF NOT EXISTS photos_by_user ON photos (user_id, id)"
+        } else {
+            "DROP INDEX IF EXISTS photos_by_user"
+        };
+        conn.execute_batch(sql)
+            .with_context(|| format!("changing the feed index: {sql}"))
+    }
+
+    /// Whether the feed index exists.
+    pub fn has_feed_index(&self) -> anyhow::Result<bool> {
+        let conn = self.inner.writer.lock().expect("writer poisoned");
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'photos_by_user'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n == 1)
+    }
+
     pub fn stats(&self) -> &SqliteStats {
         &self.inner.stats
     }

@@ -133,3 +133,85 @@ fn help_and_bad_flags() {
         "{err}"
     );
 }
+
+/// `--feed-index off` drops the feed index (the index-impact experiment's
+/// one change) and the feed still answers the same photos, newest first;
+/// `--feed-index on` brings the index back.
+#[tokio::test]
+async fn feed_index_off_drops_the_index_and_on_restores_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_owned();
+    let has_index = || {
+        let conn = rusqlite::Connection::open(dir.path().join("minigram.sqlite3")).unwrap();
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'photos_by_user'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 1
+    };
+    let feed = |url: String| async move {
+        let client = reqwest::Client::new();
+        let login: serde_json::Value = client
+            .post(format!("{url}/api/login"))
+            .json(&serde_json::json!({"username": "user1", "password": minigram::seed::SEED_PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let page: serde_json::Value = client
+            .get(format!("{url}/api/feed"))
+            .bearer_auth(login["token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        page["photos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let on = Process::start(
+        Path::new(BIN),
+        &["--listen", "127.0.0.1:0", "--data-dir", &path],
+    );
+    let with_index = feed(on.url.clone()).await;
+    drop(on);
+    assert!(has_index());
+    assert!(!with_index.is_empty());
+    let off = Process::start(
+        Path::new(BIN),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &path,
+            "--feed-index",
+            "off",
+        ],
+    );
+    let without = feed(off.url.clone()).await;
+    drop(off);
+    assert!(!has_index(), "--feed-index off dropped the index");
+    assert_eq!(with_index, without, "same feed either way");
+    let again = Process::start(
+        Path::new(BIN),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &path,
+            "--feed-index",
+            "on",
+        ],
+    );
+    drop(again);
+    assert!(has_index(), "--feed-index on recreated it");
+}

@@ -1,7 +1,7 @@
 //! Stage 2's command line: `serve` (the default), `seed` and `check`.
 
 use clap::{Parser, Subcommand};
-use minigram::cli::{AppArgs, uploads_dir};
+use minigram::cli::{AppArgs, Toggle, uploads_dir};
 use minigram::seed::SeedArgs;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -56,12 +56,6 @@ pub struct SeedCommand {
     pub seed: SeedArgs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnOff {
-    On,
-    Off,
-}
-
 /// Where stage 2 keeps its state.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StorageArgs {
@@ -91,7 +85,7 @@ pub struct StorageArgs {
     pub acquire_timeout_ms: u64,
     /// The Redis feed cache.
     #[arg(long, env = "MINIGRAM_FEED_CACHE", value_enum, default_value = "on")]
-    pub feed_cache: OnOff,
+    pub feed_cache: Toggle,
     /// Seconds a cached feed lives (plus up to 10 s of jitter).
     #[arg(long, env = "MINIGRAM_FEED_CACHE_TTL", default_value_t = 60)]
     pub feed_cache_ttl: u64,
@@ -110,7 +104,7 @@ impl StorageArgs {
             pg_pool_size: self.pg_pool,
             redis_pool_size: self.redis_pool,
             acquire_timeout: Duration::from_millis(self.acquire_timeout_ms),
-            feed_cache: self.feed_cache == OnOff::On,
+            feed_cache: self.feed_cache == Toggle::On,
             feed_cache_ttl: Duration::from_secs(self.feed_cache_ttl),
             feed_page_ttl: Duration::from_secs(self.feed_page_ttl),
         }
