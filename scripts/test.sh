@@ -25,9 +25,11 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 step "cargo build --release (the binaries the benchmarks and tests run)"
 cargo build --release --workspace
 
-step "benchmark smoke: cargo bench -p stage-1 / -p stage-2 -- --quick"
-cargo bench -p stage-1 -- --quick --out "${TMPDIR:-/tmp}/minigram-bench1-smoke.json"
-cargo bench -p stage-2 -- --quick --out "${TMPDIR:-/tmp}/minigram-bench2-smoke.json"
+step "benchmark smoke: cargo bench -p stage-1 / -p stage-2 (process and storage benches) -- --quick"
+cargo bench -p stage-1 --bench stage1 -- --quick --out "${TMPDIR:-/tmp}/minigram-bench1-smoke.json"
+cargo bench -p stage-1 --bench storage -- --quick --out "${TMPDIR:-/tmp}/minigram-storage1-smoke.json"
+cargo bench -p stage-2 --bench stage2 -- --quick --out "${TMPDIR:-/tmp}/minigram-bench2-smoke.json"
+cargo bench -p stage-2 --bench storage -- --quick --out "${TMPDIR:-/tmp}/minigram-storage2-smoke.json"
 
 step "smoke load: loadtests smoke against stage 1 and stage 2"
 scripts/smoke.sh

@@ -9,6 +9,8 @@
 //! Benchmark files give their headline figures. Every chart and table
 //! names the machine, commit, dataset and date of the runs it shows.
 
+pub mod report;
+
 use anyhow::Context;
 use askama::Template;
 use plotters::prelude::*;
@@ -201,12 +203,45 @@ fn num(v: &Value, path: &[&str]) -> Option<f64> {
         .as_f64()
 }
 
-fn bench(file: String, v: &Value) -> Option<Bench> {
+/// A benchmark file's title and headline rows, by its schema.
+pub(crate) fn bench(file: String, v: &Value) -> Option<Bench> {
     let schema = v["schema"].as_str()?;
     let f = |path: &[&str], unit: &str, digits: usize| {
         num(v, path).map_or("–".to_owned(), |x| format!("{x:.digits$}{unit}"))
     };
+    let storage_title;
     let (title, rows) = match schema {
+        "minigram.storagebench/1" => {
+            storage_title = format!(
+                "Storage microbenchmarks, {} (cargo bench -p {} --bench storage)",
+                v["stage"].as_str().unwrap_or("?"),
+                v["stage"].as_str().unwrap_or("?")
+            );
+            (
+                storage_title.as_str(),
+                v["operations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        let mean = r["meanMs"].as_f64().unwrap_or(f64::NAN);
+                        let target = r["targetMs"].as_f64().unwrap_or(f64::NAN);
+                        (
+                            format!(
+                                "{} (target ≤ {})",
+                                r["operation"].as_str().unwrap_or(""),
+                                minigram::results::duration_ms(target)
+                            ),
+                            format!(
+                                "{}{}",
+                                minigram::results::duration_ms(mean),
+                                if mean <= target { "" } else { " (missed)" }
+                            ),
+                        )
+                    })
+                    .collect(),
+            )
+        }
         "minigram.bench-stage1/1" => (
             "Stage 1 benchmark (cargo bench -p stage-1)",
             vec![

@@ -9,9 +9,11 @@ use std::path::PathBuf;
     name = "dashboard",
     version,
     about = "Render the lab's result files into one self-contained HTML page",
-    after_help = "Examples:\n  dashboard                          writes results/dashboard.html\n  dashboard --results /tmp/r --out /tmp/r/index.html\n  dashboard --serve                  and serves it on http://127.0.0.1:8090"
+    after_help = "Examples:\n  dashboard                          writes results/dashboard.html\n  dashboard --results /tmp/r --out /tmp/r/index.html\n  dashboard --serve                  and serves it on http://127.0.0.1:8090\n  dashboard report                   rewrites the generated tables of README.md and docs/ from results/\n  dashboard report --check           fails if README.md or docs/ differ from what results/ give"
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Directory of result files.
     #[arg(long, default_value = "results")]
     results: PathBuf,
@@ -23,6 +25,20 @@ struct Cli {
     serve: bool,
     #[arg(long, default_value = "127.0.0.1:8090")]
     listen: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Rewrites the generated parts of README.md and docs/**/*.md (between
+    /// `<!-- report:KEY -->` and `<!-- /report:KEY -->`) from the result files.
+    Report {
+        /// The repository: README.md, docs/ and (unless --results) results/.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// Change nothing; exit 1 if a generated part is out of date.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn now_utc() -> String {
@@ -44,6 +60,17 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Report { root, check }) = &cli.command {
+        let results = if cli.results.is_absolute() {
+            cli.results.clone()
+        } else {
+            root.join(&cli.results)
+        };
+        for line in dashboard::report::run(root, &results, *check)? {
+            eprintln!("{line}");
+        }
+        return Ok(());
+    }
     eprintln!("dashboard 1/2: reading {}", cli.results.display());
     let results = dashboard::load(&cli.results)?;
     eprintln!(

@@ -182,3 +182,109 @@ fn opens_from_disk_in_a_browser() {
     assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000);
     eprintln!("screenshot: {}", shot.display());
 }
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every generated table in README.md and docs/ is what the committed
+/// result files give: no figure in the docs was typed by hand or left
+/// behind by an older run.
+#[test]
+fn readme_and_docs_match_the_result_files() {
+    let o = Command::new(BIN)
+        .args(["report", "--check", "--root"])
+        .arg(repo())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for doc in ["README.md", "docs/stage-1.md", "docs/stage-2.md"] {
+        assert!(
+            err.contains(&format!("{doc}: ")),
+            "{doc} has generated blocks: {err}"
+        );
+    }
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    for key in [
+        "headline",
+        "lab-summary",
+        "storage:stage-1",
+        "storage:stage-2",
+    ] {
+        assert!(readme.contains(&format!("<!-- report:{key} -->")), "{key}");
+    }
+}
+
+/// A block whose figures differ from the results is caught by `--check`
+/// (which changes nothing) and rewritten by `report`; links are made
+/// relative to the document; an unknown block is a one-line error.
+#[test]
+fn report_rewrites_a_stale_block_and_check_catches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = repo().join("results");
+    std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+    let stale = "# t\n\n<!-- report:storage:stage-1 -->\n| write a photo row | 1 µs | made up |\n<!-- /report:storage:stage-1 -->\n\nafter\n";
+    std::fs::write(dir.path().join("README.md"), stale).unwrap();
+    std::fs::write(dir.path().join("docs/x.md"), stale).unwrap();
+    let report = |check: bool| {
+        let mut c = Command::new(BIN);
+        c.arg("--results")
+            .arg(&results)
+            .arg("report")
+            .arg("--root")
+            .arg(dir.path());
+        if check {
+            c.arg("--check");
+        }
+        c.output().unwrap()
+    };
+    let o = report(true);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("README.md") && err.contains("do not match"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("README.md")).unwrap(),
+        stale
+    );
+
+    let o = report(false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let readme = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+    assert!(
+        !readme.contains("made up") && readme.ends_with("\n\nafter\n"),
+        "{readme}"
+    );
+    assert!(
+        readme.contains("| operation | mean | target | status |"),
+        "{readme}"
+    );
+    assert!(
+        readme.contains("](results/bench-storage-stage-1.json)"),
+        "{readme}"
+    );
+    let doc = std::fs::read_to_string(dir.path().join("docs/x.md")).unwrap();
+    assert!(
+        doc.contains("](../results/bench-storage-stage-1.json)"),
+        "{doc}"
+    );
+    assert!(
+        report(true).status.success(),
+        "up to date after the rewrite"
+    );
+
+    std::fs::write(
+        dir.path().join("README.md"),
+        "<!-- report:nonsense -->\n<!-- /report:nonsense -->\n",
+    )
+    .unwrap();
+    let o = report(false);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("unknown report block \"nonsense\""),
+        "{err}"
+    );
+}

@@ -645,6 +645,7 @@ async fn run_experiment(
                 Method::Breaking => "breaking",
                 Method::Fixed => "load",
             },
+            mix: exp.mix,
             stage: &stage,
             hosts: &hosts,
             slo: &slo,
@@ -832,7 +833,7 @@ fn cost_curve(md: &mut String, exp: &Experiment, variants: &[Value]) {
     };
     let (a, b) = (setting(0), setting(1));
     md.push_str(&format!(
-        "### The cost curve\n\np95 (ms) of each request as the dataset grows, `{a}` vs `{b}`, and their ratio (same fixed load):\n\n| photos | users |"
+        "### The cost curve\n\np50 / p95 (ms) of each request as the dataset grows, `{a}` vs `{b}`, and the ratios (p50 ratio / p95 ratio; same fixed load):\n\n| photos | users |"
     ));
     for r in exp.curve {
         md.push_str(&format!(" {r}: `{a}` | `{b}` | ratio |"));
@@ -850,15 +851,21 @@ fn cost_curve(md: &mut String, exp: &Experiment, variants: &[Value]) {
             x["dataset"]["photos"], x["dataset"]["users"]
         ));
         for r in exp.curve {
-            let p = |v: &Value| v["atBreakingPoint"]["requests"][*r]["p95Ms"].as_f64();
-            let ratio = match (p(x), p(y)) {
+            let p = |v: &Value, q: &str| v["atBreakingPoint"]["requests"][*r][q].as_f64();
+            let cell = |v: &Value| match (p(v, "p50Ms"), p(v, "p95Ms")) {
+                (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
+                _ => "–".into(),
+            };
+            let ratio = |q: &str| match (p(x, q), p(y, q)) {
                 (Some(a), Some(b)) if a > 0.0 => format!("{:.1}×", b / a),
                 _ => "–".into(),
             };
             md.push_str(&format!(
-                " {} | {} | {ratio} |",
-                p(x).map_or("–".into(), |v| format!("{v:.1}")),
-                p(y).map_or("–".into(), |v| format!("{v:.1}"))
+                " {} | {} | {} / {} |",
+                cell(x),
+                cell(y),
+                ratio("p50Ms"),
+                ratio("p95Ms")
             ));
         }
         md.push('\n');

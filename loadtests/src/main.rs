@@ -201,6 +201,8 @@ pub fn write_result(out: &Path, value: &Value) -> anyhow::Result<()> {
 /// Everything one result file says.
 pub struct Record<'a> {
     pub mode: &'a str,
+    /// The journey mix.
+    pub mix: journeys::Mix,
     pub stage: &'a str,
     pub hosts: &'a [String],
     pub slo: &'a Slo,
@@ -223,6 +225,7 @@ pub fn result_json(r: &Record) -> Value {
         "commit": minigram::machine::git_commit(),
         "machine": minigram::machine::Machine::current(),
         "mode": r.mode,
+        "mix": format!("{:?}", r.mix).to_lowercase(),
         "startedAt": minigram::machine::utc_now(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "hosts": r.hosts,
@@ -366,6 +369,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let server_total: u64 = steps.iter().map(|s| s.server_requests).sum();
     let result = result_json(&Record {
         mode,
+        mix: common.mix,
         stage: &stage,
         hosts: &hosts,
         slo: &slo,

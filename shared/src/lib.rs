@@ -21,6 +21,7 @@ pub mod images;
 pub mod machine;
 pub mod openapi;
 pub mod pages;
+pub mod results;
 pub mod seed;
 pub mod startup;
 pub mod store;

@@ -181,7 +181,12 @@ impl SqliteStore {
             "DROP INDEX IF EXISTS photos_by_user"
         };
         conn.execute_batch(sql)
-            .with_context(|| format!("changing the feed index: {sql}"))
+            .with_context(|| format!("changing the feed index: {sql}"))?;
+        // Pay for the change now, not during the first measured writes:
+        // creating or dropping an index over a big table leaves many WAL
+        // pages that the next checkpoint would otherwise write back.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .context("checkpointing after the feed index change")
     }
 
     /// Whether the feed index exists.

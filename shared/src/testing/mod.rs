@@ -7,6 +7,8 @@
 //! tests: `minigram::contract_tests!(MyBackend);`.
 
 pub mod abuse;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod crash;
 pub mod http;
 pub mod load;

@@ -1,0 +1,421 @@
+//! `dashboard report`: rewrites the generated parts of README.md and
+//! docs/**/*.md from the result files, so that every figure a reader sees
+//! comes from a file a command wrote.
+//!
+//! A generated part sits between two markers:
+//!
+//! ```text
+//! <!-- report:headline -->
+//! ...replaced on every run...
+//! <!-- /report:headline -->
+//! ```
+//!
+//! Each block ends with the result file it came from and the command that
+//! made that file. `--check` rewrites nothing and fails when a block is not
+//! what the result files give (the test command runs it).
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The result files, by name, parsed.
+pub struct Sources {
+    files: BTreeMap<String, Value>,
+}
+
+impl Sources {
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read the results directory {}", dir.display()))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path())?;
+            if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                files.insert(name, v);
+            }
+        }
+        Ok(Self { files })
+    }
+
+    /// The newest file (by name: names end in their UTC time) matching `pred`.
+    fn latest(&self, pred: impl Fn(&str, &Value) -> bool) -> Option<(&str, &Value)> {
+        self.files
+            .iter()
+            .rev()
+            .find(|(n, v)| pred(n, v))
+            .map(|(n, v)| (n.as_str(), v))
+    }
+
+    fn lab(&self, experiment: &str) -> Option<(&str, &Value)> {
+        self.latest(|_, v| v["schema"] == "minigram.lab/1" && v["experiment"] == experiment)
+    }
+
+    fn named(&self, name: &str) -> Option<(&str, &Value)> {
+        self.files.get_key_value(name).map(|(n, v)| (n.as_str(), v))
+    }
+}
+
+fn f(v: &Value, digits: usize) -> String {
+    v.as_f64().map_or("–".into(), |x| format!("{x:.digits$}"))
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("–")
+}
+
+/// "Source: `results/x.json`, made by `cmd` at commit c on <machine>, <date>."
+fn source(name: &str, v: &Value) -> String {
+    let m = &v["machine"];
+    // The command as typed: `loadtests spike …`, not the binary's full path.
+    let command = v["command"]
+        .as_str()
+        .map(|c| {
+            let (bin, rest) = c.split_once(' ').unwrap_or((c, ""));
+            let bin = bin.rsplit('/').next().unwrap_or(bin);
+            format!("{bin} {rest}").trim_end().to_owned()
+        })
+        .unwrap_or_else(|| "(command not recorded)".into());
+    format!(
+        "<sub>Source: [`results/{name}`](results/{name}), written by `{}` at commit `{}` on {} cores / {} MiB ({}), {}.</sub>\n",
+        command,
+        v["commit"].as_str().unwrap_or("unknown"),
+        m["cores"],
+        m["memoryMib"],
+        m["cpu"].as_str().unwrap_or("cpu not recorded"),
+        v["startedAt"]
+            .as_str()
+            .map_or("", |d| d.get(..10).unwrap_or(d))
+    )
+}
+
+/// One generated block, by its key; `prefix` makes links relative to the
+/// file the block sits in (`../` for docs/, `../../` for docs/experiments/).
+pub fn block(src: &Sources, key: &str, prefix: &str) -> anyhow::Result<String> {
+    let body = match key.split_once(':').unwrap_or((key, "")) {
+        ("headline", _) => headline(src)?,
+        ("lab-summary", _) => lab_summary(src),
+        ("bench", file) => bench(src, file)?,
+        ("storage", stage) => storage(src, stage)?,
+        ("breaking", stage) => breaking(src, stage),
+        ("spike", stage) => spike(src, stage)?,
+        _ => bail!("unknown report block {key:?}"),
+    };
+    Ok(body.replace("](results/", &format!("]({prefix}results/")))
+}
+
+fn headline(src: &Sources) -> anyhow::Result<String> {
+    let (name, r) = src
+        .lab("stage1-vs-stage2")
+        .context("no stage1-vs-stage2 lab report in results/")?;
+    let mut t = String::from(
+        "| | breaking point (users) | throughput there (req/s) | p95 there (ms) | the SLO broke on | saturated first |\n|---|---:|---:|---:|---|---|\n",
+    );
+    for v in r["variants"].as_array().into_iter().flatten() {
+        let bp = &v["breakingPoint"];
+        t.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            s(&v["stage"]),
+            bp["users"]
+                .as_u64()
+                .map_or("SLO held".into(), |u| u.to_string()),
+            f(&v["atBreakingPoint"]["rps"], 0),
+            f(&v["atBreakingPoint"]["p95Ms"], 1),
+            s(&bp["brokenBy"]),
+            s(&bp["saturated"])
+        ));
+    }
+    t.push_str(&format!(
+        "\nSame journeys (`{}` mix), same dataset ({} users, {} photos), one process each; the whole run took {} minutes. Chapter: [stage1-vs-stage2](docs/experiments/stage1-vs-stage2.md).\n\n",
+        s(&r["mix"]),
+        r["dataset"]["users"],
+        r["dataset"]["photos"],
+        f(&r["minutes"], 1)
+    ));
+    t.push_str(&source(name, r));
+    Ok(t)
+}
+
+/// One line per experiment: each variant's breaking point (or, at fixed
+/// load, its p95), from the newest report of each.
+fn lab_summary(src: &Sources) -> String {
+    let mut latest: BTreeMap<&str, (&str, &Value)> = BTreeMap::new();
+    for (name, v) in &src.files {
+        if v["schema"] == "minigram.lab/1" {
+            latest.insert(v["experiment"].as_str().unwrap_or(""), (name.as_str(), v));
+        }
+    }
+    let mut t = String::from(
+        "| experiment | what each variant measured | minutes | report |\n|---|---|---:|---|\n",
+    );
+    for (exp, (name, r)) in &latest {
+        let fixed = r["method"] == "fixed";
+        let cells: Vec<String> = r["variants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| {
+                let at = &v["atBreakingPoint"];
+                if fixed {
+                    format!(
+                        "{}: p95 {} ms at {} users",
+                        s(&v["label"]),
+                        f(&at["p95Ms"], 1),
+                        at["users"]
+                    )
+                } else {
+                    match v["breakingPoint"]["users"].as_u64() {
+                        Some(u) => {
+                            format!("{}: {u} users, {} req/s", s(&v["label"]), f(&at["rps"], 0))
+                        }
+                        None => format!(
+                            "{}: SLO held to {} users ({} req/s)",
+                            s(&v["label"]),
+                            at["users"],
+                            f(&at["rps"], 0)
+                        ),
+                    }
+                }
+            })
+            .collect();
+        t.push_str(&format!(
+            "| [{exp}](docs/experiments/{exp}.md) | {} | {} | [`{name}`](results/{name}) |\n",
+            cells.join(" · "),
+            f(&r["minutes"], 1)
+        ));
+    }
+    t.push_str(
+        "\n<sub>Source: the newest `results/lab-<experiment>-<time>.report.json` of each experiment, written by `loadtests lab <experiment>`; machine and commit are in each report and chapter.</sub>\n",
+    );
+    t
+}
+
+fn bench(src: &Sources, file: &str) -> anyhow::Result<String> {
+    let (name, v) = src
+        .named(&format!("{file}.json"))
+        .with_context(|| format!("no results/{file}.json"))?;
+    let b = crate::bench(name.to_owned(), v)
+        .with_context(|| format!("{name} is not a benchmark file"))?;
+    let mut t = String::from("| figure | value |\n|---|---:|\n");
+    for (k, val) in &b.rows {
+        t.push_str(&format!("| {k} | {val} |\n"));
+    }
+    t.push_str(&format!("\nDataset: {}.\n\n", b.dataset));
+    t.push_str(&source(name, v));
+    Ok(t)
+}
+
+fn storage(src: &Sources, stage: &str) -> anyhow::Result<String> {
+    let (name, v) = src
+        .named(&format!("bench-storage-{stage}.json"))
+        .with_context(|| format!("no results/bench-storage-{stage}.json"))?;
+    let mut t = minigram::results::storage_table(v);
+    t.push_str(&format!(
+        "\n{}: {} users, {} photos, {} follows per user, {} likes; {}.\n\n",
+        s(&v["backend"]),
+        v["dataset"]["users"],
+        v["dataset"]["photos"],
+        v["dataset"]["followsPerUser"],
+        v["dataset"]["likes"],
+        s(&v["method"])
+    ));
+    t.push_str(&source(name, v));
+    Ok(t)
+}
+
+/// Every breaking point measured for `stage`: plain `loadtests breaking`
+/// runs and the lab's variants, newest first.
+fn breaking(src: &Sources, stage: &str) -> String {
+    let mut t = String::from(
+        "| run | mix | settings | dataset (users / photos) | breaking point (users) | req/s there | the SLO broke on | saturated first |\n|---|---|---|---|---:|---:|---|---|\n",
+    );
+    let mut n = 0;
+    for (name, v) in src.files.iter().rev() {
+        if v["schema"] != "minigram.loadtest/1" || v["mode"] != "breaking" || v["stage"] != stage {
+            continue;
+        }
+        let run = match v["experiment"]["name"].as_str() {
+            Some(e) => format!("lab {e}, {}", s(&v["experiment"]["variant"])),
+            None => "loadtests breaking".into(),
+        };
+        let flags: Vec<&str> = v["summary"]["flags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str())
+            .collect();
+        let processes = v["summary"]["processes"].as_u64().unwrap_or(1);
+        let settings = match (flags.is_empty(), processes) {
+            (true, 1) => "defaults".to_owned(),
+            (true, p) => format!("{p} processes"),
+            (false, 1) => format!("`{}`", flags.join(" ")),
+            (false, p) => format!("`{}`, {p} processes", flags.join(" ")),
+        };
+        // Files before the mix was recorded: a lab variant's mix is its
+        // experiment's (in the report); a plain run used the default.
+        let mix = v["mix"].as_str().or_else(|| {
+            let exp = v["experiment"]["name"].as_str()?;
+            src.lab(exp)?.1["mix"].as_str()
+        });
+        let bp = &v["breakingPoint"];
+        let ds = &v["dataset"];
+        let count = |x: &Value| x.as_u64().map_or("–".into(), |n| n.to_string());
+        let last = v["steps"].as_array().and_then(|s| s.last());
+        let (users, rps) = match bp["users"].as_u64() {
+            Some(u) => (u.to_string(), f(&bp["rps"], 0)),
+            None => (
+                format!(
+                    "SLO held to {}",
+                    last.map_or("–".into(), |s| count(&s["users"]))
+                ),
+                last.map_or("–".into(), |s| f(&s["rps"], 0)),
+            ),
+        };
+        let ds_users = if ds["users"].is_null() {
+            &ds["seededUsers"]
+        } else {
+            &ds["users"]
+        };
+        t.push_str(&format!(
+            "| [{run}](results/{name}) | {} | {settings} | {} / {} | {users} | {rps} | {} | {} |\n",
+            mix.unwrap_or("default"),
+            count(ds_users),
+            count(&ds["photos"]),
+            s(&bp["brokenBy"]),
+            s(&bp["saturated"])
+        ));
+        n += 1;
+    }
+    t.push_str(&format!(
+        "\n<sub>Source: the {n} `minigram.loadtest/1` files of {stage} in `results/` with mode `breaking`, written by `loadtests breaking` or `loadtests lab`; each names its command, commit and machine.</sub>\n"
+    ));
+    t
+}
+
+fn spike(src: &Sources, stage: &str) -> anyhow::Result<String> {
+    let (name, v) = src
+        .latest(|_, v| v["mode"] == "spike" && v["stage"] == stage)
+        .with_context(|| format!("no spike run of {stage} in results/"))?;
+    let m = &v["summary"];
+    let c = &m["shedAsClientsSawIt"];
+    let t = format!(
+        "| figure | value |\n|---|---:|\n| users in the spike | {} |\n| requests shed (server count) | {} |\n| slowest shed answer, server side | {} ms |\n| shed answers as clients saw them: p50 / p99 / max | {} / {} / {} ms |\n| error rate in the spike | {} % |\n| peak memory (RSS) | {} MiB |\n| server up after the spike | {} |\n| p95 back under {} ms within | {} s |\n\n{}",
+        m["spikeUsers"],
+        m["shedInSpike"],
+        f(&m["slowestShedMs"], 0),
+        f(&c["p50Ms"], 0),
+        f(&c["p99Ms"], 0),
+        f(&c["maxMs"], 0),
+        f(&(m["spikeErrorRate"].as_f64().map(|x| x * 100.0).into()), 1),
+        f(&m["peakRssMib"], 1),
+        if m["serverUpAfterSpike"] == true {
+            "yes"
+        } else {
+            "no"
+        },
+        f(&m["recoveryTargetP95Ms"], 0),
+        m["recoveredWithinSecs"],
+        source(name, v)
+    );
+    Ok(t)
+}
+
+/// The Markdown files the report rewrites: README.md and docs/**/*.md.
+pub fn documents(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.join("README.md")];
+    let mut dirs = vec![root.join("docs")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "md") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `text` with every block regenerated; the keys it found.
+pub fn rewrite(src: &Sources, text: &str, prefix: &str) -> anyhow::Result<(String, Vec<String>)> {
+    let mut out = String::with_capacity(text.len());
+    let mut keys = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("<!-- report:") {
+        let open_end = rest[start..]
+            .find("-->")
+            .map(|i| start + i + 3)
+            .context("an unclosed <!-- report: marker")?;
+        let key = rest[start + "<!-- report:".len()..open_end - 3]
+            .trim()
+            .to_owned();
+        let close = format!("<!-- /report:{key} -->");
+        let close_at = rest[open_end..]
+            .find(&close)
+            .map(|i| open_end + i)
+            .with_context(|| format!("<!-- report:{key} --> has no {close}"))?;
+        out.push_str(&rest[..open_end]);
+        out.push('\n');
+        out.push_str(&block(src, &key, prefix)?);
+        out.push_str(&close);
+        rest = &rest[close_at + close.len()..];
+        keys.push(key);
+    }
+    out.push_str(rest);
+    Ok((out, keys))
+}
+
+/// Rewrites (or with `check`, compares) every document under `root`;
+/// returns a line per document that has blocks.
+pub fn run(root: &Path, results: &Path, check: bool) -> anyhow::Result<Vec<String>> {
+    let src = Sources::load(results)?;
+    let mut lines = Vec::new();
+    let mut stale = Vec::new();
+    for doc in documents(root) {
+        let Ok(text) = std::fs::read_to_string(&doc) else {
+            continue;
+        };
+        let rel = doc.strip_prefix(root).unwrap_or(&doc);
+        let depth = rel.components().count().saturating_sub(1);
+        let prefix = "../".repeat(depth);
+        let (new, keys) =
+            rewrite(&src, &text, &prefix).with_context(|| format!("in {}", doc.display()))?;
+        if keys.is_empty() {
+            continue;
+        }
+        let changed = new != text;
+        if changed && check {
+            stale.push(rel.display().to_string());
+        } else if changed {
+            let tmp = doc.with_extension("md.partial");
+            std::fs::write(&tmp, &new)?;
+            std::fs::rename(&tmp, &doc)?;
+        }
+        lines.push(format!(
+            "{}: {} block{} ({}){}",
+            rel.display(),
+            keys.len(),
+            if keys.len() == 1 { "" } else { "s" },
+            keys.join(", "),
+            match (changed, check) {
+                (false, _) => ", up to date",
+                (true, true) => ", OUT OF DATE",
+                (true, false) => ", rewritten",
+            }
+        ));
+    }
+    if !stale.is_empty() {
+        bail!(
+            "{} do not match the result files: run `cargo run --release -p dashboard -- report` and commit the result",
+            stale.join(", ")
+        );
+    }
+    Ok(lines)
+}
