@@ -266,6 +266,20 @@ fn experiments() -> Vec<Experiment> {
             limits: "Every variant runs the same fixed load (`--fixed-users`, one step), so the table shows latency at equal load, not breaking points. SQLite's page cache and the OS file cache hold the whole 4× dataset in memory on this machine: a table scan here is CPU, not disk; on a cold or larger-than-memory database it would be far slower.",
         },
         Experiment {
+            name: "queue-impact",
+            question: "What does handing photo processing to a background worker change for stage 2?",
+            change: "stage 2's photo processing (decode, downscale, re-encode a 2400 × 1800 JPEG): in the request (`--photo-processing inline`) → a Redis queue and one background worker per process (`--photo-processing queue`)",
+            mix: Mix::Uploads,
+            method: Method::Breaking,
+            variants: vec![
+                v("baseline", Two, &["--photo-processing", "inline"], 1),
+                v("queue", Two, &["--photo-processing", "queue"], 1),
+            ],
+            curve: &[],
+            tradeoff: "The upload is acknowledged before the photo is processed: it answers 202 with `status: processing`, and the photo appears in feeds only when a worker has made it `ready` — the lag is the price, and it grows without bound if uploads outpace the workers (the queue is capped: past `--photo-queue-max` uploads get 503). Durability is unchanged: the raw upload and its row are committed before the 202, and a sweep re-queues photos whose job was lost with Redis. A failed decode can now only be reported later (`status: failed`), not in the upload's answer.",
+            limits: "The worker runs on the same 2 cores as the app, Postgres, Redis and the generator, so the queue cannot add processing capacity here; it moves the work out of the request and bounds how much of it runs at once. With workers on other machines the result would differ. The queue's lag is read from the server's figures (last photo's upload-to-ready time), not from each photo.",
+        },
+        Experiment {
             name: "pool-size",
             question: "How many Postgres connections should a stage-2 process hold?",
             change: "the Postgres pool of one stage-2 process: 2 → 10 (default) → 40 connections (`--pg-pool`)",
@@ -704,6 +718,25 @@ fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The photo queue during a step, if the server has one working: photos
+/// waiting (mean, peak) and the longest upload-to-visible time seen.
+fn photo_queue(s: &Step) -> Option<Value> {
+    let server = s.server.first()?;
+    let processed = server["figures"]
+        .as_array()?
+        .iter()
+        .find(|f| f["key"] == "photos.processed")?["value"]
+        .as_f64()?;
+    (processed > 0.0).then(|| {
+        json!({
+            "meanWaiting": verdict::figure_mean(server, "photos.queued", s.duration_secs),
+            "peakWaiting": verdict::figure_peak(server, "photos.queued", s.duration_secs),
+            "peakLagMs": verdict::figure_peak(server, "photos.lagMs", s.duration_secs),
+            "processedTotal": processed,
+        })
+    })
+}
+
 /// The step a variant is compared at: its last passing step (the breaking
 /// point), or its last step when the SLO never broke.
 fn key_step(o: &Outcome) -> Option<&Step> {
@@ -738,6 +771,8 @@ fn report_json(args: &LabArgs, exp: &Experiment, outcomes: &[Outcome], took: Dur
                     Method::Breaking => Value::Null,
                     Method::Fixed => key.map(verdict::saturated).into(),
                 },
+                // Queued photo processing at that step (stage 2, queue mode).
+                "photoQueue": key.and_then(photo_queue),
                 "atBreakingPoint": key.map(|s| json!({
                     "users": s.users,
                     "rps": s.rps,
@@ -966,6 +1001,19 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
             .as_f64()
             .map_or("–".into(), |e| format!("{:.2}", e * 100.0))
     });
+    if variants.iter().any(|v| v["photoQueue"].is_object()) {
+        row(&mut md, "photos waiting for the worker (mean / peak)", &|v| {
+            match v["photoQueue"].as_object() {
+                Some(q) => format!("{} / {}", f1(&q["meanWaiting"]), f1(&q["peakWaiting"])),
+                None => "– (no queue)".into(),
+            }
+        });
+        row(&mut md, "upload to visible, longest (s)", &|v| {
+            v["photoQueue"]["peakLagMs"]
+                .as_f64()
+                .map_or("– (in the request)".into(), |ms| format!("{:.1}", ms / 1000.0))
+        });
+    }
     if fixed {
         row(&mut md, "busiest resource", &|v| {
             v["busiest"].as_str().unwrap_or("–").to_owned()

@@ -149,7 +149,7 @@ fn figure_samples_top(server: &Value, key: &str, secs: f64) -> Vec<f64> {
 }
 
 /// The mean over the step's one-second server samples of a figure.
-fn figure_mean(server: &Value, key: &str, secs: f64) -> f64 {
+pub fn figure_mean(server: &Value, key: &str, secs: f64) -> f64 {
     let v = figure_samples(server, key, secs);
     if v.is_empty() {
         0.0
@@ -159,7 +159,7 @@ fn figure_mean(server: &Value, key: &str, secs: f64) -> f64 {
 }
 
 /// The highest one-second sample of a figure in the step.
-fn figure_peak(server: &Value, key: &str, secs: f64) -> f64 {
+pub fn figure_peak(server: &Value, key: &str, secs: f64) -> f64 {
     figure_samples(server, key, secs)
         .into_iter()
         .fold(0.0, f64::max)
@@ -204,6 +204,17 @@ pub fn saturated(s: &Step) -> String {
         let redis = figure_mean(server, "redis.waiting", secs);
         if redis >= 1.0 {
             evidence.push(format!("the Redis pool ({redis:.1} requests waiting)"));
+        }
+        // Queued photo processing: a backlog means photos become visible
+        // late (the requests themselves may still be fast).
+        let queued = figure_mean(server, "photos.queued", secs);
+        let queued_peak = figure_peak(server, "photos.queued", secs);
+        let lag = figure_peak(server, "photos.lagMs", secs);
+        if queued >= 5.0 || lag >= 5_000.0 {
+            evidence.push(format!(
+                "the photo queue (mean {queued:.0}, peak {queued_peak:.0} photos waiting; up to {:.1} s from upload to visible)",
+                lag / 1000.0
+            ));
         }
         let shed = server["shed"].as_u64().unwrap_or(0);
         if shed > 0 {

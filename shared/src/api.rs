@@ -329,7 +329,8 @@ pub struct UploadForm {
 #[utoipa::path(post, path = "/api/photos", tag = "photos", security(("bearer" = [])),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
-        (status = 201, description = "Stored, re-encoded as JPEG", body = Photo),
+        (status = 201, description = "Stored, re-encoded as JPEG (`status: ready`)", body = Photo),
+        (status = 202, description = "Stored raw and queued for the background worker (stage 2 with `--photo-processing queue`): `status: processing` until it is processed, then `ready` (or `failed`); only ready photos appear in feeds", body = Photo),
         (status = 400, description = "`missing_photo`, `invalid_multipart`", body = crate::error::ErrorBody),
         (status = 401, description = "`unauthorized`", body = crate::error::ErrorBody),
         (status = 413, description = "`payload_too_large`", body = crate::error::ErrorBody),
@@ -344,7 +345,11 @@ pub async fn upload<S: Store>(
     let session = app.require_session(&req).await?;
     let parts = read_upload(&req, body, app.settings.max_upload_bytes).await?;
     let photo = app.upload(&session.user, parts).await?;
-    Ok(HttpResponse::Created().json(photo))
+    // 202: stored and queued; the photo becomes visible when processed.
+    Ok(match photo.status {
+        crate::store::PhotoStatus::Ready => HttpResponse::Created().json(photo),
+        _ => HttpResponse::Accepted().json(photo),
+    })
 }
 
 fn too_large(max: usize) -> ApiError {

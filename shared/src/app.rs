@@ -10,7 +10,7 @@ use crate::auth::{self, Hasher};
 use crate::domain::{Caption, Email, Password, Username};
 use crate::error::ApiError;
 use crate::images::{self, ImageError};
-use crate::store::{NewPhoto, NewSession, NewUser, Photo, SessionUser, Store};
+use crate::store::{NewPhoto, NewSession, NewUser, Photo, PhotoStatus, SessionUser, Store};
 use crate::timing;
 
 /// Knobs of the app that are the same for both stages.
@@ -234,6 +234,9 @@ impl<S: Store> App<S> {
         if bytes.is_empty() {
             return Err(image_error(ImageError::NotAnImage));
         }
+        if self.store.queues_photos() {
+            return self.upload_queued(user, caption, bytes).await;
+        }
         let dir = self.uploads_dir.clone();
         let started = Instant::now();
         let processed = actix_web::web::block(move || {
@@ -257,8 +260,60 @@ impl<S: Store> App<S> {
                 file_name: processed.file_name,
                 width: processed.width,
                 height: processed.height,
+                status: PhotoStatus::Ready,
             })
             .await?)
+    }
+
+    /// The queued path: a cheap header check, the raw bytes stored durably,
+    /// a `processing` row committed, a job queued. The request never
+    /// decodes the image; the photo becomes visible when the worker has
+    /// processed it (`status` says which).
+    async fn upload_queued(
+        &self,
+        user: &SessionUser,
+        caption: Caption,
+        bytes: Vec<u8>,
+    ) -> Result<Photo, ApiError> {
+        if self.store.photo_queue_full().await? {
+            return Err(ApiError::unavailable(
+                "overloaded",
+                "the photo queue is full: try again in a moment",
+            ));
+        }
+        let incoming = images::incoming_dir(&self.uploads_dir);
+        let started = Instant::now();
+        let final_name = actix_web::web::block(move || {
+            images::probe(&bytes)?;
+            let (raw_name, final_name) = images::queued_names(&bytes);
+            std::fs::create_dir_all(&incoming)
+                .and_then(|_| images::write_durably(&incoming, &raw_name, &bytes))
+                .map_err(|e| anyhow::Error::new(e).context("storing a queued upload"))?;
+            Ok::<_, UploadFailure>(final_name)
+        })
+        .await
+        .map_err(|e| ApiError::internal(&anyhow::anyhow!("upload worker failed: {e}")))?
+        .map_err(|e| match e {
+            UploadFailure::Image(e) => image_error(e),
+            UploadFailure::Io(e) => ApiError::internal(&e),
+        })?;
+        timing::record(timing::Phase::Image, started.elapsed());
+        let photo = self
+            .store
+            .insert_photo(NewPhoto {
+                user_id: user.user_id,
+                caption,
+                file_name: final_name,
+                width: 0,
+                height: 0,
+                status: PhotoStatus::Processing,
+            })
+            .await?;
+        if let Err(e) = self.store.enqueue_photo(photo.id).await {
+            // Committed already: the worker's sweep will find it.
+            tracing::warn!("photo {:?} not queued ({e}); the sweep will pick it up", photo.id);
+        }
+        Ok(photo)
     }
 }
 

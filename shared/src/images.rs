@@ -77,6 +77,91 @@ pub fn process(bytes: &[u8]) -> Result<ProcessedImage, ImageError> {
     Ok(encode(&shrink(decoded)))
 }
 
+/// The cheap check an upload gets when its processing is queued: a
+/// supported format whose header declares a size within the limits. The
+/// full decode happens in the worker.
+pub fn probe(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
+    let format = image::guess_format(bytes).map_err(|_| ImageError::NotAnImage)?;
+    if !matches!(
+        format,
+        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif
+    ) {
+        return Err(ImageError::NotAnImage);
+    }
+    let (w, h) = ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|_| ImageError::Corrupt)?;
+    if w == 0 || h == 0 {
+        return Err(ImageError::Corrupt);
+    }
+    if w > MAX_INPUT_EDGE || h > MAX_INPUT_EDGE {
+        return Err(ImageError::TooLarge);
+    }
+    Ok((w, h))
+}
+
+/// The names of a queued upload: the raw bytes wait in `incoming/<sha256
+/// of the upload>.raw`; the worker writes the processed photo as
+/// `<same sha256>.jpg`, the name the photo row holds from the start.
+pub fn queued_names(raw: &[u8]) -> (String, String) {
+    let hash = hex::encode(Sha256::digest(raw));
+    (format!("{hash}.raw"), format!("{hash}.jpg"))
+}
+
+/// Where queued uploads wait for the worker.
+pub fn incoming_dir(uploads: &Path) -> PathBuf {
+    uploads.join("incoming")
+}
+
+/// What the background worker made of a queued upload.
+#[derive(Debug)]
+pub enum QueuedOutcome {
+    /// Processed and stored under the final name.
+    Ready { width: u32, height: u32 },
+    /// Not a decodable image after all (the header looked fine).
+    Failed(ImageError),
+}
+
+/// The worker's job for one queued upload: decode, bound, downscale and
+/// re-encode `incoming/<raw_name>`, store it durably as `final_name`, then
+/// remove the raw file. Idempotent: a photo already processed (by another
+/// worker, or before a crash) is reported ready again. CPU-heavy.
+pub fn process_queued(
+    uploads: &Path,
+    raw_name: &str,
+    final_name: &str,
+) -> std::io::Result<QueuedOutcome> {
+    let raw_path = incoming_dir(uploads).join(raw_name);
+    let final_path = uploads.join(final_name);
+    let raw = match std::fs::read(&raw_path) {
+        Ok(raw) => raw,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && final_path.exists() => {
+            let done = std::fs::read(&final_path)?;
+            return Ok(match probe(&done) {
+                Ok((width, height)) => QueuedOutcome::Ready { width, height },
+                Err(e) => QueuedOutcome::Failed(e),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let outcome = match process(&raw) {
+        Ok(mut image) => {
+            image.file_name = final_name.to_owned();
+            store_file(uploads, &image)?;
+            QueuedOutcome::Ready {
+                width: image.width,
+                height: image.height,
+            }
+        }
+        Err(e) => QueuedOutcome::Failed(e),
+    };
+    match std::fs::remove_file(&raw_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    Ok(outcome)
+}
+
 fn shrink(img: DynamicImage) -> DynamicImage {
     if img.width().max(img.height()) <= MAX_EDGE {
         img
@@ -115,20 +200,23 @@ pub fn is_stored_name(name: &str) -> bool {
 /// directory. A photo row is only committed after this returns, so an
 /// acknowledged upload survives a crash with its file.
 pub fn store_file(dir: &Path, image: &ProcessedImage) -> std::io::Result<PathBuf> {
-    let path = dir.join(&image.file_name);
+    write_durably(dir, &image.file_name, &image.jpeg)
+}
+
+/// Writes `bytes` as `dir/name` durably (temporary file, fsync, rename,
+/// fsync of the directory). Names are content-addressed: an existing file
+/// already holds the same bytes.
+pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    let path = dir.join(name);
     if path.exists() {
         return Ok(path); // content-addressed: same name, same bytes
     }
     // Unique per call: concurrent uploads of the same picture (same name)
     // must not share a temporary file.
-    let tmp = dir.join(format!(
-        ".{}.{:016x}.tmp",
-        image.file_name,
-        rand::random::<u64>()
-    ));
+    let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
     {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&image.jpeg)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, &path)?;

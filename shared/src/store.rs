@@ -100,7 +100,9 @@ pub struct MyProfile {
     pub email: Option<Email>,
 }
 
-/// A photo row to insert; the image file is already stored under `file_name`.
+/// A photo row to insert. `Ready`: the image file is already stored under
+/// `file_name`. `Processing`: the upload is stored raw and a background
+/// worker will write `file_name` (stage 2 with `--photo-processing queue`).
 #[derive(Debug, Clone)]
 pub struct NewPhoto {
     pub user_id: UserId,
@@ -108,6 +110,43 @@ pub struct NewPhoto {
     pub file_name: String,
     pub width: u32,
     pub height: u32,
+    pub status: PhotoStatus,
+}
+
+/// Where a photo is in its life: feeds, explore and profiles show only
+/// `ready` photos; the API answers `processing` ones (to their owner and
+/// anyone with the id) so that a client can tell "not yet" from "gone".
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PhotoStatus {
+    /// Processed and visible; `url` serves the image.
+    #[default]
+    Ready,
+    /// Accepted and stored raw; waiting for the background worker.
+    /// `width` and `height` are 0 and `url` answers 404 until it is ready.
+    Processing,
+    /// The worker could not decode the image; it will never be shown.
+    Failed,
+}
+
+impl PhotoStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Processing => "processing",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "processing" => Self::Processing,
+            "failed" => Self::Failed,
+            _ => Self::Ready,
+        }
+    }
 }
 
 /// A photo as the API shows it; `url` is derived from the file name.
@@ -129,6 +168,9 @@ pub struct Photo {
     pub like_count: i64,
     /// Whether the viewer likes this photo (false when anonymous).
     pub liked_by_me: bool,
+    /// `ready` unless the photo waits for (or failed) background processing.
+    #[serde(default)]
+    pub status: PhotoStatus,
 }
 
 impl Photo {
@@ -357,5 +399,28 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// pool use, cache hits...), for the metrics. Cheap: read every second.
     fn figures(&self) -> Vec<crate::telemetry::Figure> {
         Vec::new()
+    }
+
+    /// Whether uploads are handed to a background worker (stage 2 with
+    /// `--photo-processing queue`) instead of processed in the request.
+    fn queues_photos(&self) -> bool {
+        false
+    }
+
+    /// Whether the photo queue is at its bound: the upload is refused with
+    /// 503 before anything is stored. Only asked when `queues_photos`.
+    fn photo_queue_full(&self) -> impl Future<Output = StoreResult<bool>> + Send {
+        async { Ok(false) }
+    }
+
+    /// Hands a `processing` photo to the background worker. Only called
+    /// when `queues_photos`; the row is already committed, so a failure
+    /// here loses nothing (the worker also sweeps for unqueued photos).
+    fn enqueue_photo(&self, photo: PhotoId) -> impl Future<Output = StoreResult<()>> + Send {
+        async move {
+            Err(StoreError::Unexpected(anyhow::anyhow!(
+                "this storage processes photo {photo:?} inline and has no queue"
+            )))
+        }
     }
 }

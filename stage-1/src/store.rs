@@ -15,7 +15,7 @@ use anyhow::Context;
 use minigram::auth::{LocalStrikes, Strikes};
 use minigram::domain::{Email, PageQuery, PhotoId, UserId, Username};
 use minigram::store::{
-    Credentials, Dataset, FollowState, ImportSummary, Integrity, LikeState, MyProfile, NewPhoto,
+    Credentials, Dataset, FollowState, ImportSummary, Integrity, LikeState, MyProfile, NewPhoto, PhotoStatus,
     NewSession, NewUser, Photo, PhotoPage, SessionUser, Store, StoreError, StoreResult,
     UserProfile,
 };
@@ -345,6 +345,8 @@ fn photo_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Photo> {
         created_at: r.get(7)?,
         like_count: r.get(8)?,
         liked_by_me: r.get(9)?,
+        // Stage 1 processes every upload in its request: always ready.
+        status: PhotoStatus::Ready,
     })
 }
 
@@ -640,6 +642,7 @@ impl Store for SqliteStore {
                 created_at,
                 like_count: 0,
                 liked_by_me: false,
+                status: PhotoStatus::Ready,
             })
         })
         .await

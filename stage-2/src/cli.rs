@@ -93,6 +93,28 @@ pub struct StorageArgs {
     /// *others* can take to show in it (your own show at once).
     #[arg(long, env = "MINIGRAM_FEED_PAGE_TTL", default_value_t = 10)]
     pub feed_page_ttl: u64,
+    /// Where uploads are decoded, resized and re-encoded: `inline` in the
+    /// request (201), or `queue`d for background workers (202; the photo
+    /// is `processing` until a worker has made it `ready`).
+    #[arg(
+        long,
+        env = "MINIGRAM_PHOTO_PROCESSING",
+        value_enum,
+        default_value = "inline"
+    )]
+    pub photo_processing: Processing,
+    /// Background photo workers in this process (with `queue`).
+    #[arg(long, env = "MINIGRAM_PHOTO_WORKERS", default_value_t = 1)]
+    pub photo_workers: usize,
+    /// Queued photos at most (with `queue`); past it uploads get 503.
+    #[arg(long, env = "MINIGRAM_PHOTO_QUEUE_MAX", default_value_t = 1000)]
+    pub photo_queue_max: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Processing {
+    Inline,
+    Queue,
 }
 
 impl StorageArgs {
@@ -107,6 +129,9 @@ impl StorageArgs {
             feed_cache: self.feed_cache == Toggle::On,
             feed_cache_ttl: Duration::from_secs(self.feed_cache_ttl),
             feed_page_ttl: Duration::from_secs(self.feed_page_ttl),
+            photo_queue: self.photo_processing == Processing::Queue,
+            photo_workers: self.photo_workers.max(1),
+            photo_queue_max: self.photo_queue_max.max(1),
         }
     }
 }
@@ -128,12 +153,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = Stage2Store::connect(args.storage.config()).await?;
     let s = &args.storage;
     let describe = format!(
-        "uploads: {}, Postgres pool {}, Redis pool {}, feed cache {:?}",
+        "uploads: {}, Postgres pool {}, Redis pool {}, feed cache {:?}, photo processing {:?}",
         s.data_dir.display(),
         s.pg_pool,
         s.redis_pool,
-        s.feed_cache
+        s.feed_cache,
+        s.photo_processing
     );
+    if s.photo_processing == Processing::Queue {
+        crate::worker::start(store.clone(), uploads_dir(&s.data_dir));
+    }
     minigram::cli::serve(
         "stage-2",
         store,

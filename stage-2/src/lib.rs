@@ -10,5 +10,6 @@
 pub mod cli;
 mod import;
 pub mod store;
+pub mod worker;
 
 pub use store::{Stage2Config, Stage2Store};

@@ -37,7 +37,7 @@ use bb8_redis::RedisConnectionManager;
 use minigram::auth::Strikes;
 use minigram::domain::{Email, PageQuery, PhotoId, UserId, Username};
 use minigram::store::{
-    Credentials, Dataset, FollowState, ImportSummary, Integrity, LikeState, MyProfile, NewPhoto,
+    Credentials, Dataset, FollowState, ImportSummary, Integrity, LikeState, MyProfile, NewPhoto, PhotoStatus,
     NewSession, NewUser, Photo, PhotoPage, SessionUser, Store, StoreError, StoreResult,
     UserProfile,
 };
@@ -74,6 +74,13 @@ pub struct Stage2Config {
     /// How long a cached first page lives: the longest that others' likes
     /// can take to show in a viewer's first feed page.
     pub feed_page_ttl: Duration,
+    /// Hand uploads to background workers through a Redis queue instead of
+    /// processing them in the request (`--photo-processing queue`).
+    pub photo_queue: bool,
+    /// Worker tasks per process (queue mode).
+    pub photo_workers: usize,
+    /// Queued photos at most; past it an upload is refused with 503.
+    pub photo_queue_max: u64,
 }
 
 impl Stage2Config {
@@ -88,6 +95,9 @@ impl Stage2Config {
             feed_cache: true,
             feed_cache_ttl: Duration::from_secs(60),
             feed_page_ttl: Duration::from_secs(10),
+            photo_queue: false,
+            photo_workers: 1,
+            photo_queue_max: 1000,
         }
     }
 }
@@ -109,6 +119,12 @@ pub struct Stage2Stats {
     pub redis_timeouts: AtomicU64,
     /// Postgres calls in progress (holding or waiting for a connection).
     pub pg_in_flight: AtomicI64,
+    /// Photo queue (queue mode): jobs waiting, as last seen by a worker.
+    pub photo_queue_depth: AtomicI64,
+    /// Photos the workers made ready (or found failed).
+    pub photos_processed: AtomicU64,
+    /// Upload-to-ready time of the last photo processed, in milliseconds.
+    pub photo_lag_ms: AtomicU64,
 }
 
 /// Counts a Postgres call as in flight while it lives.
@@ -367,6 +383,95 @@ impl Stage2Store {
             .await
     }
 
+    /// A photo of `owner` became visible: drop the cached feeds of the
+    /// owner and of every follower.
+    pub(crate) async fn invalidate_for_new_photo(&self, owner: UserId) -> StoreResult<()> {
+        let mut viewers = self
+            .db(
+                "reading followers",
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT follower_id FROM follows WHERE followee_id = $1",
+                )
+                .bind(owner.0)
+                .fetch_all(&self.inner.pg),
+            )
+            .await?;
+        viewers.push(owner.0);
+        self.invalidate_feeds(&viewers).await;
+        Ok(())
+    }
+
+    /// A Redis pipeline for the photo worker.
+    pub(crate) async fn redis_pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> anyhow::Result<T> {
+        self.redis_pipe(pipe).await
+    }
+
+    /// (owner, file name, upload time) of a photo that is still processing.
+    pub(crate) async fn processing_photo(
+        &self,
+        id: PhotoId,
+    ) -> StoreResult<Option<(i64, String, i64)>> {
+        self.db(
+            "reading a queued photo",
+            sqlx::query_as::<_, (i64, String, i64)>(
+                "SELECT user_id, file_name, created_at FROM photos
+                 WHERE id = $1 AND status = 'processing'",
+            )
+            .bind(id.0)
+            .fetch_optional(&self.inner.pg),
+        )
+        .await
+    }
+
+    /// Records the worker's outcome; false if another worker already did.
+    pub(crate) async fn finish_photo(
+        &self,
+        id: PhotoId,
+        status: PhotoStatus,
+        width: u32,
+        height: u32,
+    ) -> StoreResult<bool> {
+        let done = self
+            .db(
+                "finishing a queued photo",
+                sqlx::query(
+                    "UPDATE photos SET status = $2, width = $3, height = $4
+                     WHERE id = $1 AND status = 'processing'",
+                )
+                .bind(id.0)
+                .bind(status.as_str())
+                .bind(width as i32)
+                .bind(height as i32)
+                .execute(&self.inner.pg),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Photos still processing `age` after their upload (at most 1000).
+    pub(crate) async fn stale_processing(&self, age: Duration) -> StoreResult<Vec<PhotoId>> {
+        let ids = self
+            .db(
+                "finding lost photo jobs",
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT id FROM photos WHERE status = 'processing' AND created_at < $1
+                     ORDER BY id LIMIT 1000",
+                )
+                .bind(now_ms() - age.as_millis() as i64)
+                .fetch_all(&self.inner.pg),
+            )
+            .await?;
+        Ok(ids.into_iter().map(PhotoId).collect())
+    }
+
+    /// The Redis list of queued photo ids (LPUSH in, RPOP out: FIFO).
+    pub(crate) fn photo_queue_key(&self) -> String {
+        format!("{}:photoq", self.inner.config.redis_prefix)
+    }
+
     /// Drops the cached feeds of `viewers`. A failure is logged and
     /// counted: the change itself is committed; see the module docs for
     /// the staleness this allows.
@@ -563,7 +668,8 @@ impl Stage2Store {
                  FROM (SELECT $1::bigint AS uid UNION ALL
                        SELECT followee_id FROM follows WHERE follower_id = $1) f
                  CROSS JOIN LATERAL (
-                     SELECT id FROM photos WHERE user_id = f.uid ORDER BY id DESC LIMIT $2
+                     SELECT id FROM photos WHERE user_id = f.uid AND status = 'ready'
+                     ORDER BY id DESC LIMIT $2
                  ) p
                  ORDER BY p.id DESC LIMIT $2",
             )
@@ -603,7 +709,8 @@ impl Stage2Store {
                      FROM (SELECT $1::bigint AS uid UNION ALL
                            SELECT followee_id FROM follows WHERE follower_id = $1) f
                      CROSS JOIN LATERAL (
-                         SELECT * FROM photos WHERE user_id = f.uid AND id < $2 ORDER BY id DESC LIMIT $3
+                         SELECT * FROM photos WHERE user_id = f.uid AND status = 'ready' AND id < $2
+                         ORDER BY id DESC LIMIT $3
                      ) p
                      JOIN users u ON u.id = p.user_id
                      ORDER BY p.id DESC LIMIT $3"
@@ -690,7 +797,7 @@ fn fetch(page: PageQuery) -> i64 {
     i64::from(page.limit.get()) + 1
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -700,7 +807,7 @@ fn now_ms() -> i64 {
 /// The columns of a `Photo` for `p` joined with its owner `u`; `$1` is the
 /// viewer (0 when anonymous: no user has id 0).
 const PHOTO_COLUMNS: &str = "p.id, p.user_id, u.username, p.caption, p.file_name, p.width, \
-     p.height, p.created_at, p.like_count, \
+     p.height, p.created_at, p.like_count, p.status, \
      EXISTS (SELECT 1 FROM likes l WHERE l.photo_id = p.id AND l.user_id = $1) AS liked";
 
 #[derive(sqlx::FromRow)]
@@ -714,6 +821,7 @@ struct PhotoRow {
     height: i32,
     created_at: i64,
     like_count: i64,
+    status: String,
     liked: bool,
 }
 
@@ -730,6 +838,7 @@ impl From<PhotoRow> for Photo {
             created_at: r.created_at,
             like_count: r.like_count,
             liked_by_me: r.liked,
+            status: PhotoStatus::parse(&r.status),
         }
     }
 }
@@ -748,7 +857,7 @@ struct ProfileRow {
 const PROFILE: &str = "SELECT u.id, u.username, u.email,
         (SELECT COUNT(*) FROM follows WHERE followee_id = u.id) AS followers,
         (SELECT COUNT(*) FROM follows WHERE follower_id = u.id) AS following,
-        (SELECT COUNT(*) FROM photos WHERE user_id = u.id) AS photos,
+        (SELECT COUNT(*) FROM photos WHERE user_id = u.id AND status = 'ready') AS photos,
         EXISTS (SELECT 1 FROM follows WHERE follower_id = $2 AND followee_id = u.id) AS followed_by_me
      FROM users u WHERE u.id = $1";
 
@@ -797,7 +906,9 @@ impl Store for Stage2Store {
         let files = self
             .db(
                 "checking integrity",
-                sqlx::query_scalar::<_, String>("SELECT DISTINCT file_name FROM photos")
+                sqlx::query_scalar::<_, String>(
+                    "SELECT DISTINCT file_name FROM photos WHERE status = 'ready'",
+                )
                     .fetch_all(pg),
             )
             .await?;
@@ -1006,8 +1117,8 @@ impl Store for Stage2Store {
             .db(
                 "inserting a photo",
                 sqlx::query_as::<_, (i64, String)>(
-                    "INSERT INTO photos (user_id, caption, file_name, width, height, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)
+                    "INSERT INTO photos (user_id, caption, file_name, width, height, created_at, status)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
                      RETURNING id, (SELECT username FROM users WHERE id = $1)",
                 )
                 .bind(photo.user_id.0)
@@ -1016,22 +1127,15 @@ impl Store for Stage2Store {
                 .bind(photo.width as i32)
                 .bind(photo.height as i32)
                 .bind(created_at)
+                .bind(photo.status.as_str())
                 .fetch_one(&self.inner.pg),
             )
             .await?;
-        // Fan out the invalidation: the owner's feed and every follower's.
-        let mut viewers = self
-            .db(
-                "reading followers",
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT follower_id FROM follows WHERE followee_id = $1",
-                )
-                .bind(photo.user_id.0)
-                .fetch_all(&self.inner.pg),
-            )
-            .await?;
-        viewers.push(photo.user_id.0);
-        self.invalidate_feeds(&viewers).await;
+        // A queued photo is invisible until the worker has processed it;
+        // the worker invalidates then.
+        if photo.status == PhotoStatus::Ready {
+            self.invalidate_for_new_photo(photo.user_id).await?;
+        }
         Ok(Photo {
             id: PhotoId(row.0),
             user_id: photo.user_id,
@@ -1043,6 +1147,7 @@ impl Store for Stage2Store {
             created_at,
             like_count: 0,
             liked_by_me: false,
+            status: photo.status,
         })
     }
 
@@ -1111,7 +1216,7 @@ impl Store for Stage2Store {
                 "reading explore",
                 sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(format!(
                     "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id
-                     WHERE p.id < $2 ORDER BY p.id DESC LIMIT $3"
+                     WHERE p.status = 'ready' AND p.id < $2 ORDER BY p.id DESC LIMIT $3"
                 )))
                 .bind(viewer.map_or(0, |v| v.0))
                 .bind(before(page))
@@ -1147,7 +1252,8 @@ impl Store for Stage2Store {
                 "reading a user's photos",
                 sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(format!(
                     "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id
-                     WHERE p.user_id = $4 AND p.id < $2 ORDER BY p.id DESC LIMIT $3"
+                     WHERE p.user_id = $4 AND p.status = 'ready' AND p.id < $2
+                     ORDER BY p.id DESC LIMIT $3"
                 )))
                 .bind(viewer.map_or(0, |v| v.0))
                 .bind(before(page))
@@ -1242,7 +1348,48 @@ impl Store for Stage2Store {
                 load(&st.cache_bypasses),
             )
             .labels(&[("result", "bypass")]),
+            Figure::gauge(
+                "photos.queued",
+                "Photos waiting for the background worker",
+                "minigram_photo_queue_depth",
+                st.photo_queue_depth.load(Ordering::Relaxed) as f64,
+            ),
+            Figure::counter(
+                "photos.processed",
+                "Photos processed by the background worker",
+                "minigram_photos_processed_total",
+                load(&st.photos_processed),
+            ),
+            Figure::gauge(
+                "photos.lagMs",
+                "Upload to visible, last queued photo (ms)",
+                "minigram_photo_visible_lag_milliseconds",
+                load(&st.photo_lag_ms),
+            ),
         ]
+    }
+
+    fn queues_photos(&self) -> bool {
+        self.inner.config.photo_queue
+    }
+
+    async fn photo_queue_full(&self) -> StoreResult<bool> {
+        let depth: i64 = self
+            .redis(redis::cmd("LLEN").arg(self.photo_queue_key()))
+            .await
+            .map_err(StoreError::Unavailable)?;
+        self.inner
+            .stats
+            .photo_queue_depth
+            .store(depth, Ordering::Relaxed);
+        Ok(depth as u64 >= self.inner.config.photo_queue_max)
+    }
+
+    async fn enqueue_photo(&self, photo: PhotoId) -> StoreResult<()> {
+        self.redis::<i64>(redis::cmd("LPUSH").arg(self.photo_queue_key()).arg(photo.0))
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(())
     }
 
     async fn import(&self, data: Dataset) -> StoreResult<ImportSummary> {

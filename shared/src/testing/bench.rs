@@ -160,6 +160,7 @@ pub fn run<S: Store>(
                     file_name: format!("bench-{file_no:012}.jpg"),
                     width: 640,
                     height: 480,
+                    status: crate::store::PhotoStatus::Ready,
                 };
                 rt.block_on(store.insert_photo(photo))
                     .expect("insert photo")

@@ -23,6 +23,7 @@ async fn photo<S: Store>(store: &S, owner: UserId, caption: &str) -> PhotoId {
             file_name: format!("{}.jpg", "a".repeat(64)),
             width: 10,
             height: 20,
+            status: crate::store::PhotoStatus::Ready,
         })
         .await
         .unwrap()

@@ -1,0 +1,123 @@
+//! The background photo worker (`--photo-processing queue`).
+//!
+//! An upload in queue mode stores the raw bytes durably, commits a
+//! `processing` photo row and LPUSHes its id on a Redis list; it answers
+//! 202 without decoding anything. Each stage-2 process runs
+//! `--photo-workers` tasks that RPOP ids (FIFO), decode, bound, downscale
+//! and re-encode the image on a blocking thread (`images::process_queued`),
+//! mark the row `ready` (or `failed`) and drop the feeds that now show it.
+//!
+//! Postgres, not Redis, is the record: Redis runs without persistence in
+//! this lab, so a job can be lost with it, and a worker can be killed
+//! mid-job. A sweep re-queues photos still `processing` after
+//! [`SWEEP_AFTER`] whenever the queue is empty. Processing is idempotent
+//! (content-addressed file, `UPDATE … WHERE status = 'processing'`), so a
+//! job that runs twice does no harm. Acknowledged uploads are never lost;
+//! they may become visible late.
+
+use minigram::domain::{PhotoId, UserId};
+use minigram::images::{self, QueuedOutcome};
+use minigram::store::PhotoStatus;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::store::Stage2Store;
+
+/// How long to sleep when the queue is empty.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+/// A photo still processing this long after its upload, with the queue
+/// empty, was lost from the queue: queue it again.
+pub const SWEEP_AFTER: Duration = Duration::from_secs(30);
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Starts the workers of this process; they run until the process exits.
+pub fn start(store: Stage2Store, uploads: PathBuf) {
+    for n in 0..store.config().photo_workers.max(1) {
+        let (store, uploads) = (store.clone(), uploads.clone());
+        tokio::spawn(async move { run(store, uploads, n == 0).await });
+    }
+}
+
+async fn run(store: Stage2Store, uploads: PathBuf, sweeper: bool) {
+    let mut last_sweep = std::time::Instant::now();
+    loop {
+        match next_job(&store).await {
+            Ok(Some(id)) => {
+                if let Err(e) = process(&store, &uploads, id).await {
+                    tracing::warn!(photo = id.0, error = %e, "photo processing failed; the sweep will retry");
+                }
+            }
+            Ok(None) => {
+                if sweeper && last_sweep.elapsed() >= SWEEP_EVERY {
+                    last_sweep = std::time::Instant::now();
+                    if let Err(e) = sweep(&store).await {
+                        tracing::warn!(error = %e, "photo sweep failed");
+                    }
+                }
+                tokio::time::sleep(IDLE_POLL).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "photo queue unreachable");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn next_job(store: &Stage2Store) -> anyhow::Result<Option<PhotoId>> {
+    let key = store.photo_queue_key();
+    let mut pipe = redis::pipe();
+    pipe.cmd("RPOP").arg(&key).cmd("LLEN").arg(&key);
+    let (id, depth): (Option<i64>, i64) = store.redis_pipeline(&pipe).await?;
+    store
+        .stats()
+        .photo_queue_depth
+        .store(depth, Ordering::Relaxed);
+    Ok(id.map(PhotoId))
+}
+
+/// Processes one queued photo; a photo that is no longer `processing`
+/// (done by another worker) is skipped.
+pub async fn process(store: &Stage2Store, uploads: &std::path::Path, id: PhotoId) -> anyhow::Result<()> {
+    let Some((owner, file_name, created_at)) = store.processing_photo(id).await? else {
+        return Ok(());
+    };
+    let stem = file_name.trim_end_matches(".jpg");
+    let raw_name = format!("{stem}.raw");
+    let dir = uploads.to_owned();
+    let outcome = tokio::task::spawn_blocking(move || {
+        images::process_queued(&dir, &raw_name, &file_name)
+    })
+    .await??;
+    let (status, width, height) = match outcome {
+        QueuedOutcome::Ready { width, height } => (PhotoStatus::Ready, width, height),
+        QueuedOutcome::Failed(e) => {
+            tracing::info!(photo = id.0, error = %e, "a queued upload is not a decodable image");
+            (PhotoStatus::Failed, 0, 0)
+        }
+    };
+    if store.finish_photo(id, status, width, height).await? && status == PhotoStatus::Ready {
+        store.invalidate_for_new_photo(UserId(owner)).await?;
+    }
+    let st = store.stats();
+    st.photos_processed.fetch_add(1, Ordering::Relaxed);
+    let lag = (crate::store::now_ms() - created_at).max(0) as u64;
+    st.photo_lag_ms.store(lag, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Re-queues photos still processing long after their upload, when the
+/// queue is empty (their job was lost).
+async fn sweep(store: &Stage2Store) -> anyhow::Result<()> {
+    let lost = store.stale_processing(SWEEP_AFTER).await?;
+    if !lost.is_empty() {
+        tracing::warn!(photos = lost.len(), "re-queueing photos whose job was lost");
+        let mut pipe = redis::pipe();
+        for id in &lost {
+            pipe.cmd("LPUSH").arg(store.photo_queue_key()).arg(id.0).ignore();
+        }
+        store.redis_pipeline::<()>(&pipe).await?;
+    }
+    Ok(())
+}
