@@ -74,7 +74,10 @@ fn big_photo() -> Vec<u8> {
         .get_or_init(|| {
             let mut out = Vec::new();
             minigram::images::generated(23, 2400, 1800)
-                .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg)
+                .write_to(
+                    &mut std::io::Cursor::new(&mut out),
+                    image::ImageFormat::Jpeg,
+                )
                 .expect("encode the upload image");
             out
         })

@@ -1002,16 +1002,20 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
             .map_or("–".into(), |e| format!("{:.2}", e * 100.0))
     });
     if variants.iter().any(|v| v["photoQueue"].is_object()) {
-        row(&mut md, "photos waiting for the worker (mean / peak)", &|v| {
-            match v["photoQueue"].as_object() {
+        row(
+            &mut md,
+            "photos waiting for the worker (mean / peak)",
+            &|v| match v["photoQueue"].as_object() {
                 Some(q) => format!("{} / {}", f1(&q["meanWaiting"]), f1(&q["peakWaiting"])),
                 None => "– (no queue)".into(),
-            }
-        });
+            },
+        );
         row(&mut md, "upload to visible, longest (s)", &|v| {
             v["photoQueue"]["peakLagMs"]
                 .as_f64()
-                .map_or("– (in the request)".into(), |ms| format!("{:.1}", ms / 1000.0))
+                .map_or("– (in the request)".into(), |ms| {
+                    format!("{:.1}", ms / 1000.0)
+                })
         });
     }
     if fixed {

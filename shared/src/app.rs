@@ -311,7 +311,10 @@ impl<S: Store> App<S> {
             .await?;
         if let Err(e) = self.store.enqueue_photo(photo.id).await {
             // Committed already: the worker's sweep will find it.
-            tracing::warn!("photo {:?} not queued ({e}); the sweep will pick it up", photo.id);
+            tracing::warn!(
+                "photo {:?} not queued ({e}); the sweep will pick it up",
+                photo.id
+            );
         }
         Ok(photo)
     }

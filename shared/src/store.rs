@@ -116,9 +116,7 @@ pub struct NewPhoto {
 /// Where a photo is in its life: feeds, explore and profiles show only
 /// `ready` photos; the API answers `processing` ones (to their owner and
 /// anyone with the id) so that a client can tell "not yet" from "gone".
-#[derive(
-    Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash,
-)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum PhotoStatus {
     /// Processed and visible; `url` serves the image.

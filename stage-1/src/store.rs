@@ -15,9 +15,9 @@ use anyhow::Context;
 use minigram::auth::{LocalStrikes, Strikes};
 use minigram::domain::{Email, PageQuery, PhotoId, UserId, Username};
 use minigram::store::{
-    Credentials, Dataset, FollowState, ImportSummary, Integrity, LikeState, MyProfile, NewPhoto, PhotoStatus,
-    NewSession, NewUser, Photo, PhotoPage, SessionUser, Store, StoreError, StoreResult,
-    UserProfile,
+    Credentials, Dataset, FollowState, ImportSummary, Integrity, LikeState, MyProfile, NewPhoto,
+    NewSession, NewUser, Photo, PhotoPage, PhotoStatus, SessionUser, Store, StoreError,
+    StoreResult, UserProfile,
 };
 use minigram::telemetry::Figure;
 use minigram::timing;

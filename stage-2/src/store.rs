@@ -37,9 +37,9 @@ use bb8_redis::RedisConnectionManager;
 use minigram::auth::Strikes;
 use minigram::domain::{Email, PageQuery, PhotoId, UserId, Username};
 use minigram::store::{
-    Credentials, Dataset, FollowState, ImportSummary, Integrity, LikeState, MyProfile, NewPhoto, PhotoStatus,
-    NewSession, NewUser, Photo, PhotoPage, SessionUser, Store, StoreError, StoreResult,
-    UserProfile,
+    Credentials, Dataset, FollowState, ImportSummary, Integrity, LikeState, MyProfile, NewPhoto,
+    NewSession, NewUser, Photo, PhotoPage, PhotoStatus, SessionUser, Store, StoreError,
+    StoreResult, UserProfile,
 };
 use minigram::telemetry::Figure;
 use minigram::timing::{self, Phase};
@@ -909,7 +909,7 @@ impl Store for Stage2Store {
                 sqlx::query_scalar::<_, String>(
                     "SELECT DISTINCT file_name FROM photos WHERE status = 'ready'",
                 )
-                    .fetch_all(pg),
+                .fetch_all(pg),
             )
             .await?;
         Ok(Integrity {

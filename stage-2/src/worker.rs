@@ -79,17 +79,20 @@ async fn next_job(store: &Stage2Store) -> anyhow::Result<Option<PhotoId>> {
 
 /// Processes one queued photo; a photo that is no longer `processing`
 /// (done by another worker) is skipped.
-pub async fn process(store: &Stage2Store, uploads: &std::path::Path, id: PhotoId) -> anyhow::Result<()> {
+pub async fn process(
+    store: &Stage2Store,
+    uploads: &std::path::Path,
+    id: PhotoId,
+) -> anyhow::Result<()> {
     let Some((owner, file_name, created_at)) = store.processing_photo(id).await? else {
         return Ok(());
     };
     let stem = file_name.trim_end_matches(".jpg");
     let raw_name = format!("{stem}.raw");
     let dir = uploads.to_owned();
-    let outcome = tokio::task::spawn_blocking(move || {
-        images::process_queued(&dir, &raw_name, &file_name)
-    })
-    .await??;
+    let outcome =
+        tokio::task::spawn_blocking(move || images::process_queued(&dir, &raw_name, &file_name))
+            .await??;
     let (status, width, height) = match outcome {
         QueuedOutcome::Ready { width, height } => (PhotoStatus::Ready, width, height),
         QueuedOutcome::Failed(e) => {
@@ -115,7 +118,10 @@ async fn sweep(store: &Stage2Store) -> anyhow::Result<()> {
         tracing::warn!(photos = lost.len(), "re-queueing photos whose job was lost");
         let mut pipe = redis::pipe();
         for id in &lost {
-            pipe.cmd("LPUSH").arg(store.photo_queue_key()).arg(id.0).ignore();
+            pipe.cmd("LPUSH")
+                .arg(store.photo_queue_key())
+                .arg(id.0)
+                .ignore();
         }
         store.redis_pipeline::<()>(&pipe).await?;
     }

@@ -138,6 +138,7 @@ async fn others_likes_show_within_the_page_ttl() {
             file_name: format!("{}.jpg", "d".repeat(64)),
             width: 1,
             height: 1,
+            status: minigram::store::PhotoStatus::Ready,
         })
         .await
         .unwrap();
@@ -171,6 +172,7 @@ async fn paging_past_the_cached_window() {
                 file_name: format!("{}.jpg", "c".repeat(64)),
                 width: 1,
                 height: 1,
+                status: minigram::store::PhotoStatus::Ready,
             })
             .await
             .unwrap();

@@ -42,7 +42,10 @@ async fn settled(client: &reqwest::Client, base: &str, token: &str, id: i64) -> 
         if p["status"] != "processing" {
             return p;
         }
-        assert!(Instant::now() < deadline, "photo {id} still processing: {p}");
+        assert!(
+            Instant::now() < deadline,
+            "photo {id} still processing: {p}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -84,18 +87,28 @@ async fn a_queued_upload_is_acknowledged_then_processed_then_visible() {
 
     let done = settled(&client, base, &token, id).await;
     assert_eq!(done["status"], "ready", "{done}");
-    assert_eq!((done["width"].clone(), done["height"].clone()), (json!(1080), json!(810)));
+    assert_eq!(
+        (done["width"].clone(), done["height"].clone()),
+        (json!(1080), json!(810))
+    );
     assert_eq!(done["url"], url, "the name was fixed at upload");
     let image = client.get(format!("{base}{url}")).send().await.unwrap();
     assert_eq!(image.status(), 200);
     let bytes = image.bytes().await.unwrap();
     assert!(bytes.starts_with(&[0xFF, 0xD8]), "a JPEG");
     let feed = get(&client, format!("{base}/api/feed"), &token).await;
-    assert_eq!(feed["photos"][0]["id"], id, "visible in the owner's feed once ready");
+    assert_eq!(
+        feed["photos"][0]["id"], id,
+        "visible in the owner's feed once ready"
+    );
     let profile = get(&client, format!("{base}/api/users/{me}"), &token).await;
     assert_eq!(profile["photos"], 1);
     assert!(
-        !data.join("uploads/incoming").read_dir().unwrap().any(|_| true),
+        !data
+            .join("uploads/incoming")
+            .read_dir()
+            .unwrap()
+            .any(|_| true),
         "the raw upload is removed once processed"
     );
 
@@ -116,7 +129,11 @@ async fn a_queued_upload_is_acknowledged_then_processed_then_visible() {
     assert_eq!(bad["status"], "failed", "{bad}");
     let feed = get(&client, format!("{base}/api/feed"), &token).await;
     assert!(
-        feed["photos"].as_array().unwrap().iter().all(|p| p["id"] != bad_id),
+        feed["photos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["id"] != bad_id),
         "a failed photo never shows: {feed}"
     );
     let profile = get(&client, format!("{base}/api/users/{me}"), &token).await;
@@ -184,7 +201,10 @@ async fn a_lost_job_is_found_by_the_sweep() {
             assert_eq!((p.width, p.height), (64, 48));
             break;
         }
-        assert!(Instant::now() < deadline, "the sweep did not re-queue the lost photo");
+        assert!(
+            Instant::now() < deadline,
+            "the sweep did not re-queue the lost photo"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(uploads.join(&final_name).exists());
