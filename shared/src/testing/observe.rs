@@ -26,12 +26,17 @@ fn backend_name<B>() -> String {
 
 /// Some steady traffic of every kind for `secs` seconds.
 async fn background_load<B: Backend>(app: &TestApp<B>, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    load_while(app, || Instant::now() < deadline).await
+}
+
+/// Keeps reading, liking and 404ing while `go()` says so.
+async fn load_while<B: Backend>(app: &TestApp<B>, go: impl Fn() -> bool) {
     let user = app.make_user("loadgen").await;
     let photo = app.posted_photo(&user, "load").await;
     let like = format!("/api/photos/{}/like", photo["id"]);
-    let deadline = Instant::now() + Duration::from_secs(secs);
     let mut i = 0u64;
-    while Instant::now() < deadline {
+    while go() {
         i += 1;
         app.get("/api/explore", None).await;
         app.get("/api/feed", Some(&user.token)).await;
@@ -137,7 +142,10 @@ fn text_of(dom: &str, id: &str) -> String {
 pub async fn live_page_in_a_browser<B: Backend>() {
     let app = spawn_app::<B>().await;
     let url = app.url("/metrics.html");
-    let load = background_load(&app, 9);
+    // The load runs until the browser is done, however long it takes to
+    // start (a first start after installing it can take seconds).
+    let browsing = std::sync::atomic::AtomicBool::new(true);
+    let load = load_while(&app, || browsing.load(std::sync::atomic::Ordering::Relaxed));
     let browse = async {
         tokio::time::sleep(Duration::from_secs(4)).await; // let a few seconds of samples pile up
         let u = url.clone();
@@ -160,6 +168,7 @@ pub async fn live_page_in_a_browser<B: Backend>() {
         })
         .await
         .unwrap();
+        browsing.store(false, std::sync::atomic::Ordering::Relaxed);
         (dom, shot)
     };
     let ((), (dom, shot)) = tokio::join!(load, browse);
