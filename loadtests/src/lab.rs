@@ -560,7 +560,8 @@ async fn run_experiment(
     exp: &Experiment,
 ) -> anyhow::Result<std::process::ExitCode> {
     let started = Instant::now();
-    let stamp = minigram::machine::utc_now().replace([':', '-'], "");
+    let started_at = minigram::machine::utc_now();
+    let stamp = started_at.replace([':', '-'], "");
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
     let n = exp.variants.len();
@@ -687,7 +688,7 @@ async fn run_experiment(
         });
     }
 
-    let report = report_json(args, exp, &outcomes, started.elapsed());
+    let report = report_json(args, exp, &outcomes, &started_at, started.elapsed());
     let md = markdown(exp, &report, &outcomes);
     let json_path = args
         .out_dir
@@ -748,7 +749,13 @@ fn key_step(o: &Outcome) -> Option<&Step> {
     .or(o.steps.last())
 }
 
-fn report_json(args: &LabArgs, exp: &Experiment, outcomes: &[Outcome], took: Duration) -> Value {
+fn report_json(
+    args: &LabArgs,
+    exp: &Experiment,
+    outcomes: &[Outcome],
+    started_at: &str,
+    took: Duration,
+) -> Value {
     let variants: Vec<Value> = outcomes
         .iter()
         .map(|o| {
@@ -793,7 +800,7 @@ fn report_json(args: &LabArgs, exp: &Experiment, outcomes: &[Outcome], took: Dur
         "mix": format!("{:?}", exp.mix).to_lowercase(),
         "commit": minigram::machine::git_commit(),
         "machine": minigram::machine::Machine::current(),
-        "startedAt": minigram::machine::utc_now(),
+        "startedAt": started_at,
         "command": command_line(),
         "minutes": took.as_secs_f64() / 60.0,
         "method": match exp.method {

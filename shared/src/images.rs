@@ -142,6 +142,11 @@ pub fn process_queued(
                 Err(e) => QueuedOutcome::Failed(e),
             });
         }
+        // Neither the upload nor its result exists (removed by hand): the
+        // photo can never be made; retrying forever would not help.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(QueuedOutcome::Failed(ImageError::Corrupt));
+        }
         Err(e) => return Err(e),
     };
     let outcome = match process(&raw) {
@@ -245,6 +250,31 @@ pub fn generated(seed: u64, width: u32, height: u32) -> DynamicImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The worker's job: processed once, idempotent when run again, and
+    /// a photo whose upload is gone ends failed instead of retrying forever.
+    #[test]
+    fn process_queued_is_idempotent_and_ends() {
+        let dir = std::env::temp_dir().join(format!("minigram-queued-{}", rand::random::<u64>()));
+        let incoming = incoming_dir(&dir);
+        std::fs::create_dir_all(&incoming).unwrap();
+        let raw = png(1600, 1200);
+        let (raw_name, final_name) = queued_names(&raw);
+        write_durably(&incoming, &raw_name, &raw).unwrap();
+        for _ in 0..2 {
+            match process_queued(&dir, &raw_name, &final_name).unwrap() {
+                QueuedOutcome::Ready { width, height } => assert_eq!((width, height), (1080, 810)),
+                other => panic!("{other:?}"),
+            }
+            assert!(dir.join(&final_name).exists() && !incoming.join(&raw_name).exists());
+        }
+        let (gone_raw, gone_final) = queued_names(b"never stored");
+        assert!(matches!(
+            process_queued(&dir, &gone_raw, &gone_final).unwrap(),
+            QueuedOutcome::Failed(_)
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn png(w: u32, h: u32) -> Vec<u8> {
         let mut out = Vec::new();
