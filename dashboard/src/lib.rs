@@ -235,7 +235,7 @@ pub(crate) fn bench(file: String, v: &Value) -> Option<Bench> {
                             format!(
                                 "{}{}",
                                 minigram::results::duration_ms(mean),
-                                if mean <= target { "" } else { " (missed)" }
+                                if r["met"] == true { "" } else { " (missed)" }
                             ),
                         )
                     })

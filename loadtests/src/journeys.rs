@@ -44,6 +44,16 @@ pub enum Mix {
     Uploads,
 }
 
+impl Mix {
+    /// The name as `--mix` takes it (clap's), and result files record it.
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .expect("every mix has a name")
+            .get_name()
+            .to_owned()
+    }
+}
+
 /// The configuration of the current run. Goose transactions are plain
 /// functions, so they read it from here; each run (a lab runs several, on
 /// datasets of different sizes) replaces it before its users start.
@@ -51,7 +61,6 @@ static CONFIG: RwLock<Option<JourneyConfig>> = RwLock::new(None);
 
 /// The password of every account a newcomer registers.
 const NEWCOMER_PASSWORD: &str = "load-test-password";
-static PHOTO: OnceLock<Vec<u8>> = OnceLock::new();
 
 fn config() -> JourneyConfig {
     CONFIG
@@ -65,36 +74,50 @@ fn configure(cfg: JourneyConfig) {
     *CONFIG.write().expect("journey config poisoned") = Some(cfg);
 }
 
-static BIG_PHOTO: OnceLock<Vec<u8>> = OnceLock::new();
-
-/// A camera-sized JPEG (2400 × 1800, generated once) for the uploads mix:
-/// decoding, downscaling and re-encoding it is real work.
-fn big_photo() -> Vec<u8> {
-    BIG_PHOTO
-        .get_or_init(|| {
-            let mut out = Vec::new();
-            minigram::images::generated(23, 2400, 1800)
-                .write_to(
-                    &mut std::io::Cursor::new(&mut out),
-                    image::ImageFormat::Jpeg,
-                )
-                .expect("encode the upload image");
-            out
-        })
-        .clone()
+/// A picture a journey uploads, encoded once per run.
+#[derive(Debug, Clone, Copy)]
+enum Upload {
+    /// A small 96 × 72 PNG (the newcomers').
+    Small,
+    /// A camera-sized 2400 × 1800 JPEG (the uploads mix): decoding,
+    /// downscaling and re-encoding it is real work.
+    Camera,
 }
 
-/// A small real PNG the newcomers upload (generated once).
-fn photo() -> Vec<u8> {
-    PHOTO
-        .get_or_init(|| {
+static SMALL_PHOTO: OnceLock<Vec<u8>> = OnceLock::new();
+static CAMERA_PHOTO: OnceLock<Vec<u8>> = OnceLock::new();
+
+impl Upload {
+    fn bytes(self) -> Vec<u8> {
+        let (cell, seed, w, h, format) = match self {
+            Upload::Small => (&SMALL_PHOTO, 11, 96, 72, image::ImageFormat::Png),
+            Upload::Camera => (&CAMERA_PHOTO, 23, 2400, 1800, image::ImageFormat::Jpeg),
+        };
+        cell.get_or_init(|| {
             let mut out = Vec::new();
-            minigram::images::generated(11, 96, 72)
-                .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            minigram::images::generated(seed, w, h)
+                .write_to(&mut std::io::Cursor::new(&mut out), format)
                 .expect("encode the upload image");
             out
         })
         .clone()
+    }
+
+    /// (file name, caption) of the multipart form.
+    fn form(self) -> (&'static str, &'static str) {
+        match self {
+            Upload::Small => ("lt.png", "load test"),
+            Upload::Camera => ("camera.jpg", "load test, a camera-sized photo"),
+        }
+    }
+
+    /// The width the server gives it (long side at most `MAX_EDGE`).
+    fn stored_width(self) -> u32 {
+        match self {
+            Upload::Small => 96,
+            Upload::Camera => minigram::images::MAX_EDGE,
+        }
+    }
 }
 
 /// A signed-in simulated user.
@@ -109,9 +132,10 @@ struct Session {
 
 /// Registers the scenarios for every host (users are spread over hosts).
 pub fn scenarios(hosts: &[String], cfg: JourneyConfig) -> Result<Vec<Scenario>, GooseError> {
+    let (min, max) = cfg.think;
+    let mix = cfg.mix;
     configure(cfg);
-    let (min, max) = config().think;
-    let (newcomers, returning) = match config().mix {
+    let (newcomers, returning) = match mix {
         Mix::Default => (1, 6),
         Mix::Writes => (3, 2),
         Mix::Reads | Mix::Uploads => (0, 0),
@@ -124,11 +148,11 @@ pub fn scenarios(hosts: &[String], cfg: JourneyConfig) -> Result<Vec<Scenario>, 
         } else {
             String::new()
         };
-        if config().mix == Mix::Reads {
+        if mix == Mix::Reads {
             all.push(lurker(&tag, host, min, max)?);
             continue;
         }
-        if config().mix == Mix::Uploads {
+        if mix == Mix::Uploads {
             all.push(
                 Scenario::new(&format!("uploader{tag}"))
                     .set_host(host)
@@ -166,7 +190,7 @@ pub fn scenarios(hosts: &[String], cfg: JourneyConfig) -> Result<Vec<Scenario>, 
                 .register_transaction(transaction!(like_one).set_name("like"))
                 .register_transaction(transaction!(logout).set_name("logout")),
         );
-        if config().mix == Mix::Writes {
+        if mix == Mix::Writes {
             continue;
         }
         all.push(lurker(&tag, host, min, max)?);
@@ -232,9 +256,7 @@ pub fn take_shed_micros() -> Vec<u64> {
 enum Body {
     None,
     Json(Value),
-    Photo,
-    /// A camera-sized JPEG (the uploads mix).
-    BigPhoto,
+    Photo(Upload),
 }
 
 /// Sends one request named `name`, expecting status `expect` and a body
@@ -272,22 +294,17 @@ async fn call_any(
     rb = match body {
         Body::None => rb,
         Body::Json(v) => rb.json(&v),
-        Body::Photo => rb.multipart(
-            reqwest::multipart::Form::new()
-                .part(
-                    "photo",
-                    reqwest::multipart::Part::bytes(photo()).file_name("lt.png"),
-                )
-                .text("caption", "load test"),
-        ),
-        Body::BigPhoto => rb.multipart(
-            reqwest::multipart::Form::new()
-                .part(
-                    "photo",
-                    reqwest::multipart::Part::bytes(big_photo()).file_name("camera.jpg"),
-                )
-                .text("caption", "load test, a camera-sized photo"),
-        ),
+        Body::Photo(upload) => {
+            let (file_name, caption) = upload.form();
+            rb.multipart(
+                reqwest::multipart::Form::new()
+                    .part(
+                        "photo",
+                        reqwest::multipart::Part::bytes(upload.bytes()).file_name(file_name),
+                    )
+                    .text("caption", caption),
+            )
+        }
     };
     let mut request = GooseRequest::builder().set_request_builder(rb).name(name);
     // With one right answer Goose checks it too; with several, the check
@@ -563,24 +580,25 @@ async fn like_one(user: &mut GooseUser) -> TransactionResult {
 }
 
 async fn upload(user: &mut GooseUser) -> TransactionResult {
-    send_photo(user, Body::Photo, 96).await
+    send_photo(user, Upload::Small).await
 }
 
 /// The uploads mix's upload: a camera-sized photo, downscaled by the
 /// server to 1080 px on its long side.
 async fn upload_big(user: &mut GooseUser) -> TransactionResult {
-    send_photo(user, Body::BigPhoto, minigram::images::MAX_EDGE).await
+    send_photo(user, Upload::Camera).await
 }
 
 /// Uploads a photo: 201 with the processed photo (`width` as expected), or
 /// 202 with a `processing` photo when the server queues its processing.
-async fn send_photo(user: &mut GooseUser, body: Body, width: u32) -> TransactionResult {
+async fn send_photo(user: &mut GooseUser, upload: Upload) -> TransactionResult {
+    let width = upload.stored_width();
     let v = call_any(
         user,
         GooseMethod::Post,
         "/api/photos",
         "POST /api/photos",
-        body,
+        Body::Photo(upload),
         &[201, 202],
         move |v| {
             let url_ok = v["id"].is_i64()

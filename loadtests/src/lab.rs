@@ -112,6 +112,24 @@ enum Method {
     Fixed,
 }
 
+impl Method {
+    /// The report's `method`.
+    fn name(self) -> &'static str {
+        match self {
+            Method::Breaking => "breaking",
+            Method::Fixed => "fixed",
+        }
+    }
+
+    /// The `mode` of each variant's result file.
+    fn mode(self) -> &'static str {
+        match self {
+            Method::Breaking => "breaking",
+            Method::Fixed => "load",
+        }
+    }
+}
+
 /// The dataset a variant is seeded with.
 #[derive(Debug, Clone, Copy)]
 struct Dataset {
@@ -656,10 +674,7 @@ async fn run_experiment(
             }
         };
         let result = crate::result_json(&Record {
-            mode: match exp.method {
-                Method::Breaking => "breaking",
-                Method::Fixed => "load",
-            },
+            mode: exp.method.mode(),
             mix: exp.mix,
             stage: &stage,
             hosts: &hosts,
@@ -723,16 +738,14 @@ fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
 /// waiting (mean, peak) and the longest upload-to-visible time seen.
 fn photo_queue(s: &Step) -> Option<Value> {
     let server = s.server.first()?;
-    let processed = server["figures"]
-        .as_array()?
-        .iter()
-        .find(|f| f["key"] == "photos.processed")?["value"]
-        .as_f64()?;
+    let secs = s.duration_secs;
+    // A counter: its highest sample is the total at the end of the step.
+    let processed = verdict::figure_peak(server, "photos.processed", secs);
     (processed > 0.0).then(|| {
         json!({
-            "meanWaiting": verdict::figure_mean(server, "photos.queued", s.duration_secs),
-            "peakWaiting": verdict::figure_peak(server, "photos.queued", s.duration_secs),
-            "peakLagMs": verdict::figure_peak(server, "photos.lagMs", s.duration_secs),
+            "meanWaiting": verdict::figure_mean(server, "photos.queued", secs),
+            "peakWaiting": verdict::figure_peak(server, "photos.queued", secs),
+            "peakLagMs": verdict::figure_peak(server, "photos.lagMs", secs),
             "processedTotal": processed,
         })
     })
@@ -797,16 +810,13 @@ fn report_json(
         "experiment": exp.name,
         "question": exp.question,
         "change": exp.change,
-        "mix": format!("{:?}", exp.mix).to_lowercase(),
+        "mix": exp.mix.name(),
         "commit": minigram::machine::git_commit(),
         "machine": minigram::machine::Machine::current(),
         "startedAt": started_at,
         "command": command_line(),
         "minutes": took.as_secs_f64() / 60.0,
-        "method": match exp.method {
-            Method::Breaking => "breaking",
-            Method::Fixed => "fixed",
-        },
+        "method": exp.method.name(),
         "dataset": Dataset::of(args, 1.0).json(),
         "load": {
             "ladder": match exp.method {
@@ -913,6 +923,33 @@ fn cost_curve(md: &mut String, exp: &Experiment, variants: &[Value]) {
         md.push('\n');
     }
     md.push('\n');
+}
+
+/// What one variant's line under "Observation" says after its label.
+fn observation(v: &Value, fixed: bool) -> String {
+    if fixed {
+        let at = &v["atBreakingPoint"];
+        return format!(
+            " ({} photos): {} users gave {} req/s at p95 {} ms, {:.2} % errors; busiest: {}.",
+            v["dataset"]["photos"],
+            at["users"],
+            f1(&at["rps"]),
+            f1(&at["p95Ms"]),
+            at["errorRate"].as_f64().unwrap_or(0.0) * 100.0,
+            v["busiest"].as_str().unwrap_or("–")
+        );
+    }
+    match v["breakingPoint"].as_object() {
+        Some(bp) => format!(
+            ": held the SLO up to {} users ({} req/s); at {} users {}; saturated: {}.",
+            bp["users"],
+            f1(&bp["rps"]),
+            bp["failingUsers"],
+            bp["brokenBy"].as_str().unwrap_or(""),
+            bp["saturated"].as_str().unwrap_or("")
+        ),
+        None => ": held the SLO at every step of the ladder.".into(),
+    }
 }
 
 fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
@@ -1089,39 +1126,13 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
         cost_curve(&mut md, exp, &variants);
     }
     line(&mut md, "## Observation\n".into());
-    for v in variants.iter().filter(|_| !fixed) {
+    for v in &variants {
         line(
             &mut md,
             format!(
-                "- **{}**: {}",
+                "- **{}**{}",
                 v["label"].as_str().unwrap_or(""),
-                match v["breakingPoint"].as_object() {
-                    Some(bp) => format!(
-                        "held the SLO up to {} users ({} req/s); at {} users {}; saturated: {}.",
-                        bp["users"],
-                        f1(&bp["rps"]),
-                        bp["failingUsers"],
-                        bp["brokenBy"].as_str().unwrap_or(""),
-                        bp["saturated"].as_str().unwrap_or("")
-                    ),
-                    None => "held the SLO at every step of the ladder.".into(),
-                }
-            ),
-        );
-    }
-    for v in variants.iter().filter(|_| fixed) {
-        let at = &v["atBreakingPoint"];
-        line(
-            &mut md,
-            format!(
-                "- **{}** ({} photos): {} users gave {} req/s at p95 {} ms, {:.2} % errors; busiest: {}.",
-                v["label"].as_str().unwrap_or(""),
-                v["dataset"]["photos"],
-                at["users"],
-                f1(&at["rps"]),
-                f1(&at["p95Ms"]),
-                at["errorRate"].as_f64().unwrap_or(0.0) * 100.0,
-                v["busiest"].as_str().unwrap_or("–")
+                observation(v, fixed)
             ),
         );
     }

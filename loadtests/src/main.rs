@@ -225,7 +225,7 @@ pub fn result_json(r: &Record) -> Value {
         "commit": minigram::machine::git_commit(),
         "machine": minigram::machine::Machine::current(),
         "mode": r.mode,
-        "mix": format!("{:?}", r.mix).to_lowercase(),
+        "mix": r.mix.name(),
         "startedAt": minigram::machine::utc_now(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "hosts": r.hosts,

@@ -238,20 +238,13 @@ impl<S: Store> App<S> {
             return self.upload_queued(user, caption, bytes).await;
         }
         let dir = self.uploads_dir.clone();
-        let started = Instant::now();
-        let processed = actix_web::web::block(move || {
+        let processed = image_work(move || {
             let processed = images::process(&bytes)?;
             images::store_file(&dir, &processed)
                 .map_err(|e| anyhow::Error::new(e).context("writing the uploaded image to disk"))?;
-            Ok::<_, UploadFailure>(processed)
+            Ok(processed)
         })
-        .await
-        .map_err(|e| ApiError::internal(&anyhow::anyhow!("image worker failed: {e}")))?
-        .map_err(|e| match e {
-            UploadFailure::Image(e) => image_error(e),
-            UploadFailure::Io(e) => ApiError::internal(&e),
-        })?;
-        timing::record(timing::Phase::Image, started.elapsed());
+        .await?;
         Ok(self
             .store
             .insert_photo(NewPhoto {
@@ -282,22 +275,15 @@ impl<S: Store> App<S> {
             ));
         }
         let incoming = images::incoming_dir(&self.uploads_dir);
-        let started = Instant::now();
-        let final_name = actix_web::web::block(move || {
+        let final_name = image_work(move || {
             images::probe(&bytes)?;
             let (raw_name, final_name) = images::queued_names(&bytes);
             std::fs::create_dir_all(&incoming)
                 .and_then(|_| images::write_durably(&incoming, &raw_name, &bytes))
                 .map_err(|e| anyhow::Error::new(e).context("storing a queued upload"))?;
-            Ok::<_, UploadFailure>(final_name)
+            Ok(final_name)
         })
-        .await
-        .map_err(|e| ApiError::internal(&anyhow::anyhow!("upload worker failed: {e}")))?
-        .map_err(|e| match e {
-            UploadFailure::Image(e) => image_error(e),
-            UploadFailure::Io(e) => ApiError::internal(&e),
-        })?;
-        timing::record(timing::Phase::Image, started.elapsed());
+        .await?;
         let photo = self
             .store
             .insert_photo(NewPhoto {
@@ -318,6 +304,24 @@ impl<S: Store> App<S> {
         }
         Ok(photo)
     }
+}
+
+/// Runs an upload's image and file work on a blocking thread, timed as
+/// `img` in Server-Timing; an image the checks refuse is a 4xx, an I/O
+/// failure a 500.
+async fn image_work<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, UploadFailure> + Send + 'static,
+) -> Result<T, ApiError> {
+    let started = Instant::now();
+    let done = actix_web::web::block(work)
+        .await
+        .map_err(|e| ApiError::internal(&anyhow::anyhow!("image worker failed: {e}")))?
+        .map_err(|e| match e {
+            UploadFailure::Image(e) => image_error(e),
+            UploadFailure::Io(e) => ApiError::internal(&e),
+        })?;
+    timing::record(timing::Phase::Image, started.elapsed());
+    Ok(done)
 }
 
 enum UploadFailure {

@@ -54,13 +54,7 @@ pub struct ProcessedImage {
 /// Decodes, bounds, downscales and re-encodes. CPU-heavy: run it on a
 /// blocking thread.
 pub fn process(bytes: &[u8]) -> Result<ProcessedImage, ImageError> {
-    let format = image::guess_format(bytes).map_err(|_| ImageError::NotAnImage)?;
-    if !matches!(
-        format,
-        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif
-    ) {
-        return Err(ImageError::NotAnImage);
-    }
+    let format = accepted_format(bytes)?;
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_INPUT_EDGE);
@@ -77,17 +71,21 @@ pub fn process(bytes: &[u8]) -> Result<ProcessedImage, ImageError> {
     Ok(encode(&shrink(decoded)))
 }
 
+/// The format of `bytes`, if it is one Minigram accepts.
+fn accepted_format(bytes: &[u8]) -> Result<ImageFormat, ImageError> {
+    match image::guess_format(bytes) {
+        Ok(f @ (ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif)) => {
+            Ok(f)
+        }
+        _ => Err(ImageError::NotAnImage),
+    }
+}
+
 /// The cheap check an upload gets when its processing is queued: a
 /// supported format whose header declares a size within the limits. The
 /// full decode happens in the worker.
 pub fn probe(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
-    let format = image::guess_format(bytes).map_err(|_| ImageError::NotAnImage)?;
-    if !matches!(
-        format,
-        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif
-    ) {
-        return Err(ImageError::NotAnImage);
-    }
+    let format = accepted_format(bytes)?;
     let (w, h) = ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
         .map_err(|_| ImageError::Corrupt)?;
@@ -104,8 +102,13 @@ pub fn probe(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
 /// of the upload>.raw`; the worker writes the processed photo as
 /// `<same sha256>.jpg`, the name the photo row holds from the start.
 pub fn queued_names(raw: &[u8]) -> (String, String) {
-    let hash = hex::encode(Sha256::digest(raw));
-    (format!("{hash}.raw"), format!("{hash}.jpg"))
+    let final_name = format!("{}.jpg", hex::encode(Sha256::digest(raw)));
+    (raw_name_of(&final_name), final_name)
+}
+
+/// The raw upload's name for a queued photo's final name.
+fn raw_name_of(final_name: &str) -> String {
+    format!("{}.raw", final_name.trim_end_matches(".jpg"))
 }
 
 /// Where queued uploads wait for the worker.
@@ -123,15 +126,12 @@ pub enum QueuedOutcome {
 }
 
 /// The worker's job for one queued upload: decode, bound, downscale and
-/// re-encode `incoming/<raw_name>`, store it durably as `final_name`, then
-/// remove the raw file. Idempotent: a photo already processed (by another
-/// worker, or before a crash) is reported ready again. CPU-heavy.
-pub fn process_queued(
-    uploads: &Path,
-    raw_name: &str,
-    final_name: &str,
-) -> std::io::Result<QueuedOutcome> {
-    let raw_path = incoming_dir(uploads).join(raw_name);
+/// re-encode its raw bytes in `incoming/`, store the result durably as
+/// `final_name`, then remove the raw file. Idempotent: a photo already
+/// processed (by another worker, or before a crash) is reported ready
+/// again. CPU-heavy.
+pub fn process_queued(uploads: &Path, final_name: &str) -> std::io::Result<QueuedOutcome> {
+    let raw_path = incoming_dir(uploads).join(raw_name_of(final_name));
     let final_path = uploads.join(final_name);
     let raw = match std::fs::read(&raw_path) {
         Ok(raw) => raw,
@@ -262,15 +262,15 @@ mod tests {
         let (raw_name, final_name) = queued_names(&raw);
         write_durably(&incoming, &raw_name, &raw).unwrap();
         for _ in 0..2 {
-            match process_queued(&dir, &raw_name, &final_name).unwrap() {
+            match process_queued(&dir, &final_name).unwrap() {
                 QueuedOutcome::Ready { width, height } => assert_eq!((width, height), (1080, 810)),
                 other => panic!("{other:?}"),
             }
             assert!(dir.join(&final_name).exists() && !incoming.join(&raw_name).exists());
         }
-        let (gone_raw, gone_final) = queued_names(b"never stored");
+        let (_, gone) = queued_names(b"never stored");
         assert!(matches!(
-            process_queued(&dir, &gone_raw, &gone_final).unwrap(),
+            process_queued(&dir, &gone).unwrap(),
             QueuedOutcome::Failed(_)
         ));
         std::fs::remove_dir_all(&dir).unwrap();

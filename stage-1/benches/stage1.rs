@@ -16,7 +16,7 @@
 use clap::Parser;
 use minigram::testing::load::{LoadResult, Process, closed_loop, ms, seeded_tokens};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,15 +44,9 @@ struct Args {
     /// Concurrent clients in the login phase.
     #[arg(long, default_value_t = 64)]
     login_clients: usize,
-    /// A small dataset and short phases: checks the benchmark runs.
-    #[arg(long)]
-    quick: bool,
-    /// Result file (default: results/bench-stage1.json in the repo).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Passed by `cargo bench`; ignored.
-    #[arg(long, hide = true)]
-    bench: bool,
+    /// --quick (a small dataset and short phases), --out FILE.
+    #[command(flatten)]
+    run: minigram::testing::bench::BenchFlags,
 }
 
 /// Raw Argon2id verify throughput: one thread per core, `secs` seconds.
@@ -122,7 +116,7 @@ async fn feed_phase(url: &str, tokens: &[String], clients: usize, secs: u64) -> 
 #[tokio::main]
 async fn main() {
     let mut args = Args::parse();
-    if args.quick {
+    if args.run.quick {
         (
             args.users,
             args.photos,
@@ -132,12 +126,7 @@ async fn main() {
         ) = (200, 2000, 20, 3000, 2);
         args.login_clients = args.login_clients.min(8);
     }
-    let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../results/bench-stage1.json"
-        ))
-    });
+    let out = args.run.out_or("bench-stage1.json");
     let dir = tempfile::tempdir().unwrap();
 
     eprintln!(
@@ -197,7 +186,7 @@ async fn main() {
         "command": "cargo bench -p stage-1",
         "commit": minigram::machine::git_commit(),
         "machine": minigram::machine::Machine::current(),
-        "quick": args.quick,
+        "quick": args.run.quick,
         "dataset": {"users": args.users, "photos": args.photos, "followsPerUser": args.follows_per_user, "likes": args.likes},
         "seed": {"seconds": seed_secs, "targetSeconds": 60.0},
         "login": {

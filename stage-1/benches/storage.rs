@@ -10,7 +10,7 @@ fn main() -> anyhow::Result<()> {
     let opts = minigram::testing::bench::Options::from_args(
         "stage-1",
         "cargo bench -p stage-1 --bench storage",
-    )?;
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

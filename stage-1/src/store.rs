@@ -189,17 +189,6 @@ impl SqliteStore {
             .context("checkpointing after the feed index change")
     }
 
-    /// Whether the feed index exists.
-    pub fn has_feed_index(&self) -> anyhow::Result<bool> {
-        let conn = self.inner.writer.lock().expect("writer poisoned");
-        let n: i64 = conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'photos_by_user'",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(n == 1)
-    }
-
     pub fn stats(&self) -> &SqliteStats {
         &self.inner.stats
     }

@@ -61,15 +61,9 @@ struct Args {
     postgres: String,
     #[arg(long, env = "TEST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis: String,
-    /// A small dataset and short phases: checks the benchmark runs.
-    #[arg(long)]
-    quick: bool,
-    /// Result file (default: results/bench-stage2.json in the repo).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Passed by `cargo bench`; ignored.
-    #[arg(long, hide = true)]
-    bench: bool,
+    /// --quick (a small dataset and short phases), --out FILE.
+    #[command(flatten)]
+    run: minigram::testing::bench::BenchFlags,
 }
 
 fn stage1_binary() -> PathBuf {
@@ -216,7 +210,7 @@ async fn drop_database(server: &str, name: &str, redis_url: &str, prefix: &str) 
 #[tokio::main]
 async fn main() {
     let mut args = Args::parse();
-    if args.quick {
+    if args.run.quick {
         (
             args.users,
             args.photos,
@@ -226,12 +220,7 @@ async fn main() {
         ) = (200, 2000, 20, 3000, 2);
         args.write_clients = args.write_clients.min(16);
     }
-    let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../results/bench-stage2.json"
-        ))
-    });
+    let out = args.run.out_or("bench-stage2.json");
     let stage1 = stage1_binary();
     let mut suffix = [0u8; 5];
     rand::rng().fill_bytes(&mut suffix);
@@ -394,7 +383,7 @@ async fn main() {
         "command": "cargo build --release -p stage-1 && cargo bench -p stage-2",
         "commit": minigram::machine::git_commit(),
         "machine": minigram::machine::Machine::current(),
-        "quick": args.quick,
+        "quick": args.run.quick,
         "dataset": {"users": args.users, "photos": args.photos, "followsPerUser": args.follows_per_user, "likes": args.likes},
         "seed": {"stage2Seconds": seed2_secs, "stage1Seconds": seed1_secs, "targetSeconds": 60.0},
         "results": result,

@@ -14,7 +14,7 @@ fn main() -> anyhow::Result<()> {
     let opts = minigram::testing::bench::Options::from_args(
         "stage-2",
         "cargo bench -p stage-2 --bench storage",
-    )?;
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -130,7 +130,7 @@ impl StorageArgs {
             feed_cache_ttl: Duration::from_secs(self.feed_cache_ttl),
             feed_page_ttl: Duration::from_secs(self.feed_page_ttl),
             photo_queue: self.photo_processing == Processing::Queue,
-            photo_workers: self.photo_workers.max(1),
+            photo_workers: self.photo_workers,
             photo_queue_max: self.photo_queue_max.max(1),
         }
     }

@@ -375,7 +375,7 @@ impl Stage2Store {
         self.on_redis(async |c| cmd.query_async::<T>(c).await).await
     }
 
-    async fn redis_pipe<T: redis::FromRedisValue>(
+    pub(crate) async fn redis_pipe<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> anyhow::Result<T> {
@@ -399,14 +399,6 @@ impl Stage2Store {
         viewers.push(owner.0);
         self.invalidate_feeds(&viewers).await;
         Ok(())
-    }
-
-    /// A Redis pipeline for the photo worker.
-    pub(crate) async fn redis_pipeline<T: redis::FromRedisValue>(
-        &self,
-        pipe: &redis::Pipeline,
-    ) -> anyhow::Result<T> {
-        self.redis_pipe(pipe).await
     }
 
     /// (owner, file name, upload time) of a photo that is still processing.

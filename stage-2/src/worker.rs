@@ -69,7 +69,7 @@ async fn next_job(store: &Stage2Store) -> anyhow::Result<Option<PhotoId>> {
     let key = store.photo_queue_key();
     let mut pipe = redis::pipe();
     pipe.cmd("RPOP").arg(&key).cmd("LLEN").arg(&key);
-    let (id, depth): (Option<i64>, i64) = store.redis_pipeline(&pipe).await?;
+    let (id, depth): (Option<i64>, i64) = store.redis_pipe(&pipe).await?;
     store
         .stats()
         .photo_queue_depth
@@ -87,12 +87,9 @@ pub async fn process(
     let Some((owner, file_name, created_at)) = store.processing_photo(id).await? else {
         return Ok(());
     };
-    let stem = file_name.trim_end_matches(".jpg");
-    let raw_name = format!("{stem}.raw");
     let dir = uploads.to_owned();
     let outcome =
-        tokio::task::spawn_blocking(move || images::process_queued(&dir, &raw_name, &file_name))
-            .await??;
+        tokio::task::spawn_blocking(move || images::process_queued(&dir, &file_name)).await??;
     let (status, width, height) = match outcome {
         QueuedOutcome::Ready { width, height } => (PhotoStatus::Ready, width, height),
         QueuedOutcome::Failed(e) => {
@@ -123,7 +120,7 @@ async fn sweep(store: &Stage2Store) -> anyhow::Result<()> {
                 .arg(id.0)
                 .ignore();
         }
-        store.redis_pipeline::<()>(&pipe).await?;
+        store.redis_pipe::<()>(&pipe).await?;
     }
     Ok(())
 }

@@ -77,42 +77,61 @@ pub struct Options {
     pub command: String,
 }
 
+/// The flags every benchmark of the workspace takes after `cargo bench
+/// ... --` (the process benchmarks flatten them into their own).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchFlags {
+    /// A small dataset and short measurements: checks the benchmark runs.
+    #[arg(long)]
+    pub quick: bool,
+    /// Result file (default: results/<its name>.json in the repository).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    pub bench: bool,
+}
+
+impl BenchFlags {
+    /// `--out`, or `results/<file>` in the repository.
+    pub fn out_or(&self, file: &str) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../results")
+                .join(file)
+        })
+    }
+}
+
+/// The flags after `cargo bench -p stage-N --bench storage --`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    about = "Storage microbenchmarks: the Store use cases measured by criterion, each against a target"
+)]
+struct Flags {
+    #[command(flatten)]
+    run: BenchFlags,
+}
+
 impl Options {
     /// The defaults (the lab's 10k users / 100k photos dataset), or a
     /// small one with `--quick`; `--out FILE` overrides the result file.
-    pub fn from_args(stage: &str, command: &str) -> anyhow::Result<Self> {
-        let mut args = std::env::args().skip(1);
-        let (mut quick, mut out) = (false, None);
-        while let Some(a) = args.next() {
-            match a.as_str() {
-                "--quick" => quick = true,
-                "--out" => out = Some(PathBuf::from(args.next().context("--out needs a file")?)),
-                "--bench" => {}
-                "--help" | "-h" => {
-                    println!(
-                        "{command} [-- --quick] [-- --out FILE]\n\nMeasures the storage use cases of {stage} with criterion and writes results/bench-storage-{stage}.json"
-                    );
-                    std::process::exit(0);
-                }
-                // Filters and flags cargo passes to every bench target.
-                _ => {}
-            }
-        }
-        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results");
-        let (users, photos, follows_per_user, likes) = if quick {
+    pub fn from_args(stage: &str, command: &str) -> Self {
+        let flags = <Flags as clap::Parser>::parse().run;
+        let (users, photos, follows_per_user, likes) = if flags.quick {
             (500, 5_000, 20, 5_000)
         } else {
             (10_000, 100_000, 50, 200_000)
         };
-        Ok(Self {
+        Self {
             users,
             photos,
             follows_per_user,
             likes,
-            quick,
-            out: out.unwrap_or_else(|| results.join(format!("bench-storage-{stage}.json"))),
+            quick: flags.quick,
+            out: flags.out_or(&format!("bench-storage-{stage}.json")),
             command: command.to_owned(),
-        })
+        }
     }
 }
 
