@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Smoke load and API conformance (part of the test command), against a
 # fresh stage 1 and a fresh stage 2:
-# - the Goose journeys for a few seconds: every request name must be
-#   exercised and none may fail;
+# - the Goose journeys for a few seconds, in the closed model (users) and
+#   in the open model (visits started per second): every request name must
+#   be exercised and none may fail;
 # - schemathesis against the stage's own /api/openapi.json, signed in:
 #   generated and mutated requests to every operation; zero server errors
 #   and zero answers that differ from the document (status, content type,
@@ -78,6 +79,7 @@ PY
 url1=$(start stage-1 --data-dir "$work/s1")
 echo "smoke: stage 1 at $url1"
 "$bin/loadtests" smoke --host "$url1" --users 10 --duration 8 --json-out "$work/smoke-stage-1.json"
+"$bin/loadtests" smoke --host "$url1" --arrival-rate 10 --duration 8 --json-out "$work/smoke-open-stage-1.json"
 conformance stage-1 "$url1"
 
 db="minigram_smoke_$$_$RANDOM"
@@ -86,5 +88,6 @@ url2=$(start stage-2 --data-dir "$work/s2" \
     --redis-url "${TEST_REDIS_URL:-redis://127.0.0.1:6379}" --redis-prefix "smoke:$db")
 echo "smoke: stage 2 at $url2"
 "$bin/loadtests" smoke --host "$url2" --users 10 --duration 8 --json-out "$work/smoke-stage-2.json"
+"$bin/loadtests" smoke --host "$url2" --arrival-rate 10 --duration 8 --json-out "$work/smoke-open-stage-2.json"
 conformance stage-2 "$url2"
 echo "smoke and conformance: both stages passed"

@@ -77,10 +77,21 @@ pub struct RequestStats {
     pub p99_ms: f64,
 }
 
+/// Visits in progress over an open-model step.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Concurrency {
+    pub mean: f64,
+    pub peak: i64,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Step {
     pub users: u64,
+    /// Open model: visits started per second (absent: closed model).
+    pub arrival_rate: Option<f64>,
+    pub visits_in_progress: Concurrency,
     pub duration_secs: f64,
     pub rps: f64,
     pub error_rate: f64,
@@ -91,10 +102,26 @@ pub struct Step {
     pub generator_cpu: Option<f64>,
 }
 
+impl Step {
+    /// The load level: visits/s (open model) or users (closed model).
+    pub fn level(&self) -> f64 {
+        self.arrival_rate.unwrap_or(self.users as f64)
+    }
+
+    /// "64 visits/s" or "128 users".
+    pub fn level_text(&self) -> String {
+        match self.arrival_rate {
+            Some(r) => format!("{r} visits/s"),
+            None => format!("{} users", self.users),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct BreakingPoint {
     pub users: u64,
+    pub arrival_rate: Option<f64>,
     pub rps: f64,
     pub broken_by: String,
     pub saturated: String,
@@ -106,6 +133,21 @@ pub struct Experiment {
     pub name: String,
     pub variant: String,
     pub change: Option<String>,
+}
+
+impl BreakingPoint {
+    /// The load level it held: visits/s (open model) or users.
+    pub fn level(&self) -> f64 {
+        self.arrival_rate.unwrap_or(self.users as f64)
+    }
+
+    /// "64 visits/s" or "128 users".
+    pub fn level_text(&self) -> String {
+        match self.arrival_rate {
+            Some(r) => format!("{r} visits/s"),
+            None => format!("{} users", self.users),
+        }
+    }
 }
 
 /// One load-test run (`minigram.loadtest/1`).
@@ -149,12 +191,26 @@ impl Run {
         self.started_at.get(..10).unwrap_or(&self.started_at)
     }
 
-    /// The Universal Scalability Law fitted to a breaking run's steps.
+    /// Whether the open model (visits per second) made this run.
+    pub fn is_open(&self) -> bool {
+        self.steps.iter().any(|s| s.arrival_rate.is_some())
+    }
+
+    /// The Universal Scalability Law fitted to a breaking run's steps:
+    /// throughput against concurrency (users, or the mean visits in
+    /// progress of the open model).
     pub fn usl(&self) -> Option<minigram::usl::UslFit> {
         if self.mode != "breaking" {
             return None;
         }
-        let points: Vec<(f64, f64)> = self.steps.iter().map(|s| (s.users as f64, s.rps)).collect();
+        let points: Vec<(f64, f64)> = self
+            .steps
+            .iter()
+            .map(|s| match s.arrival_rate {
+                Some(_) => (s.visits_in_progress.mean.max(1.0), s.rps),
+                None => (s.users as f64, s.rps),
+            })
+            .collect();
         minigram::usl::fit(&points)
     }
 
@@ -165,7 +221,7 @@ impl Run {
                 .steps
                 .iter()
                 .rev()
-                .find(|s| s.users == bp.users)
+                .find(|s| s.level() == bp.level())
                 .or(self.steps.last()),
             None => self.steps.last(),
         }
@@ -428,10 +484,12 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(0, 131, 143),
 ];
 
-/// A line chart of `value(step)` against users, one series per run, on a
-/// log2 users axis shared by all runs.
+/// A line chart of `value(step)` against the load level (users, or
+/// visits/s: `x_desc` says which), one series per run, on a log2 axis
+/// shared by all runs.
 pub fn chart(
     title: &str,
+    x_desc: &str,
     y_desc: &str,
     runs: &[Run],
     value: impl Fn(&Step) -> f64,
@@ -443,10 +501,8 @@ pub fn chart(
         root.fill(&WHITE)?;
         let max_users = runs
             .iter()
-            .flat_map(|r| r.steps.iter().map(|s| s.users))
-            .max()
-            .unwrap_or(2)
-            .max(2) as f64;
+            .flat_map(|r| r.steps.iter().map(|s| s.level()))
+            .fold(2.0f64, f64::max);
         let max_y = runs
             .iter()
             .flat_map(|r| r.steps.iter().map(&value))
@@ -461,7 +517,7 @@ pub fn chart(
             .build_cartesian_2d((1f64..max_users * 1.2).log_scale(), 0f64..max_y)?;
         chart
             .configure_mesh()
-            .x_desc("concurrent users (log scale)")
+            .x_desc(x_desc)
             .y_desc(y_desc)
             .draw()?;
         for (i, run) in runs.iter().enumerate() {
@@ -469,7 +525,7 @@ pub fn chart(
             let points: Vec<(f64, f64)> = run
                 .steps
                 .iter()
-                .map(|s| (s.users.max(1) as f64, value(s)))
+                .map(|s| (s.level().max(1.0), value(s)))
                 .collect();
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
@@ -482,7 +538,8 @@ pub fn chart(
                     .into_iter()
                     .map(|p| Circle::new(p, 3, color.filled())),
             )?;
-            if let Some(fit) = with_usl.then(|| run.usl()).flatten() {
+            // The fit is against concurrency: on a users axis only.
+            if let Some(fit) = (with_usl && !run.is_open()).then(|| run.usl()).flatten() {
                 // The fitted curve, dashed, from 1 user to past the last step.
                 let curve: Vec<(f64, f64)> = (0..=120)
                     .map(|i| 2f64.powf(i as f64 / 120.0 * max_users.log2() + 0.1))
@@ -562,7 +619,7 @@ fn experiments(runs: &[Run]) -> Vec<ExperimentView> {
                 c.dataset.photos == b.dataset.photos && c.dataset.users == b.dataset.users
             })?;
             let (bs, cs) = (b.key_step()?, c.key_step()?);
-            let bp = |r: &Run| r.breaking_point.as_ref().map_or(0.0, |p| p.users as f64);
+            let bp = |r: &Run| r.breaking_point.as_ref().map_or(0.0, |p| p.level());
             let mut rows = vec![
                 compare("throughput (req/s)", bs.rps, cs.rps, 1),
                 compare("p50 (ms)", bs.p50_ms, cs.p50_ms, 2),
@@ -574,7 +631,16 @@ fn experiments(runs: &[Run]) -> Vec<ExperimentView> {
                     cs.error_rate * 100.0,
                     2,
                 ),
-                compare("breaking point (users)", bp(b), bp(c), 0),
+                compare(
+                    if b.is_open() {
+                        "breaking point (visits/s)"
+                    } else {
+                        "breaking point (users)"
+                    },
+                    bp(b),
+                    bp(c),
+                    0,
+                ),
             ];
             for (req, stats) in &bs.requests {
                 if let Some(after) = cs.requests.get(req) {
@@ -640,27 +706,50 @@ pub fn render(results: &Results, generated: String) -> anyhow::Result<String> {
         .filter(|r| r.mode == "breaking")
         .cloned()
         .collect();
-    if !ladders.is_empty() {
+    // One set of charts per load model: users and visits/s are not one axis.
+    let models: [(&str, &str, bool); 2] = [
+        ("visits/s", "visits started per second (log scale)", true),
+        ("users", "concurrent users (log scale)", false),
+    ];
+    for (unit, x_desc, open) in models {
+        let group: Vec<Run> = ladders
+            .iter()
+            .filter(|r| r.is_open() == open)
+            .cloned()
+            .collect();
+        if group.is_empty() {
+            continue;
+        }
+        let model = if open { "open model" } else { "closed model" };
         charts.push((
-            "throughput".to_owned(),
+            format!("throughput ({model})"),
             chart(
-                "Throughput vs users (dashed: Universal Scalability Law fit)",
+                &format!("Throughput vs {unit} (dashed: Universal Scalability Law fit)"),
+                x_desc,
                 "requests / s",
-                &ladders,
+                &group,
                 |s| s.rps,
                 true,
             )?,
         ));
         charts.push((
-            "p95".to_owned(),
-            chart("p95 latency vs users", "ms", &ladders, |s| s.p95_ms, false)?,
+            format!("p95 ({model})"),
+            chart(
+                &format!("p95 latency vs {unit}"),
+                x_desc,
+                "ms",
+                &group,
+                |s| s.p95_ms,
+                false,
+            )?,
         ));
         charts.push((
-            "errors".to_owned(),
+            format!("errors ({model})"),
             chart(
-                "Error rate vs users",
+                &format!("Error rate vs {unit}"),
+                x_desc,
                 "% of requests",
-                &ladders,
+                &group,
                 |s| s.error_rate * 100.0,
                 false,
             )?,
@@ -672,7 +761,7 @@ pub fn render(results: &Results, generated: String) -> anyhow::Result<String> {
             let bp = r
                 .breaking_point
                 .as_ref()
-                .map_or("none".to_owned(), |b| b.users.to_string());
+                .map_or("none".to_owned(), |b| b.level_text());
             Some((r.label(), r.usl()?, bp))
         })
         .collect();

@@ -109,30 +109,50 @@ pub fn block(src: &Sources, key: &str, prefix: &str) -> anyhow::Result<String> {
     Ok(body.replace("](results/", &format!("]({prefix}results/")))
 }
 
+/// A load level from a JSON object: `rate` (visits/s, open model) if set,
+/// else `users`.
+fn level(rate: &Value, users: &Value) -> String {
+    match rate.as_f64() {
+        Some(r) => format!("{r} visits/s"),
+        None => format!("{users} users"),
+    }
+}
+
+/// A breaking point's level, or "SLO held" when there is none.
+fn held(bp: &Value) -> String {
+    if bp.is_object() {
+        level(&bp["arrivalRate"], &bp["users"])
+    } else {
+        "SLO held".into()
+    }
+}
+
 fn headline(src: &Sources) -> anyhow::Result<String> {
     let (name, r) = src
         .lab("stage1-vs-stage2")
         .context("no stage1-vs-stage2 lab report in results/")?;
     let mut t = String::from(
-        "| | breaking point (users) | throughput there (req/s) | p95 there (ms) | the SLO broke on | saturated first |\n|---|---:|---:|---:|---|---|\n",
+        "| | breaking point | throughput there (req/s) | p95 there (ms) | sign-ins (% of requests) | the SLO broke on | saturated first |\n|---|---:|---:|---:|---:|---|---|\n",
     );
     for v in r["variants"].as_array().into_iter().flatten() {
         let bp = &v["breakingPoint"];
         t.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
             s(&v["stage"]),
-            bp["users"]
-                .as_u64()
-                .map_or("SLO held".into(), |u| u.to_string()),
+            held(bp),
             f(&v["atBreakingPoint"]["rps"], 0),
             f(&v["atBreakingPoint"]["p95Ms"], 1),
+            v["atBreakingPoint"]["signInShare"]
+                .as_f64()
+                .map_or("–".into(), |x| format!("{:.2}", x * 100.0)),
             s(&bp["brokenBy"]),
             s(&bp["saturated"])
         ));
     }
     t.push_str(&format!(
-        "\nSame journeys (`{}` mix), same dataset ({} users, {} photos), one process each; the whole run took {} minutes. Chapter: [stage1-vs-stage2](docs/experiments/stage1-vs-stage2.md).\n\n",
+        "\nSame journeys (`{}` mix, {} model), same dataset ({} users, {} photos), one process each; the whole run took {} minutes. Chapter: [stage1-vs-stage2](docs/experiments/stage1-vs-stage2.md).\n\n",
         s(&r["mix"]),
+        r["load"]["model"].as_str().unwrap_or("closed"),
         r["dataset"]["users"],
         r["dataset"]["photos"],
         f(&r["minutes"], 1)
@@ -163,23 +183,25 @@ fn lab_summary(src: &Sources) -> String {
                 let at = &v["atBreakingPoint"];
                 if fixed {
                     format!(
-                        "{}: p95 {} ms at {} users",
+                        "{}: p95 {} ms at {}",
                         s(&v["label"]),
                         f(&at["p95Ms"], 1),
-                        at["users"]
+                        level(&at["arrivalRate"], &at["users"])
+                    )
+                } else if v["breakingPoint"].is_object() {
+                    format!(
+                        "{}: {}, {} req/s",
+                        s(&v["label"]),
+                        held(&v["breakingPoint"]),
+                        f(&at["rps"], 0)
                     )
                 } else {
-                    match v["breakingPoint"]["users"].as_u64() {
-                        Some(u) => {
-                            format!("{}: {u} users, {} req/s", s(&v["label"]), f(&at["rps"], 0))
-                        }
-                        None => format!(
-                            "{}: SLO held to {} users ({} req/s)",
-                            s(&v["label"]),
-                            at["users"],
-                            f(&at["rps"], 0)
-                        ),
-                    }
+                    format!(
+                        "{}: SLO held to {} ({} req/s)",
+                        s(&v["label"]),
+                        level(&at["arrivalRate"], &at["users"]),
+                        f(&at["rps"], 0)
+                    )
                 }
             })
             .collect();
@@ -232,7 +254,7 @@ fn storage(src: &Sources, stage: &str) -> anyhow::Result<String> {
 /// runs and the lab's variants, newest first.
 fn breaking(src: &Sources, stage: &str) -> String {
     let mut t = String::from(
-        "| run | mix | settings | dataset (users / photos) | breaking point (users) | req/s there | the SLO broke on | saturated first |\n|---|---|---|---|---:|---:|---|---|\n",
+        "| run | mix | settings | dataset (users / photos) | breaking point | req/s there | the SLO broke on | saturated first |\n|---|---|---|---|---:|---:|---|---|\n",
     );
     let mut n = 0;
     for (name, v) in src.files.iter().rev() {
@@ -266,15 +288,16 @@ fn breaking(src: &Sources, stage: &str) -> String {
         let ds = &v["dataset"];
         let count = |x: &Value| x.as_u64().map_or("–".into(), |n| n.to_string());
         let last = v["steps"].as_array().and_then(|s| s.last());
-        let (users, rps) = match bp["users"].as_u64() {
-            Some(u) => (u.to_string(), f(&bp["rps"], 0)),
-            None => (
+        let (users, rps) = if bp.is_object() {
+            (held(bp), f(&bp["rps"], 0))
+        } else {
+            (
                 format!(
                     "SLO held to {}",
-                    last.map_or("–".into(), |s| count(&s["users"]))
+                    last.map_or("–".into(), |s| level(&s["arrivalRate"], &s["users"]))
                 ),
                 last.map_or("–".into(), |s| f(&s["rps"], 0)),
-            ),
+            )
         };
         let ds_users = if ds["users"].is_null() {
             &ds["seededUsers"]

@@ -51,7 +51,7 @@ fn wrk(url: &str, connections: usize, secs: u64) -> anyhow::Result<Option<(f64, 
 }
 
 pub async fn run(c: &Common) -> anyhow::Result<std::process::ExitCode> {
-    let (_, journeys, servers) = prepare(c).await?;
+    let (_, journeys, servers) = prepare(c, false).await?;
     let host = c.hosts[0].trim_end_matches('/').to_owned();
     let stage = servers[0]["stage"].as_str().unwrap_or("unknown").to_owned();
     eprintln!(
@@ -61,7 +61,7 @@ pub async fn run(c: &Common) -> anyhow::Result<std::process::ExitCode> {
     let hosts = vec![host.clone()];
     let s = step::run(Plan {
         hosts: &hosts,
-        users: c.users,
+        load: crate::step::Load::Users(c.users),
         secs: c.duration,
         journeys,
         report: None,

@@ -2,46 +2,112 @@
 //! scenarios with think times. Every response is validated on its status
 //! *and* its body; a failed validation is counted as an error.
 //!
-//! - **newcomer** (weight 1): registers, follows a few popular accounts,
-//!   reads the feed, likes a photo from it, uploads a real image (each
-//!   iteration is a new person).
-//! - **returning** (weight 6): logs in to a seeded account, scrolls two feed
-//!   pages, likes a photo, logs out (each iteration is one visit).
-//! - **lurker** (weight 3): browses explore, a profile and a photo; never
-//!   signs in.
+//! Each Goose iteration is one **visit** by one person, of a kind the mix
+//! picks at random (so the proportions hold for any number of users and
+//! in both load models):
+//!
+//! - **returning** (most visits): a person who has been here before, with
+//!   a session that lasts (`people.rs`). Reads the feed, scrolls a second
+//!   page, likes a photo; one visit in [`FOLLOW_EVERY`] also follows
+//!   someone and one in [`UPLOAD_EVERY`] uploads a photo. A visit starts
+//!   signed out only with `--signed-out-share` (then it signs in) and ends
+//!   with a logout only with `--logout-share`.
+//! - **newcomer** (`--newcomer-share` of visits): registers, follows a few
+//!   popular accounts, reads the feed, likes, uploads, and stays: the
+//!   account joins the people who come back.
+//! - **lurker**: explore, a profile and a photo; never signs in.
+//!
+//! Mixes: `default` (newcomers at their share, then returning 7 : lurker
+//! 3), `sign-in-every-visit` (the lab's first load model: newcomer 1 :
+//! returning 6 : lurker 3, and every returning visit signs in and out, so
+//! about one request in seven costs a password hash), `writes`
+//! (returning people who like, follow and upload on every visit),
+//! `reads` (lurkers only) and `uploads` (camera-sized photos).
 
 use goose::prelude::*;
 
-use crate::acks;
+use crate::people::{self, Visitor};
+use crate::{acks, arrivals};
 use rand::Rng;
 use serde_json::{Value, json};
 use std::sync::{OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// One returning visit in this many also follows someone.
+pub const FOLLOW_EVERY: u32 = 10;
+/// One returning visit in this many also uploads a photo.
+pub const UPLOAD_EVERY: u32 = 20;
+
+/// How often the rare things happen (each a probability, 0..=1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shares {
+    /// Visits that are a newcomer registering.
+    pub newcomer: f64,
+    /// Returning visits that start signed out (new device, expired session).
+    pub signed_out: f64,
+    /// Returning visits that end with a logout.
+    pub logout: f64,
+}
+
+impl Shares {
+    /// 1 visit in 100 is a newcomer; 1 returning visit in 50 signs in, and 1
+    /// in 50 logs out.
+    pub const DEFAULT: Self = Self {
+        newcomer: 0.01,
+        signed_out: 0.02,
+        logout: 0.02,
+    };
+    /// The smoke run: every request name is exercised within seconds.
+    pub const SMOKE: Self = Self {
+        newcomer: 0.25,
+        signed_out: 0.25,
+        logout: 0.25,
+    };
+}
 
 /// What the journeys need to know about the target.
 #[derive(Debug, Clone)]
 pub struct JourneyConfig {
     /// Seeded accounts `user1` ... `userN` exist, with the seed password.
     pub seeded_users: usize,
-    /// Think time between a user's actions.
+    /// Think time between a person's actions (and, closed model, between
+    /// visits).
     pub think: (Duration, Duration),
     /// Which people, in which proportions.
     pub mix: Mix,
+    pub shares: Shares,
 }
 
 /// The proportions of the journeys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mix {
-    /// newcomer 1 : returning 6 : lurker 3 (a social app: mostly reads).
+    /// Newcomers at `--newcomer-share`, then returning 7 : lurker 3, with
+    /// sessions that last (a social app: mostly reads by signed-in people).
     Default,
-    /// newcomer 3 : returning 2, no lurkers: registrations, follows, likes,
-    /// uploads, sign-ins (the crash test's write-heavy load).
+    /// The old model: newcomer 1 : returning 6 : lurker 3, and every
+    /// returning visit signs in and logs out (what if every visit costs a
+    /// password hash?).
+    SignInEveryVisit,
+    /// Newcomers at `--newcomer-share`; everyone else likes, follows and
+    /// uploads on every visit (the crash test's write-heavy load).
     Writes,
     /// Lurkers only: anonymous explore, profiles and photos.
     Reads,
     /// Signed-in people who upload camera-sized photos and read their feed
     /// (the queue-impact experiment).
     Uploads,
+}
+
+/// The kinds of visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Newcomer,
+    Returning,
+    /// A returning visit of the old model: sign in, read, like, log out.
+    SignInVisit,
+    Writer,
+    Lurker,
+    Uploader,
 }
 
 impl Mix {
@@ -51,6 +117,28 @@ impl Mix {
             .expect("every mix has a name")
             .get_name()
             .to_owned()
+    }
+
+    /// Whether visits of this mix use the pool of people with sessions.
+    pub fn has_people(self) -> bool {
+        matches!(self, Mix::Default | Mix::Writes | Mix::Uploads)
+    }
+
+    fn pick(self, shares: &Shares) -> Kind {
+        let mut rng = rand::rng();
+        let x: f64 = rng.random();
+        match self {
+            Mix::Default if x < shares.newcomer => Kind::Newcomer,
+            Mix::Default if rng.random_bool(0.7) => Kind::Returning,
+            Mix::Default => Kind::Lurker,
+            Mix::SignInEveryVisit if x < 0.1 => Kind::Newcomer,
+            Mix::SignInEveryVisit if x < 0.7 => Kind::SignInVisit,
+            Mix::SignInEveryVisit => Kind::Lurker,
+            Mix::Writes if x < shares.newcomer => Kind::Newcomer,
+            Mix::Writes => Kind::Writer,
+            Mix::Reads => Kind::Lurker,
+            Mix::Uploads => Kind::Uploader,
+        }
     }
 }
 
@@ -120,26 +208,52 @@ impl Upload {
     }
 }
 
-/// A signed-in simulated user.
-#[derive(Debug, Clone)]
-struct Session {
+/// One visit in progress: who, with which session, what they have seen.
+struct Visit {
+    /// The returning person, checked out of the pool for this visit.
+    visitor: Option<Visitor>,
+    /// The session of this visit (empty: signed out).
     token: String,
     user_id: i64,
-    username: String,
     /// Photo ids from the last feed or explore page read.
     seen: Vec<i64>,
+    /// Open model: the scheduled start, which the first request is timed
+    /// from (taken by it).
+    scheduled: Option<Instant>,
+    think: (Duration, Duration),
 }
 
-/// Registers the scenarios for every host (users are spread over hosts).
-pub fn scenarios(hosts: &[String], cfg: JourneyConfig) -> Result<Vec<Scenario>, GooseError> {
+impl Visit {
+    fn new(scheduled: Option<Instant>, think: (Duration, Duration)) -> Self {
+        Self {
+            visitor: None,
+            token: String::new(),
+            user_id: 0,
+            seen: Vec::new(),
+            scheduled,
+            think,
+        }
+    }
+
+    /// A person's think time before their next action.
+    async fn pause(&self) {
+        let (min, max) = self.think;
+        if max > Duration::ZERO {
+            let pause = rand::rng().random_range(min..=max);
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+/// Registers the scenario for every host (users are spread over hosts):
+/// one transaction, one visit.
+pub fn scenarios(
+    hosts: &[String],
+    cfg: JourneyConfig,
+    open: bool,
+) -> Result<Vec<Scenario>, GooseError> {
     let (min, max) = cfg.think;
-    let mix = cfg.mix;
     configure(cfg);
-    let (newcomers, returning) = match mix {
-        Mix::Default => (1, 6),
-        Mix::Writes => (3, 2),
-        Mix::Reads | Mix::Uploads => (0, 0),
-    };
     let mut all = Vec::new();
     for host in hosts {
         // Scenario names must differ per host.
@@ -148,64 +262,172 @@ pub fn scenarios(hosts: &[String], cfg: JourneyConfig) -> Result<Vec<Scenario>, 
         } else {
             String::new()
         };
-        if mix == Mix::Reads {
-            all.push(lurker(&tag, host, min, max)?);
-            continue;
+        let mut s = Scenario::new(&format!("people{tag}")).set_host(host);
+        // Closed model: a person thinks between visits too; open model:
+        // the schedule says when the next visit starts.
+        if !open {
+            s = s.set_wait_time(min, max)?;
         }
-        if mix == Mix::Uploads {
-            all.push(
-                Scenario::new(&format!("uploader{tag}"))
-                    .set_host(host)
-                    .set_wait_time(min, max)?
-                    // Signs in once; every iteration uploads and reads.
-                    .register_transaction(transaction!(login).set_name("login").set_on_start())
-                    .register_transaction(transaction!(upload_big).set_name("upload"))
-                    .register_transaction(transaction!(read_feed).set_name("read feed"))
-                    .register_transaction(transaction!(explore).set_name("explore")),
-            );
-            continue;
-        }
-        all.push(
-            Scenario::new(&format!("newcomer{tag}"))
-                .set_weight(newcomers)?
-                .set_host(host)
-                .set_wait_time(min, max)?
-                // Every iteration is a new person arriving: registration is
-                // part of the steady load, not only of the ramp-up.
-                .register_transaction(transaction!(register).set_name("register"))
-                .register_transaction(transaction!(follow_popular).set_name("follow popular"))
-                .register_transaction(transaction!(read_feed).set_name("read feed"))
-                .register_transaction(transaction!(like_one).set_name("like"))
-                .register_transaction(transaction!(upload).set_name("upload")),
-        );
-        all.push(
-            Scenario::new(&format!("returning{tag}"))
-                .set_weight(returning)?
-                .set_host(host)
-                .set_wait_time(min, max)?
-                // Every iteration is one visit: log in, read, like, log out.
-                .register_transaction(transaction!(login).set_name("login"))
-                .register_transaction(transaction!(read_feed).set_name("read feed"))
-                .register_transaction(transaction!(next_feed_page).set_name("scroll"))
-                .register_transaction(transaction!(like_one).set_name("like"))
-                .register_transaction(transaction!(logout).set_name("logout")),
-        );
-        if mix == Mix::Writes {
-            continue;
-        }
-        all.push(lurker(&tag, host, min, max)?);
+        all.push(s.register_transaction(transaction!(visit).set_name("visit")));
     }
     Ok(all)
 }
 
-fn lurker(tag: &str, host: &str, min: Duration, max: Duration) -> Result<Scenario, GooseError> {
-    Ok(Scenario::new(&format!("lurker{tag}"))
-        .set_weight(3)?
-        .set_host(host)
-        .set_wait_time(min, max)?
-        .register_transaction(transaction!(explore).set_name("explore"))
-        .register_transaction(transaction!(view_profile).set_name("profile"))
-        .register_transaction(transaction!(view_photo).set_name("photo")))
+/// Marks a Goose user (a slot) that has told the schedule it launched.
+#[derive(Debug, Clone)]
+struct Launched;
+
+/// One visit: waits for its start (open model), picks its kind, runs it,
+/// and checks the person back in whatever happened.
+async fn visit(user: &mut GooseUser) -> TransactionResult {
+    if user.get_session_data::<Launched>().is_none() {
+        user.set_session_data(Launched);
+        arrivals::arrive();
+    }
+    let scheduled = match arrivals::next() {
+        arrivals::Next::Now => None,
+        arrivals::Next::At(at) => {
+            arrivals::wait_for(at).await;
+            Some(at)
+        }
+        arrivals::Next::Idle(idle) => {
+            tokio::time::sleep(idle).await;
+            return Ok(());
+        }
+    };
+    let _counted = arrivals::InProgress::start();
+    let cfg = config();
+    let mut v = Visit::new(scheduled, cfg.think);
+    let kind = cfg.mix.pick(&cfg.shares);
+    let result = match kind {
+        Kind::Newcomer => newcomer(user, &mut v).await,
+        Kind::Returning => returning(user, &mut v, &cfg.shares).await,
+        Kind::SignInVisit => sign_in_visit(user, &mut v).await,
+        Kind::Writer => writer(user, &mut v, &cfg.shares).await,
+        Kind::Lurker => lurker(user, &mut v).await,
+        Kind::Uploader => uploader(user, &mut v, &cfg.shares).await,
+    };
+    if let Some(mut visitor) = v.visitor.take() {
+        visitor.person.token = v.token;
+        people::check_in(visitor);
+    }
+    result
+}
+
+/// Checks a returning person out of the pool and makes sure they are
+/// signed in: only `signed_out` of visits (or a person who logged out last
+/// time) sign in.
+async fn come_back(user: &mut GooseUser, v: &mut Visit, shares: &Shares) -> TransactionResult {
+    let visitor = people::check_out();
+    let fresh = rand::rng().random_bool(shares.signed_out);
+    match visitor {
+        Some(visitor) => {
+            v.token = visitor.person.token.clone();
+            v.user_id = visitor.person.user_id;
+            let (username, password) = (visitor.person.username.clone(), visitor.person.password);
+            v.visitor = Some(visitor);
+            if fresh || v.token.is_empty() {
+                login_as(user, v, &username, password).await?;
+                v.pause().await;
+            }
+        }
+        // Nobody has visited yet (e.g. --people 0): a person signs in.
+        None => {
+            let n = rand::rng().random_range(1..=config().seeded_users.max(1));
+            login_as(user, v, &format!("user{n}"), minigram::seed::SEED_PASSWORD).await?;
+            v.pause().await;
+        }
+    }
+    Ok(())
+}
+
+/// Ends a returning visit: `logout` of them log out, unless the person is
+/// in another visit (tab) at the same time.
+async fn leave(user: &mut GooseUser, v: &mut Visit, shares: &Shares) -> TransactionResult {
+    if rand::rng().random_bool(shares.logout) && v.visitor.as_ref().is_none_or(people::may_log_out)
+    {
+        v.pause().await;
+        logout(user, v).await?;
+    }
+    Ok(())
+}
+
+async fn returning(user: &mut GooseUser, v: &mut Visit, shares: &Shares) -> TransactionResult {
+    come_back(user, v, shares).await?;
+    read_feed(user, v).await?;
+    v.pause().await;
+    next_feed_page(user, v).await?;
+    v.pause().await;
+    like_one(user, v).await?;
+    if rand::rng().random_ratio(1, FOLLOW_EVERY) {
+        v.pause().await;
+        follow_popular(user, v, 1).await?;
+    }
+    if rand::rng().random_ratio(1, UPLOAD_EVERY) {
+        v.pause().await;
+        send_photo(user, v, Upload::Small).await?;
+    }
+    leave(user, v, shares).await
+}
+
+/// The write-heavy visit: read, like, follow, upload, every time.
+async fn writer(user: &mut GooseUser, v: &mut Visit, shares: &Shares) -> TransactionResult {
+    come_back(user, v, shares).await?;
+    read_feed(user, v).await?;
+    v.pause().await;
+    like_one(user, v).await?;
+    v.pause().await;
+    follow_popular(user, v, 1).await?;
+    v.pause().await;
+    send_photo(user, v, Upload::Small).await?;
+    leave(user, v, shares).await
+}
+
+/// The uploads mix: a camera-sized photo, then the feed and explore.
+async fn uploader(user: &mut GooseUser, v: &mut Visit, shares: &Shares) -> TransactionResult {
+    come_back(user, v, shares).await?;
+    send_photo(user, v, Upload::Camera).await?;
+    v.pause().await;
+    read_feed(user, v).await?;
+    v.pause().await;
+    explore(user, v).await?;
+    leave(user, v, shares).await
+}
+
+/// A new person: registers, follows a few popular accounts, reads, likes,
+/// uploads, and joins the people who come back.
+async fn newcomer(user: &mut GooseUser, v: &mut Visit) -> TransactionResult {
+    register(user, v).await?;
+    v.pause().await;
+    follow_popular(user, v, 3).await?;
+    v.pause().await;
+    read_feed(user, v).await?;
+    v.pause().await;
+    like_one(user, v).await?;
+    v.pause().await;
+    send_photo(user, v, Upload::Small).await
+}
+
+/// The old model's returning visit: sign in, read, scroll, like, log out.
+async fn sign_in_visit(user: &mut GooseUser, v: &mut Visit) -> TransactionResult {
+    let n = rand::rng().random_range(1..=config().seeded_users.max(1));
+    login_as(user, v, &format!("user{n}"), minigram::seed::SEED_PASSWORD).await?;
+    v.pause().await;
+    read_feed(user, v).await?;
+    v.pause().await;
+    next_feed_page(user, v).await?;
+    v.pause().await;
+    like_one(user, v).await?;
+    v.pause().await;
+    logout(user, v).await
+}
+
+async fn lurker(user: &mut GooseUser, v: &mut Visit) -> TransactionResult {
+    explore(user, v).await?;
+    v.pause().await;
+    view_profile(user, v).await?;
+    v.pause().await;
+    view_photo(user, v).await
 }
 
 /// One anonymous `GET /api/explore` after another, no think time: to
@@ -214,7 +436,8 @@ pub fn explore_only(host: &str) -> Result<Scenario, GooseError> {
     configure(JourneyConfig {
         seeded_users: 1,
         think: (Duration::ZERO, Duration::ZERO),
-        mix: Mix::Default,
+        mix: Mix::Reads,
+        shares: Shares::DEFAULT,
     });
     Ok(Scenario::new("explore only")
         .set_host(host)
@@ -222,8 +445,10 @@ pub fn explore_only(host: &str) -> Result<Scenario, GooseError> {
 }
 
 async fn explore_plain(user: &mut GooseUser) -> TransactionResult {
+    let mut v = Visit::new(None, (Duration::ZERO, Duration::ZERO));
     call(
         user,
+        &mut v,
         GooseMethod::Get,
         "/api/explore?limit=20",
         "GET /api/explore",
@@ -261,9 +486,11 @@ enum Body {
 
 /// Sends one request named `name`, expecting status `expect` and a body
 /// that passes `valid`; returns the JSON body. Anything else is recorded as
-/// a failure of that request and ends the transaction.
+/// a failure of that request and ends the visit.
+#[allow(clippy::too_many_arguments)]
 async fn call(
     user: &mut GooseUser,
+    v: &mut Visit,
     method: GooseMethod,
     path: &str,
     name: &str,
@@ -271,13 +498,15 @@ async fn call(
     expect: u16,
     valid: impl Fn(&Value) -> Result<(), &'static str>,
 ) -> Result<Value, Box<TransactionError>> {
-    call_any(user, method, path, name, body, &[expect], valid).await
+    call_any(user, v, method, path, name, body, &[expect], valid).await
 }
 
 /// [`call`] for a request with more than one right answer (an upload is
 /// 201 when processed in the request, 202 when queued).
+#[allow(clippy::too_many_arguments)]
 async fn call_any(
     user: &mut GooseUser,
+    v: &mut Visit,
     method: GooseMethod,
     path: &str,
     name: &str,
@@ -286,10 +515,8 @@ async fn call_any(
     valid: impl Fn(&Value) -> Result<(), &'static str>,
 ) -> Result<Value, Box<TransactionError>> {
     let mut rb = user.get_request_builder(&method, path)?;
-    if let Some(s) = user.get_session_data::<Session>()
-        && !s.token.is_empty()
-    {
-        rb = rb.bearer_auth(&s.token);
+    if !v.token.is_empty() {
+        rb = rb.bearer_auth(&v.token);
     }
     rb = match body {
         Body::None => rb,
@@ -313,7 +540,11 @@ async fn call_any(
         request = request.expect_status_code(*only);
     }
     let request = request.build();
+    // The open model times a visit's first request from its scheduled
+    // start: a start delayed by the generator is latency too.
+    let intended = v.scheduled.take().unwrap_or_else(Instant::now);
     let mut goose = user.request(request).await?;
+    arrivals::record(name, intended.elapsed());
     let problem = match goose.response {
         Err(e) => format!("{name}: no response: {e}"),
         Ok(response) => {
@@ -371,54 +602,39 @@ fn ids(page: &Value) -> Vec<i64> {
         .unwrap_or_default()
 }
 
-fn remember(user: &mut GooseUser, page: &Value) {
+fn remember(v: &mut Visit, page: &Value) {
     let seen = ids(page);
-    if seen.is_empty() {
-        return;
-    }
-    match user.get_session_data_mut::<Session>() {
-        Some(s) => s.seen = seen,
-        None => user.set_session_data(Session {
-            token: String::new(),
-            user_id: 0,
-            username: String::new(),
-            seen,
-        }),
+    if !seen.is_empty() {
+        v.seen = seen;
     }
 }
 
-/// Remembers who signed in, and logs the new session as an acknowledged
+/// Takes the session an answer started, and logs it as an acknowledged
 /// write (`register` or `login`) with what `verify` needs to sign in again.
-fn start_session(user: &mut GooseUser, v: &Value, write: &str, password: &str) {
-    let session = Session {
-        token: v["token"].as_str().unwrap_or_default().to_owned(),
-        user_id: v["userId"].as_i64().unwrap_or_default(),
-        username: v["username"].as_str().unwrap_or_default().to_owned(),
-        seen: Vec::new(),
-    };
+fn start_session(v: &mut Visit, answer: &Value, write: &str, password: &str) -> String {
+    v.token = answer["token"].as_str().unwrap_or_default().to_owned();
+    v.user_id = answer["userId"].as_i64().unwrap_or_default();
+    let username = answer["username"].as_str().unwrap_or_default().to_owned();
     acks::record(json!({
         "write": write,
-        "userId": session.user_id,
-        "username": session.username,
+        "userId": v.user_id,
+        "username": username,
         "password": password,
-        "token": session.token,
+        "token": v.token,
     }));
-    user.set_session_data(session);
+    username
 }
 
-fn me(user: &GooseUser) -> i64 {
-    user.get_session_data::<Session>().map_or(0, |s| s.user_id)
-}
-
-async fn register(user: &mut GooseUser) -> TransactionResult {
+async fn register(user: &mut GooseUser, v: &mut Visit) -> TransactionResult {
     let name = format!(
         "lt{}_{:x}",
         user.weighted_users_index,
         rand::rng().random::<u32>()
     );
     let body = json!({"username": name, "password": NEWCOMER_PASSWORD});
-    let v = call(
+    let answer = call(
         user,
+        v,
         GooseMethod::Post,
         "/api/register",
         "POST /api/register",
@@ -427,15 +643,21 @@ async fn register(user: &mut GooseUser) -> TransactionResult {
         signed_in,
     )
     .await?;
-    start_session(user, &v, "register", NEWCOMER_PASSWORD);
+    let username = start_session(v, &answer, "register", NEWCOMER_PASSWORD);
+    people::join(username, NEWCOMER_PASSWORD, v.user_id, v.token.clone());
     Ok(())
 }
 
-async fn login(user: &mut GooseUser) -> TransactionResult {
-    let n = rand::rng().random_range(1..=config().seeded_users.max(1));
-    let body = json!({"username": format!("user{n}"), "password": minigram::seed::SEED_PASSWORD});
-    let v = call(
+async fn login_as(
+    user: &mut GooseUser,
+    v: &mut Visit,
+    username: &str,
+    password: &str,
+) -> TransactionResult {
+    let body = json!({"username": username, "password": password});
+    let answer = call(
         user,
+        v,
         GooseMethod::Post,
         "/api/login",
         "POST /api/login",
@@ -444,13 +666,14 @@ async fn login(user: &mut GooseUser) -> TransactionResult {
         signed_in,
     )
     .await?;
-    start_session(user, &v, "login", minigram::seed::SEED_PASSWORD);
+    start_session(v, &answer, "login", password);
     Ok(())
 }
 
-async fn logout(user: &mut GooseUser) -> TransactionResult {
+async fn logout(user: &mut GooseUser, v: &mut Visit) -> TransactionResult {
     call(
         user,
+        v,
         GooseMethod::Post,
         "/api/logout",
         "POST /api/logout",
@@ -459,18 +682,16 @@ async fn logout(user: &mut GooseUser) -> TransactionResult {
         |_| Ok(()),
     )
     .await?;
-    if let Some(s) = user.get_session_data_mut::<Session>() {
-        acks::record(json!({"write": "logout", "userId": s.user_id, "token": s.token}));
-        s.token.clear();
-    }
+    acks::record(json!({"write": "logout", "userId": v.user_id, "token": v.token}));
+    v.token.clear();
     Ok(())
 }
 
-async fn follow_popular(user: &mut GooseUser) -> TransactionResult {
-    let me = me(user);
-    for _ in 0..3 {
-        // "Popular" accounts: the first seeded users, whom the seed skews
-        // follows towards.
+/// Follows `n` "popular" accounts: the first seeded users, whom the seed
+/// skews follows towards.
+async fn follow_popular(user: &mut GooseUser, v: &mut Visit, n: usize) -> TransactionResult {
+    let me = v.user_id;
+    for _ in 0..n {
         let target = rand::rng().random_range(1..=config().seeded_users.clamp(1, 20)) as i64;
         if target == me {
             continue;
@@ -478,6 +699,7 @@ async fn follow_popular(user: &mut GooseUser) -> TransactionResult {
         let path = format!("/api/users/{target}/follow");
         call(
             user,
+            v,
             GooseMethod::Post,
             &path,
             "POST /api/users/{id}/follow",
@@ -497,9 +719,10 @@ async fn follow_popular(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
-async fn read_feed(user: &mut GooseUser) -> TransactionResult {
-    let v = call(
+async fn read_feed(user: &mut GooseUser, v: &mut Visit) -> TransactionResult {
+    let page = call(
         user,
+        v,
         GooseMethod::Get,
         "/api/feed?limit=10",
         "GET /api/feed",
@@ -508,13 +731,14 @@ async fn read_feed(user: &mut GooseUser) -> TransactionResult {
         photo_page,
     )
     .await?;
-    remember(user, &v);
+    remember(v, &page);
     Ok(())
 }
 
-async fn next_feed_page(user: &mut GooseUser) -> TransactionResult {
+async fn next_feed_page(user: &mut GooseUser, v: &mut Visit) -> TransactionResult {
     let first = call(
         user,
+        v,
         GooseMethod::Get,
         "/api/feed?limit=10",
         "GET /api/feed",
@@ -527,8 +751,9 @@ async fn next_feed_page(user: &mut GooseUser) -> TransactionResult {
         return Ok(()); // a short feed: nothing to scroll
     };
     let path = format!("/api/feed?limit=10&before={cursor}");
-    let v = call(
+    let page = call(
         user,
+        v,
         GooseMethod::Get,
         &path,
         "GET /api/feed?before",
@@ -544,23 +769,20 @@ async fn next_feed_page(user: &mut GooseUser) -> TransactionResult {
         },
     )
     .await?;
-    remember(user, &v);
+    remember(v, &page);
     Ok(())
 }
 
-async fn like_one(user: &mut GooseUser) -> TransactionResult {
-    let seen = user
-        .get_session_data::<Session>()
-        .map(|s| s.seen.clone())
-        .unwrap_or_default();
-    let id = if seen.is_empty() {
+async fn like_one(user: &mut GooseUser, v: &mut Visit) -> TransactionResult {
+    let id = if v.seen.is_empty() {
         1
     } else {
-        seen[rand::rng().random_range(0..seen.len())]
+        v.seen[rand::rng().random_range(0..v.seen.len())]
     };
     let path = format!("/api/photos/{id}/like");
     call(
         user,
+        v,
         GooseMethod::Post,
         &path,
         "POST /api/photos/{id}/like",
@@ -575,26 +797,17 @@ async fn like_one(user: &mut GooseUser) -> TransactionResult {
         },
     )
     .await?;
-    acks::record(json!({"write": "like", "userId": me(user), "photoId": id}));
+    acks::record(json!({"write": "like", "userId": v.user_id, "photoId": id}));
     Ok(())
-}
-
-async fn upload(user: &mut GooseUser) -> TransactionResult {
-    send_photo(user, Upload::Small).await
-}
-
-/// The uploads mix's upload: a camera-sized photo, downscaled by the
-/// server to 1080 px on its long side.
-async fn upload_big(user: &mut GooseUser) -> TransactionResult {
-    send_photo(user, Upload::Camera).await
 }
 
 /// Uploads a photo: 201 with the processed photo (`width` as expected), or
 /// 202 with a `processing` photo when the server queues its processing.
-async fn send_photo(user: &mut GooseUser, upload: Upload) -> TransactionResult {
+async fn send_photo(user: &mut GooseUser, v: &mut Visit, upload: Upload) -> TransactionResult {
     let width = upload.stored_width();
-    let v = call_any(
+    let answer = call_any(
         user,
+        v,
         GooseMethod::Post,
         "/api/photos",
         "POST /api/photos",
@@ -615,14 +828,15 @@ async fn send_photo(user: &mut GooseUser, upload: Upload) -> TransactionResult {
     )
     .await?;
     acks::record(
-        json!({"write": "upload", "userId": me(user), "photoId": v["id"], "url": v["url"]}),
+        json!({"write": "upload", "userId": v.user_id, "photoId": answer["id"], "url": answer["url"]}),
     );
     Ok(())
 }
 
-async fn explore(user: &mut GooseUser) -> TransactionResult {
-    let v = call(
+async fn explore(user: &mut GooseUser, v: &mut Visit) -> TransactionResult {
+    let page = call(
         user,
+        v,
         GooseMethod::Get,
         "/api/explore?limit=20",
         "GET /api/explore",
@@ -631,15 +845,16 @@ async fn explore(user: &mut GooseUser) -> TransactionResult {
         photo_page,
     )
     .await?;
-    remember(user, &v);
+    remember(v, &page);
     Ok(())
 }
 
-async fn view_profile(user: &mut GooseUser) -> TransactionResult {
+async fn view_profile(user: &mut GooseUser, v: &mut Visit) -> TransactionResult {
     let n = rand::rng().random_range(1..=config().seeded_users.max(1)) as i64;
     let path = format!("/api/users/{n}");
     call(
         user,
+        v,
         GooseMethod::Get,
         &path,
         "GET /api/users/{id}",
@@ -657,17 +872,14 @@ async fn view_profile(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
-async fn view_photo(user: &mut GooseUser) -> TransactionResult {
-    let seen = user
-        .get_session_data::<Session>()
-        .map(|s| s.seen.clone())
-        .unwrap_or_default();
-    let Some(&id) = seen.first() else {
+async fn view_photo(user: &mut GooseUser, v: &mut Visit) -> TransactionResult {
+    let Some(&id) = v.seen.first() else {
         return Ok(());
     };
     let path = format!("/api/photos/{id}");
     call(
         user,
+        v,
         GooseMethod::Get,
         &path,
         "GET /api/photos/{id}",

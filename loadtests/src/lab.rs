@@ -40,23 +40,43 @@ pub struct LabArgs {
     pub dataset_follows_per_user: usize,
     #[arg(long, default_value_t = 200_000)]
     pub dataset_likes: usize,
-    /// First step of the users ladder (it doubles up to --max-users).
+    /// The load model: `open` (visits started per second, the default) or
+    /// `closed` (users in a loop).
+    #[arg(long, value_enum, default_value = "open")]
+    pub model: Model,
+    /// Open model: first step of the visits/s ladder (it doubles up to
+    /// --max-arrival-rate).
+    #[arg(long, default_value_t = 16.0, allow_negative_numbers = true)]
+    pub arrival_rate: f64,
+    #[arg(long, default_value_t = 1024.0)]
+    pub max_arrival_rate: f64,
+    /// Open model: the most visits in progress at once (the generator's slots).
+    #[arg(long, default_value_t = 2000)]
+    pub max_visits: usize,
+    /// Closed model: first step of the users ladder (it doubles up to --max-users).
     #[arg(long, default_value_t = 8)]
     pub users: usize,
     #[arg(long, default_value_t = 512)]
     pub max_users: usize,
+    /// People with lasting sessions, signed in before each variant's load.
+    #[arg(long, default_value_t = 500)]
+    pub people: usize,
     /// Seconds of each step.
     #[arg(long, default_value_t = 20)]
     pub step_secs: u64,
     /// Bisection steps after the ladder.
     #[arg(long, default_value_t = 3)]
     pub bisect: usize,
-    #[arg(long, default_value = "p95=500ms,errors=1%")]
+    #[arg(long, default_value = crate::slo::DEFAULT)]
     pub slo: String,
     #[arg(long, default_value = "200-800")]
     pub think_ms: String,
-    /// Users of the one fixed-load step of experiments that compare at
-    /// equal load instead of searching the breaking point (index-impact).
+    /// The one fixed-load step of experiments that compare at equal load
+    /// instead of searching the breaking point (index-impact): visits/s
+    /// (open model) ...
+    #[arg(long, default_value_t = 50.0)]
+    pub fixed_rate: f64,
+    /// ... or users (closed model).
     #[arg(long, default_value_t = 32)]
     pub fixed_users: usize,
     /// Where result files and the report go.
@@ -74,6 +94,13 @@ pub struct LabArgs {
     pub postgres: String,
     #[arg(long, env = "TEST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
+}
+
+/// The load model of a lab run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Model {
+    Open,
+    Closed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +200,9 @@ struct Experiment {
     /// Requests whose p95 the cost-curve table shows, per dataset size
     /// (only for experiments whose variants differ in dataset size).
     curve: &'static [&'static str],
+    /// Whether the report prices a sign-in (hash-cost): parameters,
+    /// sign-ins per second at the SLO, CPU per sign-in.
+    prices_sign_in: bool,
     tradeoff: &'static str,
     limits: &'static str,
 }
@@ -214,6 +244,7 @@ fn experiments() -> Vec<Experiment> {
             method: Method::Breaking,
             variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
             curve: &[],
+            prices_sign_in: false,
             tradeoff: "Stage 2 can add processes behind a load balancer and survives losing one; it pays for that with a network round trip to Postgres and Redis on every request and three servers to run. On one machine the extra hops cost CPU the app would otherwise use.",
             limits: "One process of stage 2 on the same 2 cores as Postgres, Redis and the generator: this compares the architectures at equal hardware, not stage 2 at its best (see scale-out).",
         },
@@ -228,8 +259,9 @@ fn experiments() -> Vec<Experiment> {
                 v("cache-on", Two, &["--feed-cache", "on"], 1),
             ],
             curve: &[],
+            prices_sign_in: false,
             tradeoff: "Staleness: a cached first feed page shows others' likes up to 10 s late (your own writes invalidate your cache at once). Memory in Redis per active viewer, and invalidation work on every write (a new photo touches the owner's and every follower's cache).",
-            limits: "Most journeys read the feed right after logging in, so the cache is warm only within a visit; a read-heavier mix would favour it more.",
+            limits: "Returning visits come from `--people` (500 by default) people with lasting sessions, and a cached first feed page lives 10 s: the fewer distinct people read their feed within 10 s, the fewer hits. Explore, profiles and writes are not cached.",
         },
         Experiment {
             name: "sqlite-modes",
@@ -258,8 +290,9 @@ fn experiments() -> Vec<Experiment> {
                 ),
             ],
             curve: &[],
+            prices_sign_in: false,
             tradeoff: "DELETE + FULL and WAL + FULL lose nothing on a crash or a power loss. WAL + NORMAL loses nothing on a process crash (tested by the crash test) but may lose the last commits before a checkpoint on a power loss or OS crash. OFF (not run) may lose recent commits and, with DELETE, corrupt the file.",
-            limits: "fsync cost depends on the disk: this machine's virtual disk is not a laptop SSD or a server with a battery-backed cache. Writes here are mostly registrations, which are bounded by password hashing before the disk matters.",
+            limits: "fsync cost depends on the disk: this machine's virtual disk is not a laptop SSD or a server with a battery-backed cache. The writes mix's people keep their sessions and like, follow and upload on every visit, so the writer and the disk are what this measures, not password hashing.",
         },
         Experiment {
             name: "index-impact",
@@ -280,6 +313,7 @@ fn experiments() -> Vec<Experiment> {
                 "GET /api/feed?before",
                 "GET /api/users/{id}",
             ],
+            prices_sign_in: false,
             tradeoff: "The index costs disk space and one more B-tree to update on every new photo (a few microseconds per insert inside the single writer); without it every feed page and every profile's photo count reads the photos table, so the cost of a read grows with the data instead of with the page.",
             limits: "Every variant runs the same fixed load (`--fixed-users`, one step), so the table shows latency at equal load, not breaking points. SQLite's page cache and the OS file cache hold the whole 4× dataset in memory on this machine: a table scan here is CPU, not disk; on a cold or larger-than-memory database it would be far slower.",
         },
@@ -294,8 +328,25 @@ fn experiments() -> Vec<Experiment> {
                 v("queue", Two, &["--photo-processing", "queue"], 1),
             ],
             curve: &[],
+            prices_sign_in: false,
             tradeoff: "The upload is acknowledged before the photo is processed: it answers 202 with `status: processing`, and the photo appears in feeds only when a worker has made it `ready` — the lag is the price, and it grows without bound if uploads outpace the workers (the queue is capped: past `--photo-queue-max` uploads get 503). Durability is unchanged: the raw upload and its row are committed before the 202, and a sweep re-queues photos whose job was lost with Redis. A failed decode can now only be reported later (`status: failed`), not in the upload's answer.",
             limits: "The worker runs on the same 2 cores as the app, Postgres, Redis and the generator, so the queue cannot add processing capacity here; it moves the work out of the request and bounds how much of it runs at once. With workers on other machines the result would differ. The queue's lag is read from the server's figures (last photo's upload-to-ready time), not from each photo.",
+        },
+        Experiment {
+            name: "hash-cost",
+            question: "What does one password hash cost, and what do OWASP's equivalent Argon2id parameter sets change, when every visit signs in?",
+            change: "stage 1's Argon2id parameters (new hashes and the seeded accounts' hash, `--argon2`): m=19456,t=2,p=1 (OWASP's first choice, the default) → m=12288,t=3,p=1 → m=7168,t=5,p=1",
+            mix: Mix::SignInEveryVisit,
+            method: Method::Breaking,
+            variants: vec![
+                v("baseline", One, &["--argon2", "m=19456,t=2,p=1"], 1),
+                v("m12-t3", One, &["--argon2", "m=12288,t=3,p=1"], 1),
+                v("m7-t5", One, &["--argon2", "m=7168,t=5,p=1"], 1),
+            ],
+            curve: &[],
+            prices_sign_in: true,
+            tradeoff: "OWASP rates these sets as equally strong against offline guessing: each trades memory for passes, and Argon2's work grows with memory × passes (38,912 / 36,864 / 35,840 KiB-passes here). Less memory per hash lets more hashes run in the same RAM (19, 12 or 7 MiB per hashing thread); it does not make a sign-in much cheaper in CPU. Cheaper parameters than these would buy sign-ins with the users' password security.",
+            limits: "The mix signs in on every visit (`sign-in-every-visit`), so the price of a hash dominates on purpose; real people sign in far more rarely (the default mix). CPU per hash is the hashing threads' own CPU time as the kernel counts it; on a busier machine each hash also waits for a core.",
         },
         Experiment {
             name: "pool-size",
@@ -309,6 +360,7 @@ fn experiments() -> Vec<Experiment> {
                 v("pool-40", Two, &["--pg-pool", "40"], 1),
             ],
             curve: &[],
+            prices_sign_in: false,
             tradeoff: "Each connection is a Postgres backend process with its own memory; more connections than cores mostly add context switches and lock contention inside Postgres.",
             limits: "Postgres shares the 2 cores with the app and the generator, so large pools cannot show their benefit on bigger database hosts.",
         },
@@ -320,6 +372,7 @@ fn experiments() -> Vec<Experiment> {
             method: Method::Breaking,
             variants: vec![v("baseline", Two, &[], 1), v("two-processes", Two, &[], 2)],
             curve: &[],
+            prices_sign_in: false,
             tradeoff: "Twice the connections to Postgres and Redis, and nothing shared in memory between processes (sessions and cache live in Redis, which is why this works at all).",
             limits: "Both processes share the same 2 cores, so a second process cannot add CPU: on one machine, scale-out shows its overhead, not its gain. On separate machines the result would differ.",
         },
@@ -331,6 +384,7 @@ fn experiments() -> Vec<Experiment> {
             method: Method::Breaking,
             variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
             curve: &[],
+            prices_sign_in: false,
             tradeoff: "Reads need no hashing and no writer: this shows each stage's query path and HTTP overhead alone.",
             limits: "Anonymous reads skip the session lookup that signed-in reads pay.",
         },
@@ -342,8 +396,9 @@ fn experiments() -> Vec<Experiment> {
             method: Method::Breaking,
             variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
             curve: &[],
+            prices_sign_in: false,
             tradeoff: "Stage 1 has one writer at a time behind a queue; stage 2 lets Postgres run writes in parallel but pays a round trip per statement.",
-            limits: "Registrations and sign-ins are bounded by password hashing on both stages, which hides some of the storage difference.",
+            limits: "Each upload decodes and re-encodes a small image on the app's CPU on both stages; the other writes are single-row transactions (one commit each).",
         },
     ]
 }
@@ -497,6 +552,16 @@ impl Drop for Storage {
     }
 }
 
+/// The flags of a variant that `seed` must get too: the Argon2 parameters
+/// (the seeded accounts' hash is what a sign-in verifies against).
+fn seed_flags(flags: &[&str]) -> Vec<String> {
+    flags
+        .windows(2)
+        .filter(|w| w[0] == "--argon2")
+        .flat_map(|w| [w[0].to_owned(), w[1].to_owned()])
+        .collect()
+}
+
 /// Fails with one clear line when a stage-2 variant's server is missing.
 fn check_reachable(what: &str, url: &str, default_port: u16) -> anyhow::Result<()> {
     let rest = url.split("://").nth(1).unwrap_or(url);
@@ -553,8 +618,13 @@ pub async fn run(args: LabArgs) -> anyhow::Result<std::process::ExitCode> {
         args.users > 0 && args.max_users >= args.users,
         "--users must be at least 1 and at most --max-users"
     );
+    anyhow::ensure!(
+        args.arrival_rate > 0.0 && args.max_arrival_rate >= args.arrival_rate,
+        "--arrival-rate must be above 0 and at most --max-arrival-rate"
+    );
+    anyhow::ensure!(args.fixed_rate > 0.0, "--fixed-rate must be above 0");
     anyhow::ensure!(args.step_secs > 0, "--step-secs must be at least 1");
-    args.slo.parse::<verdict::Slo>()?;
+    args.slo.parse::<crate::slo::Slo>()?;
     crate::think(&args.think_ms)?;
     if exp.variants.iter().any(|v| v.stage == Stage::Two) {
         check_reachable("Postgres", &args.postgres, 5432)?;
@@ -603,6 +673,7 @@ async fn run_experiment(
         let seed = Command::new(&bin)
             .arg("seed")
             .args(storage.flags())
+            .args(seed_flags(variant.flags))
             .args(["--users", &ds.users.to_string()])
             .args(["--photos", &ds.photos.to_string()])
             .args(["--follows-per-user", &ds.follows_per_user.to_string()])
@@ -638,6 +709,12 @@ async fn run_experiment(
             hosts: hosts.clone(),
             json_out: None,
             users: args.users,
+            arrival_rate: (args.model == Model::Open).then_some(args.arrival_rate),
+            max_visits: args.max_visits,
+            people: args.people,
+            newcomer_share: None,
+            signed_out_share: None,
+            logout_share: None,
             duration: args.step_secs,
             seeded_users: ds.users,
             think_ms: args.think_ms.clone(),
@@ -645,7 +722,8 @@ async fn run_experiment(
             mix: exp.mix,
             ack_log: None,
         };
-        let (slo, journeys, servers_meta) = crate::prepare(&common).await?;
+        let (slo, journeys, servers_meta) = crate::prepare(&common, false).await?;
+        let load_json = crate::load_model(&common, &journeys);
         let stage = servers_meta[0]["stage"]
             .as_str()
             .unwrap_or("unknown")
@@ -657,10 +735,15 @@ async fn run_experiment(
         let plan = crate::step::planner(&hosts, journeys, &report, false);
         let (steps, bp) = match exp.method {
             Method::Breaking => {
+                let max = match args.model {
+                    Model::Open => args.max_arrival_rate,
+                    Model::Closed => args.max_users as f64,
+                };
                 verdict::breaking(
                     &plan,
-                    args.users,
-                    args.max_users,
+                    &|level| common.load(level),
+                    common.start_level(),
+                    max,
                     args.step_secs,
                     args.bisect,
                     &slo,
@@ -668,8 +751,13 @@ async fn run_experiment(
                 .await?
             }
             Method::Fixed => {
+                let level = match args.model {
+                    Model::Open => args.fixed_rate,
+                    Model::Closed => args.fixed_users as f64,
+                };
                 let step =
-                    verdict::measure(&plan, args.fixed_users, args.step_secs, "fixed load").await?;
+                    verdict::measure(&plan, common.load(level), args.step_secs, "fixed load")
+                        .await?;
                 (vec![step], None)
             }
         };
@@ -689,6 +777,7 @@ async fn run_experiment(
                 "variant": variant.label,
                 "change": if i == 0 { Value::Null } else { json!(exp.change) },
             })),
+            load: load_json,
         });
         crate::write_result(&out, &result)?;
         crate::print_table(&steps);
@@ -754,12 +843,17 @@ fn photo_queue(s: &Step) -> Option<Value> {
 /// The step a variant is compared at: its last passing step (the breaking
 /// point), or its last step when the SLO never broke.
 fn key_step(o: &Outcome) -> Option<&Step> {
-    let users = o.breaking_point.as_ref().and_then(|b| b["users"].as_u64());
-    match users {
-        Some(u) => o.steps.iter().rev().find(|s| s.users as u64 == u),
-        None => o.steps.last(),
-    }
-    .or(o.steps.last())
+    let Some(bp) = o.breaking_point.as_ref() else {
+        return o.steps.last();
+    };
+    let found = match bp["arrivalRate"].as_f64() {
+        Some(r) => o.steps.iter().rev().find(|s| s.arrival_rate == Some(r)),
+        None => {
+            let users = bp["users"].as_u64().unwrap_or(0);
+            o.steps.iter().rev().find(|s| s.users as u64 == users)
+        }
+    };
+    found.or(o.steps.last())
 }
 
 fn report_json(
@@ -795,6 +889,12 @@ fn report_json(
                 "photoQueue": key.and_then(photo_queue),
                 "atBreakingPoint": key.map(|s| json!({
                     "users": s.users,
+                    "arrivalRate": s.arrival_rate,
+                    "visitsInProgress": s.visits_in_progress,
+                    "signInShare": s.sign_in_share,
+                    "signInsPerSec": s.classes.get("sign-in").map_or(0.0, |c| c.count as f64 / s.duration_secs),
+                    "serverWork": s.server_work,
+                    "classes": s.classes,
                     "rps": s.rps,
                     "errorRate": s.error_rate,
                     "p50Ms": s.p50_ms,
@@ -819,9 +919,13 @@ fn report_json(
         "method": exp.method.name(),
         "dataset": Dataset::of(args, 1.0).json(),
         "load": {
-            "ladder": match exp.method {
-                Method::Breaking => format!("{} users doubling up to {}, then {} bisection steps", args.users, args.max_users, args.bisect),
-                Method::Fixed => format!("one step of {} users per variant (equal load, no breaking-point search)", args.fixed_users),
+            "model": match args.model { Model::Open => "open", Model::Closed => "closed" },
+            "people": args.people,
+            "ladder": match (exp.method, args.model) {
+                (Method::Breaking, Model::Open) => format!("visits started per second (open model), {} doubling up to {}, then {} bisection steps", args.arrival_rate, args.max_arrival_rate, args.bisect),
+                (Method::Breaking, Model::Closed) => format!("{} users doubling up to {} (closed model), then {} bisection steps", args.users, args.max_users, args.bisect),
+                (Method::Fixed, Model::Open) => format!("one step of {} visits/s per variant (open model; equal load, no breaking-point search)", args.fixed_rate),
+                (Method::Fixed, Model::Closed) => format!("one step of {} users per variant (closed model; equal load, no breaking-point search)", args.fixed_users),
             },
             "stepSecs": args.step_secs,
             "thinkMs": args.think_ms,
@@ -925,14 +1029,57 @@ fn cost_curve(md: &mut String, exp: &Experiment, variants: &[Value]) {
     md.push('\n');
 }
 
+/// A load level as people read it: "64 visits/s" (open model) or "32 users".
+fn level(rate: &Value, users: &Value) -> String {
+    match rate.as_f64() {
+        Some(r) => format!("{r} visits/s"),
+        None => format!("{users} users"),
+    }
+}
+
+/// The price of a sign-in per variant: its Argon2 parameters, sign-ins per
+/// second at the breaking point, the hashing threads' CPU per hash, and
+/// the whole server's CPU per sign-in (every request of the step, so an
+/// upper bound).
+fn sign_in_price(md: &mut String, variants: &[Value]) {
+    md.push_str("### The price of a sign-in\n\n| variant | Argon2id parameters | sign-ins/s at the SLO | CPU per hash (ms) | server CPU per sign-in, all work included (ms) |\n|---|---|---:|---:|---:|\n");
+    for v in variants {
+        let at = &v["atBreakingPoint"];
+        let work = &at["serverWork"];
+        let hashes = work["passwordHashes"].as_f64().unwrap_or(0.0);
+        let per = |secs: &Value| match secs.as_f64() {
+            Some(s) if hashes > 0.0 => format!("{:.1}", s * 1000.0 / hashes),
+            _ => "–".into(),
+        };
+        let params = v["flags"]
+            .as_array()
+            .and_then(|f| {
+                f.iter()
+                    .position(|x| x == "--argon2")
+                    .and_then(|i| f.get(i + 1))
+            })
+            .and_then(|p| p.as_str())
+            .unwrap_or("m=19456,t=2,p=1 (default)")
+            .to_owned();
+        md.push_str(&format!(
+            "| {} | `{params}` | {} | {} | {} |\n",
+            v["label"].as_str().unwrap_or(""),
+            f1(&at["signInsPerSec"]),
+            per(&work["passwordHashCpuSeconds"]),
+            per(&work["cpuSeconds"]),
+        ));
+    }
+    md.push('\n');
+}
+
 /// What one variant's line under "Observation" says after its label.
 fn observation(v: &Value, fixed: bool) -> String {
     if fixed {
         let at = &v["atBreakingPoint"];
         return format!(
-            " ({} photos): {} users gave {} req/s at p95 {} ms, {:.2} % errors; busiest: {}.",
+            " ({} photos): {} gave {} req/s at p95 {} ms, {:.2} % errors; busiest: {}.",
             v["dataset"]["photos"],
-            at["users"],
+            level(&at["arrivalRate"], &at["users"]),
             f1(&at["rps"]),
             f1(&at["p95Ms"]),
             at["errorRate"].as_f64().unwrap_or(0.0) * 100.0,
@@ -941,10 +1088,10 @@ fn observation(v: &Value, fixed: bool) -> String {
     }
     match v["breakingPoint"].as_object() {
         Some(bp) => format!(
-            ": held the SLO up to {} users ({} req/s); at {} users {}; saturated: {}.",
-            bp["users"],
+            ": held the SLO up to {} ({} req/s); at {} {}; saturated: {}.",
+            level(&bp["arrivalRate"], &bp["users"]),
             f1(&bp["rps"]),
-            bp["failingUsers"],
+            level(&bp["failingArrivalRate"], &bp["failingUsers"]),
             bp["brokenBy"].as_str().unwrap_or(""),
             bp["saturated"].as_str().unwrap_or("")
         ),
@@ -1021,25 +1168,49 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
         row(&mut md, "dataset (users / photos)", &|v| {
             format!("{} / {}", v["dataset"]["users"], v["dataset"]["photos"])
         });
-        row(&mut md, "users (fixed load)", &|v| {
-            v["atBreakingPoint"]["users"].to_string()
+        row(&mut md, "load (fixed)", &|v| {
+            let at = &v["atBreakingPoint"];
+            level(&at["arrivalRate"], &at["users"])
         });
         row(&mut md, "throughput (req/s)", &|v| {
             f1(&v["atBreakingPoint"]["rps"])
         });
     } else {
-        row(&mut md, "breaking point (users)", &|v| {
-            v["breakingPoint"]["users"]
-                .as_u64()
-                .map_or("SLO held".into(), |u| u.to_string())
-        });
+        row(
+            &mut md,
+            "breaking point",
+            &|v| match v["breakingPoint"].as_object() {
+                Some(bp) => level(&bp["arrivalRate"], &bp["users"]),
+                None => "SLO held".into(),
+            },
+        );
         row(&mut md, "throughput there (req/s)", &|v| {
             f1(&v["atBreakingPoint"]["rps"])
         });
     }
+    if report["load"]["model"] == "open" {
+        row(&mut md, "visits in progress (mean / peak)", &|v| {
+            let c = &v["atBreakingPoint"]["visitsInProgress"];
+            format!("{} / {}", f1(&c["mean"]), c["peak"])
+        });
+    }
+    row(
+        &mut md,
+        "sign-ins and registrations (% of requests)",
+        &|v| {
+            v["atBreakingPoint"]["signInShare"]
+                .as_f64()
+                .map_or("–".into(), |x| format!("{:.2}", x * 100.0))
+        },
+    );
     row(&mut md, "p50 (ms)", &|v| f1(&v["atBreakingPoint"]["p50Ms"]));
     row(&mut md, "p95 (ms)", &|v| f1(&v["atBreakingPoint"]["p95Ms"]));
     row(&mut md, "p99 (ms)", &|v| f1(&v["atBreakingPoint"]["p99Ms"]));
+    for class in crate::slo::Class::ALL {
+        row(&mut md, &format!("p95 of {} (ms)", class.name()), &|v| {
+            f1(&v["atBreakingPoint"]["classes"][class.name()]["p95Ms"])
+        });
+    }
     row(&mut md, "error rate (%)", &|v| {
         v["atBreakingPoint"]["errorRate"]
             .as_f64()
@@ -1089,7 +1260,7 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
                 .as_f64()
                 .map_or("–".into(), |x| format!("{x:.6}"))
         });
-        row(&mut md, "USL predicted peak (users)", &|v| {
+        row(&mut md, "USL predicted peak (concurrency)", &|v| {
             v["usl"]["peakUsers"]
                 .as_f64()
                 .map_or("none".into(), |x| format!("{x:.0}"))
@@ -1125,6 +1296,9 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
     if !exp.curve.is_empty() {
         cost_curve(&mut md, exp, &variants);
     }
+    if exp.prices_sign_in {
+        sign_in_price(&mut md, &variants);
+    }
     line(&mut md, "## Observation\n".into());
     for v in &variants {
         line(
@@ -1141,8 +1315,14 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
     line(
         &mut md,
         format!(
-            "## Limits of this experiment\n\n{} The load generator runs on the same machine as the servers (its CPU share is in each result file); the load is a closed model with think times (users, not arrivals per second); each step is one {}-second measurement, so differences of a few percent are within run-to-run noise.\n",
-            exp.limits, report["load"]["stepSecs"]
+            "## Limits of this experiment\n\n{} The load generator runs on the same machine as the servers (its CPU share is in each result file); {}; each step is one {}-second measurement, so differences of a few percent are within run-to-run noise.\n",
+            exp.limits,
+            if report["load"]["model"] == "open" {
+                "the load is an open model (visits start on schedule, each a person with think times between their actions; latency is timed from the scheduled start)"
+            } else {
+                "the load is a closed model with think times (users, not arrivals per second)"
+            },
+            report["load"]["stepSecs"]
         ),
     );
     line(

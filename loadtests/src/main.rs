@@ -7,9 +7,12 @@
 //! the run is complete, so a half-finished run never looks like a result.
 
 mod acks;
+mod arrivals;
 mod calibrate;
 mod journeys;
 mod lab;
+mod people;
+mod slo;
 mod step;
 mod verdict;
 
@@ -19,15 +22,17 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use journeys::JourneyConfig;
-use step::Step;
-use verdict::Slo;
+use journeys::{JourneyConfig, Shares};
+use slo::Slo;
+use step::{Load, Step};
 
 const EXAMPLES: &str = "Examples:
   loadtests smoke --host http://127.0.0.1:8080
+  loadtests breaking --host http://127.0.0.1:8080 --arrival-rate 8 --seeded-users 10000
   loadtests breaking --host http://127.0.0.1:8080 --max-users 512 --seeded-users 10000
-  loadtests breaking --host http://127.0.0.1:8081 --host http://127.0.0.1:8082 --slo p95=300ms,errors=0.5%
-  loadtests load --host http://127.0.0.1:8080 --users 64 --duration 60
+  loadtests breaking --host http://127.0.0.1:8081 --host http://127.0.0.1:8082 --slo reads.p95=200ms,errors=0.5%
+  loadtests load --host http://127.0.0.1:8080 --arrival-rate 50 --duration 60
+  loadtests load --host http://127.0.0.1:8080 --users 64 --duration 60 --mix sign-in-every-visit
   loadtests spike --host http://127.0.0.1:8080 --users 16 --spike-users 256
   loadtests soak --host http://127.0.0.1:8080 --users 32 --duration 600
   loadtests load --host http://127.0.0.1:8080 --mix writes --think-ms 0-0 --ack-log acks.jsonl
@@ -74,9 +79,35 @@ pub struct Common {
     /// Result file (default: a new file under results/).
     #[arg(long)]
     pub json_out: Option<PathBuf>,
-    /// Concurrent simulated users.
+    /// Closed model: concurrent simulated users, each visiting again after
+    /// a visit (and a think time).
     #[arg(long, default_value_t = 8)]
     pub users: usize,
+    /// Open model: visits started per second, on schedule whether or not
+    /// earlier visits have finished (the breaking search ramps this instead
+    /// of users).
+    #[arg(long, value_name = "R", allow_negative_numbers = true)]
+    pub arrival_rate: Option<f64>,
+    /// Open model: the most visits in progress at once (the generator's
+    /// slots, k6's maxVUs; each step gets 8 s worth of its rate, up to
+    /// this); a visit that finds none free starts late, and its lateness
+    /// counts as latency.
+    #[arg(long, default_value_t = 2000)]
+    pub max_visits: usize,
+    /// People with sessions from earlier visits, signed in before the load
+    /// (not measured): returning visits are theirs (at most --seeded-users).
+    #[arg(long, default_value_t = 500)]
+    pub people: usize,
+    /// Share of visits that are a newcomer registering (default 0.01; smoke 0.25).
+    #[arg(long, value_name = "SHARE", allow_negative_numbers = true)]
+    pub newcomer_share: Option<f64>,
+    /// Share of returning visits that start signed out and sign in (a new
+    /// device, an expired session; default 0.02; smoke 0.25).
+    #[arg(long, value_name = "SHARE", allow_negative_numbers = true)]
+    pub signed_out_share: Option<f64>,
+    /// Share of returning visits that end with a logout (default 0.02; smoke 0.25).
+    #[arg(long, value_name = "SHARE", allow_negative_numbers = true)]
+    pub logout_share: Option<f64>,
     /// Seconds of measured load (per step for breaking, in total for load and soak).
     #[arg(long, default_value_t = 20)]
     pub duration: u64,
@@ -87,8 +118,9 @@ pub struct Common {
     /// Think time between a user's actions, milliseconds, as MIN-MAX.
     #[arg(long, default_value = "200-800")]
     pub think_ms: String,
-    /// The service level objective, e.g. `p95=500ms,errors=1%`.
-    #[arg(long, default_value = "p95=500ms,errors=1%")]
+    /// The service level objective: a p95 per class of request (reads,
+    /// writes, sign-in) and the error rate; `p95=500ms` sets every class.
+    #[arg(long, default_value = slo::DEFAULT)]
     pub slo: String,
     /// Which people, in which proportions (`writes`: the crash test's mix).
     #[arg(long, value_enum, default_value = "default")]
@@ -106,9 +138,12 @@ struct Breaking {
     /// Seconds of each step (a fresh, independent measurement).
     #[arg(long, default_value_t = 20)]
     step_secs: u64,
-    /// The ladder doubles users from `--users` up to this.
+    /// The ladder doubles users from `--users` up to this (closed model).
     #[arg(long, default_value_t = 512)]
     max_users: usize,
+    /// The ladder doubles visits/s from `--arrival-rate` up to this (open model).
+    #[arg(long, default_value_t = 1024.0)]
+    max_arrival_rate: f64,
     /// Bisection steps between the last passing and the first failing step.
     #[arg(long, default_value_t = 3)]
     bisect: usize,
@@ -118,9 +153,12 @@ struct Breaking {
 struct Spike {
     #[command(flatten)]
     common: Common,
-    /// Users during the spike.
+    /// Users during the spike (closed model).
     #[arg(long, default_value_t = 256)]
     spike_users: usize,
+    /// Visits/s during the spike (open model, with --arrival-rate).
+    #[arg(long)]
+    spike_arrival_rate: Option<f64>,
     /// Seconds of each phase (baseline, spike); recovery is watched in 5 s steps.
     #[arg(long, default_value_t = 15)]
     step_secs: u64,
@@ -153,16 +191,71 @@ pub fn think(spec: &str) -> anyhow::Result<(Duration, Duration)> {
     Ok((Duration::from_millis(a), Duration::from_millis(b)))
 }
 
-/// Checks the options and every host before any load is sent.
-pub async fn prepare(c: &Common) -> anyhow::Result<(Slo, JourneyConfig, Vec<Value>)> {
+/// A share flag: `None` keeps the default; outside 0..=1 is refused.
+fn share(flag: &str, v: Option<f64>, default: f64) -> anyhow::Result<f64> {
+    let v = v.unwrap_or(default);
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&v),
+        "--{flag} {v} is not a share: use a number from 0 to 1 (e.g. 0.02 for 1 in 50)"
+    );
+    Ok(v)
+}
+
+impl Common {
+    /// The visits' shares: the flags, else the mode's defaults.
+    pub fn shares(&self, smoke: bool) -> anyhow::Result<Shares> {
+        let d = if smoke {
+            Shares::SMOKE
+        } else {
+            Shares::DEFAULT
+        };
+        Ok(Shares {
+            newcomer: share("newcomer-share", self.newcomer_share, d.newcomer)?,
+            signed_out: share("signed-out-share", self.signed_out_share, d.signed_out)?,
+            logout: share("logout-share", self.logout_share, d.logout)?,
+        })
+    }
+
+    /// The load of a step at `level`: visits/s (open model, when
+    /// `--arrival-rate` is given) or users.
+    pub fn load(&self, level: f64) -> Load {
+        match self.arrival_rate {
+            // Enough slots for visits of up to 8 s each at this rate (a
+            // visit takes ~2-4 s with the default think times), at most
+            // --max-visits: idle slots cost the generator memory and time.
+            Some(_) => Load::Rate {
+                per_sec: level,
+                slots: ((level * 8.0).ceil() as usize).clamp(16, self.max_visits),
+            },
+            None => Load::Users(level.round().max(1.0) as usize),
+        }
+    }
+
+    /// The first level of a run: `--arrival-rate` or `--users`.
+    pub fn start_level(&self) -> f64 {
+        self.arrival_rate.unwrap_or(self.users as f64)
+    }
+}
+
+/// Checks the options and every host before any load is sent, then signs
+/// in the people who come back (their sessions exist before the load).
+pub async fn prepare(c: &Common, smoke: bool) -> anyhow::Result<(Slo, JourneyConfig, Vec<Value>)> {
     let slo: Slo = c.slo.parse()?;
     anyhow::ensure!(c.users > 0, "--users must be at least 1");
+    if let Some(r) = c.arrival_rate {
+        anyhow::ensure!(
+            r > 0.0 && r.is_finite(),
+            "--arrival-rate {r} must be above 0 visits per second"
+        );
+    }
+    anyhow::ensure!(c.max_visits > 0, "--max-visits must be at least 1");
     anyhow::ensure!(c.duration > 0, "--duration must be at least 1 second");
     anyhow::ensure!(c.seeded_users > 0, "--seeded-users must be at least 1");
     let journeys = JourneyConfig {
         seeded_users: c.seeded_users,
         think: think(&c.think_ms)?,
         mix: c.mix,
+        shares: c.shares(smoke)?,
     };
     let client = reqwest::Client::new();
     let mut servers = Vec::new();
@@ -173,6 +266,22 @@ pub async fn prepare(c: &Common) -> anyhow::Result<(Slo, JourneyConfig, Vec<Valu
         );
         servers.push(step::server_metrics(&client, h.trim_end_matches('/')).await?);
     }
+    let hosts: Vec<String> = c
+        .hosts
+        .iter()
+        .map(|h| h.trim_end_matches('/').to_owned())
+        .collect();
+    let people = if c.mix.has_people() {
+        c.people.min(c.seeded_users)
+    } else {
+        0
+    };
+    if people > 0 {
+        eprintln!(
+            "signing in {people} people who visited before (their sessions last; not measured)"
+        );
+    }
+    people::sign_in_before(&hosts, people).await?;
     Ok((slo, journeys, servers))
 }
 
@@ -213,12 +322,33 @@ pub struct Record<'a> {
     pub report: &'a Path,
     /// `{name, variant, change}` when the run is part of a lab experiment.
     pub experiment: Option<Value>,
+    /// How the load was made: [`load_model`].
+    pub load: Value,
+}
+
+/// The result file's `load`: which model, and the people's shares.
+pub fn load_model(c: &Common, journeys: &JourneyConfig) -> Value {
+    json!({
+        "model": if c.arrival_rate.is_some() { "open" } else { "closed" },
+        "maxVisits": c.arrival_rate.map(|_| c.max_visits),
+        "people": if c.mix.has_people() { c.people.min(c.seeded_users) } else { 0 },
+        "newcomerShare": journeys.shares.newcomer,
+        "signedOutShare": journeys.shares.signed_out,
+        "logoutShare": journeys.shares.logout,
+        "thinkMs": c.think_ms,
+    })
 }
 
 /// A `minigram.loadtest/1` result (docs/results-schema.md).
 pub fn result_json(r: &Record) -> Value {
     let client_total: u64 = r.steps.iter().map(|s| s.client_requests).sum();
     let server_total: u64 = r.steps.iter().map(|s| s.server_requests).sum();
+    let sign_ins: f64 = r
+        .steps
+        .iter()
+        .map(|s| s.sign_in_share * s.client_requests as f64)
+        .sum();
+    let open = r.load["model"] == "open";
     json!({
         "schema": "minigram.loadtest/1",
         "stage": r.stage,
@@ -230,6 +360,8 @@ pub fn result_json(r: &Record) -> Value {
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "hosts": r.hosts,
         "slo": r.slo.to_json(),
+        "load": r.load,
+        "signInShare": if client_total > 0 { sign_ins / client_total as f64 } else { 0.0 },
         "dataset": r.dataset,
         "experiment": r.experiment,
         "steps": r.steps.iter().map(step::to_json).collect::<Vec<_>>(),
@@ -239,23 +371,39 @@ pub fn result_json(r: &Record) -> Value {
             "server": server_total,
             "agreement": if server_total > 0 { client_total as f64 / server_total as f64 } else { 0.0 },
         },
-        "coordinatedOmission": "closed model with think times; percentiles use Goose's --co-mitigation average",
+        "coordinatedOmission": if open {
+            "open model: visits start on schedule; percentiles are timed from each request's intended send time (a visit's first request from its scheduled start)"
+        } else {
+            "closed model with think times: a slow server is sent fewer requests, so latency under overload reads low (use the open model for that); percentiles are timed from each request's send"
+        },
         "summary": r.summary,
         "htmlReport": r.report.file_name().map(|f| f.to_string_lossy().into_owned()),
     })
 }
 
 pub fn print_table(steps: &[Step]) {
+    let open = steps.iter().any(|s| s.arrival_rate.is_some());
     println!(
-        "{:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
-        "users", "req/s", "errors", "p50 ms", "p95 ms", "p99 ms", "gen CPU", "rest CPU"
+        "{:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9}",
+        if open { "visits/s" } else { "users" },
+        "in prog.",
+        "req/s",
+        "errors",
+        "sign-in",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "gen CPU",
+        "rest CPU"
     );
     for s in steps {
         println!(
-            "{:>6} {:>9.1} {:>7.2}% {:>8.1} {:>8.1} {:>8.1} {:>8.0}% {:>8.0}%",
-            s.users,
+            "{:>8} {:>9.1} {:>9.1} {:>7.2}% {:>7.2}% {:>8.1} {:>8.1} {:>8.1} {:>8.0}% {:>8.0}%",
+            s.level(),
+            s.visits_in_progress.mean,
             s.rps,
             s.error_rate * 100.0,
+            s.sign_in_share * 100.0,
             s.p50_ms,
             s.p95_ms,
             s.p99_ms,
@@ -285,18 +433,33 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     };
     if let Mode::Breaking(b) = &cli.mode {
         anyhow::ensure!(b.max_users > 0, "--max-users must be at least 1");
+        anyhow::ensure!(
+            b.max_arrival_rate > 0.0,
+            "--max-arrival-rate must be above 0"
+        );
         anyhow::ensure!(b.step_secs > 0, "--step-secs must be at least 1");
     }
-    let (slo, journeys, servers) = prepare(&common).await?;
+    if let Mode::Spike(sp) = &cli.mode
+        && let Some(r) = sp.spike_arrival_rate
+    {
+        anyhow::ensure!(r > 0.0, "--spike-arrival-rate must be above 0");
+        anyhow::ensure!(
+            common.arrival_rate.is_some(),
+            "--spike-arrival-rate needs --arrival-rate (the open model)"
+        );
+    }
+    // Before prepare: the people's sign-ins are acknowledged writes too.
+    if let Some(log) = &common.ack_log {
+        acks::open(log)?;
+    }
+    let (slo, journeys, servers) = prepare(&common, mode == "smoke").await?;
+    let load_json = load_model(&common, &journeys);
     let hosts: Vec<String> = common
         .hosts
         .iter()
         .map(|h| h.trim_end_matches('/').to_owned())
         .collect();
     let stage = servers[0]["stage"].as_str().unwrap_or("unknown").to_owned();
-    if let Some(log) = &common.ack_log {
-        acks::open(log)?;
-    }
     let out = common
         .json_out
         .clone()
@@ -317,8 +480,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             } else {
                 common.duration
             };
-            eprintln!("step 1/1: {} users for {secs} s", common.users);
-            let s = step::run(plan(common.users, secs, true)).await?;
+            let load = common.load(common.start_level());
+            eprintln!("step 1/1: {} for {secs} s", load.describe());
+            let s = step::run(plan(load, secs, true)).await?;
             let ok = if mode == "smoke" {
                 verdict::smoke_ok(&s)
             } else {
@@ -334,28 +498,37 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let parts = (common.duration / 30).clamp(2, 20);
             let secs = common.duration / parts;
             let mut steps = Vec::new();
+            let load = common.load(common.start_level());
             for i in 0..parts {
-                eprintln!(
-                    "step {}/{parts}: {} users for {secs} s",
-                    i + 1,
-                    common.users
-                );
-                steps.push(step::run(plan(common.users, secs, i + 1 == parts)).await?);
+                eprintln!("step {}/{parts}: {} for {secs} s", i + 1, load.describe());
+                steps.push(step::run(plan(load, secs, i + 1 == parts)).await?);
             }
             extra = verdict::soak_summary(&steps);
             (steps, None, true)
         }
         Mode::Spike(sp) => {
-            let (steps, summary) =
-                verdict::spike(&plan, common.users, sp.spike_users, sp.step_secs, &slo).await?;
+            let spike_level = sp.spike_arrival_rate.unwrap_or(sp.spike_users as f64);
+            let (steps, summary) = verdict::spike(
+                &plan,
+                common.load(common.start_level()),
+                common.load(spike_level),
+                sp.step_secs,
+                &slo,
+            )
+            .await?;
             extra = summary;
             (steps, None, true)
         }
         Mode::Breaking(b) => {
+            let max = match common.arrival_rate {
+                Some(_) => b.max_arrival_rate,
+                None => b.max_users as f64,
+            };
             let (steps, bp) = verdict::breaking(
                 &plan,
-                common.users,
-                b.max_users,
+                &|level| common.load(level),
+                common.start_level(),
+                max,
                 b.step_secs,
                 b.bisect,
                 &slo,
@@ -380,6 +553,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         summary: &extra,
         report: &report,
         experiment: None,
+        load: load_json,
     });
     write_result(&out, &result)?;
 
@@ -387,14 +561,17 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     print_table(&steps);
     if let Some(bp) = &breaking_point {
         println!(
-            "\nbreaking point: {} users ({:.1} req/s) — {}; saturated: {}",
-            bp["users"],
+            "\nbreaking point: {} ({:.1} req/s) — {}; saturated: {}",
+            match bp["arrivalRate"].as_f64() {
+                Some(r) => format!("{r} visits/s"),
+                None => format!("{} users", bp["users"]),
+            },
             bp["rps"].as_f64().unwrap_or(0.0),
             bp["brokenBy"].as_str().unwrap_or(""),
             bp["saturated"].as_str().unwrap_or("")
         );
     } else if mode == "breaking" {
-        println!("\nthe SLO held at every step up to --max-users");
+        println!("\nthe SLO held at every step of the ladder");
     }
     if !extra.as_object().is_some_and(|o| o.is_empty()) {
         println!("\n{}", serde_json::to_string_pretty(&extra)?);

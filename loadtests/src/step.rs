@@ -1,14 +1,27 @@
-//! One measured step: a fresh Goose attack with a fixed number of users for
-//! a fixed time, plus what the server and the generator itself reported
-//! over it. Goose keeps no per-phase statistics, so every step is its own
-//! attack; its metrics are reset once all users are launched, so the
-//! ramp-up is not measured.
+//! One measured step: a fresh Goose attack at one load level for a fixed
+//! time, plus what the server and the generator itself reported over it.
+//! Goose keeps no per-phase statistics, so every step is its own attack;
+//! its metrics are reset once all users are launched, so the ramp-up is
+//! not measured.
 //!
-//! **Coordinated omission.** The journeys are a closed model: each user
-//! waits for an answer, thinks, and sends the next request, so a slow
-//! server is sent fewer requests. Goose's `--co-mitigation average`
-//! back-fills the requests a user *would* have sent during a stall; the
-//! percentiles here (and the SLO check) use those corrected times.
+//! Two load models (the result file says which made it):
+//!
+//! - **open** (`--arrival-rate`): visits start on a schedule
+//!   (`arrivals.rs`); percentiles are the generator's own, timed from each
+//!   request's intended send time (a visit's first request from its
+//!   scheduled start), so there is no coordinated omission by construction;
+//!   the visits in progress are an outcome.
+//! - **closed** (`--users`): each user waits for an answer, thinks, and
+//!   sends the next request, so a slow server is sent fewer requests
+//!   (coordinated omission: latency under overload reads low). Times are
+//!   the same generator-side times, from the send. Goose's own
+//!   `--co-mitigation` is not used: it assumes every iteration runs the
+//!   same requests, and the visits here are picked at random, so it would
+//!   back-fill requests that were never due.
+//!
+//! Every step also has its percentiles per SLO class (`slo.rs`), the share
+//! of sign-ins among its requests, and the server's CPU and password-hash
+//! work over the step (from `/api/metrics` before and after).
 
 use anyhow::Context;
 use goose::prelude::*;
@@ -16,11 +29,14 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::arrivals;
 use crate::journeys::{self, JourneyConfig};
+use crate::slo::Class;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestStats {
     pub count: u64,
@@ -30,11 +46,37 @@ pub struct RequestStats {
     pub p99_ms: f64,
 }
 
+/// Visits in progress over a step (sampled every 100 ms).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Concurrency {
+    pub mean: f64,
+    pub peak: i64,
+    /// Open model: visits that started over 50 ms after their scheduled
+    /// time because every slot was busy, and the latest (ms).
+    pub late_starts: u64,
+    pub latest_start_ms: f64,
+}
+
+/// What the server itself did over the step (summed over hosts).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerWork {
+    pub cpu_seconds: f64,
+    pub password_hashes: u64,
+    pub password_hash_cpu_seconds: f64,
+}
+
 /// A step, as written into the result file (`steps[]`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Step {
+    /// Closed model: concurrent users. Open model: the generator's slots
+    /// (the most visits it could have in progress).
     pub users: usize,
+    /// Open model: visits started per second (`None`: closed model).
+    pub arrival_rate: Option<f64>,
+    pub visits_in_progress: Concurrency,
     pub duration_secs: f64,
     pub rps: f64,
     pub error_rate: f64,
@@ -42,6 +84,11 @@ pub struct Step {
     pub p95_ms: f64,
     pub p99_ms: f64,
     pub requests: BTreeMap<String, RequestStats>,
+    /// The same per SLO class (`reads`, `writes`, `sign-in`).
+    pub classes: BTreeMap<String, RequestStats>,
+    /// Sign-ins and registrations among all requests (0..1).
+    pub sign_in_share: f64,
+    pub server_work: ServerWork,
     /// `/api/metrics` of each host at the end of the step.
     pub server: Vec<Value>,
     /// Share of the whole machine's CPU the generator used (0..1).
@@ -85,22 +132,44 @@ impl ShedTimes {
 }
 
 impl Step {
-    /// Request names whose p95 exceeds `ms`, worst first.
-    pub fn slow(&self, ms: f64) -> Vec<(String, f64)> {
-        let mut v: Vec<(String, f64)> = self
-            .requests
+    /// The slowest request of a class: (name, p95).
+    pub fn slowest_of(&self, class: Class) -> Option<(&str, f64)> {
+        self.requests
             .iter()
-            .filter(|(_, r)| r.p95_ms > ms)
-            .map(|(n, r)| (n.clone(), r.p95_ms))
-            .collect();
-        v.sort_by(|a, b| b.1.total_cmp(&a.1));
-        v
+            .filter(|(n, _)| Class::of(n) == class)
+            .map(|(n, r)| (n.as_str(), r.p95_ms))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// The load level: visits per second (open model) or users (closed).
+    pub fn level(&self) -> f64 {
+        self.arrival_rate.unwrap_or(self.users as f64)
+    }
+}
+
+/// How much load a step offers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    /// Closed model: this many users, each visiting again after a visit.
+    Users(usize),
+    /// Open model: visits started per second, with at most `slots` in
+    /// progress.
+    Rate { per_sec: f64, slots: usize },
+}
+
+impl Load {
+    /// "32 users" / "40 visits/s".
+    pub fn describe(&self) -> String {
+        match self {
+            Load::Users(n) => format!("{n} users"),
+            Load::Rate { per_sec, .. } => format!("{per_sec} visits/s"),
+        }
     }
 }
 
 pub struct Plan<'a> {
     pub hosts: &'a [String],
-    pub users: usize,
+    pub load: Load,
     pub secs: u64,
     pub journeys: JourneyConfig,
     /// Where Goose writes its HTML report of this step, if anywhere.
@@ -113,17 +182,17 @@ pub struct Plan<'a> {
 }
 
 /// The plan of every step of a run: the same hosts, journeys and report,
-/// for any users, seconds and "is it the last step" (which writes Goose's
+/// for any load, seconds and "is it the last step" (which writes Goose's
 /// HTML report).
 pub fn planner<'a>(
     hosts: &'a [String],
     journeys: JourneyConfig,
     report: &'a Path,
     include_warmup: bool,
-) -> impl Fn(usize, u64, bool) -> Plan<'a> + 'a {
-    move |users, secs, last| Plan {
+) -> impl Fn(Load, u64, bool) -> Plan<'a> + 'a {
+    move |load, secs, last| Plan {
         hosts,
-        users,
+        load,
         secs,
         journeys: journeys.clone(),
         report: last.then_some(report),
@@ -152,36 +221,54 @@ pub async fn server_metrics(client: &reqwest::Client, host: &str) -> anyhow::Res
     Ok(v)
 }
 
-fn percentile(data: &goose::metrics::GooseRequestMetricTimingData, q: f32) -> f64 {
-    data.percentile_us(q) as f64 / 1000.0
+/// What a host's `/api/metrics` counts, to take differences over a step.
+#[derive(Default)]
+struct Counters {
+    requests: u64,
+    cpu: f64,
+    hashes: u64,
+    hash_cpu: f64,
 }
 
-/// A percentile of merged time buckets (each bucket counted at its floor).
-fn merged_percentile(buckets: &BTreeMap<u64, u64>, q: f64) -> f64 {
-    let total: u64 = buckets.values().sum();
-    if total == 0 {
-        return 0.0;
-    }
-    let rank = (q * total as f64).ceil().max(1.0) as u64;
-    let mut seen = 0;
-    for (bucket, n) in buckets {
-        seen += n;
-        if seen >= rank {
-            return *bucket as f64 / 1000.0;
+impl Counters {
+    fn of(m: &Value) -> Self {
+        Self {
+            requests: m["requestsTotal"].as_u64().unwrap_or(0),
+            cpu: m["processCpuSeconds"].as_f64().unwrap_or(0.0),
+            hashes: m["passwordHashesTotal"].as_u64().unwrap_or(0),
+            hash_cpu: m["passwordHashCpuSeconds"].as_f64().unwrap_or(0.0),
         }
     }
-    0.0
+
+    fn add(&mut self, o: &Counters) {
+        self.requests += o.requests;
+        self.cpu += o.cpu;
+        self.hashes += o.hashes;
+        self.hash_cpu += o.hash_cpu;
+    }
+}
+
+fn stats_of_histogram(h: &hdrhistogram::Histogram<u64>, count: u64, errors: u64) -> RequestStats {
+    RequestStats {
+        count,
+        errors,
+        p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
+        p95_ms: h.value_at_quantile(0.95) as f64 / 1000.0,
+        p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
+    }
 }
 
 pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
     let client = reqwest::Client::new();
-    let mut before = 0;
+    let mut before = Counters::default();
     for h in plan.hosts {
-        before += server_metrics(&client, h).await?["requestsTotal"]
-            .as_u64()
-            .unwrap_or(0);
+        before.add(&Counters::of(&server_metrics(&client, h).await?));
     }
-    let users = plan.users.to_string();
+    let (goose_users, open) = match plan.load {
+        Load::Users(n) => (n, None),
+        Load::Rate { per_sec, slots } => (slots, Some(per_sec)),
+    };
+    let users = goose_users.to_string();
     let secs = plan.secs.to_string();
     let mut args: Vec<String> = vec![
         "--users".into(),
@@ -191,8 +278,6 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         users,
         "--run-time".into(),
         secs,
-        "--co-mitigation".into(),
-        "average".into(),
         "--quiet".into(),
         "--no-print-metrics".into(),
         "--no-error-summary".into(),
@@ -219,7 +304,7 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
     let scenarios = if plan.explore_only {
         vec![journeys::explore_only(&plan.hosts[0]).map_err(|e| anyhow::anyhow!("{e}"))?]
     } else {
-        journeys::scenarios(plan.hosts, plan.journeys.clone())
+        journeys::scenarios(plan.hosts, plan.journeys.clone(), open.is_some())
             .map_err(|e| anyhow::anyhow!("{e}"))?
     };
     for s in scenarios {
@@ -232,24 +317,56 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         Instant::now(),
     );
     journeys::take_shed_micros();
-    let metrics = attack
-        .execute()
-        .await
-        .map_err(|e| anyhow::anyhow!("load test failed: {e}"))?;
+    arrivals::take_latencies();
+    match open {
+        // Goose launches every slot within its first second, then holds
+        // them for --run-time: the schedule covers that time.
+        Some(rate) => arrivals::plan(rate, goose_users, plan.secs),
+        None => arrivals::closed(),
+    }
+    // Visits in progress, sampled every 100 ms until the attack ends.
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn({
+        let done = std::sync::Arc::clone(&done);
+        async move {
+            let (mut sum, mut n, mut peak) = (0i64, 0i64, 0i64);
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let now = arrivals::in_progress();
+                sum += now;
+                n += 1;
+                peak = peak.max(now);
+            }
+            (sum as f64 / n.max(1) as f64, peak)
+        }
+    });
+    let metrics = attack.execute().await;
+    done.store(true, Ordering::Relaxed);
+    let (mean, peak) = sampler.await.unwrap_or((0.0, 0));
+    let metrics = metrics.map_err(|e| anyhow::anyhow!("load test failed: {e}"))?;
+    let (late_starts, latest_start_ms) = arrivals::late();
+    let visits_in_progress = Concurrency {
+        mean,
+        peak,
+        late_starts,
+        latest_start_ms,
+    };
+    arrivals::closed();
+    let own_times = arrivals::take_latencies();
     let shed_client = ShedTimes::of(journeys::take_shed_micros());
     let wall = t0.elapsed().as_secs_f64().max(0.001);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let own = minigram::machine::process_cpu_seconds(me) - cpu0;
     let busy = minigram::machine::machine_busy_seconds() - busy0;
     let mut server = Vec::new();
-    let mut after = 0;
+    let mut after = Counters::default();
     let mut lost = false;
     for h in plan.hosts {
         // A server that died during the step (the crash test kills one on
         // purpose) leaves no metrics: the client's side is still a result.
         match server_metrics(&client, h).await {
             Ok(m) => {
-                after += m["requestsTotal"].as_u64().unwrap_or(0);
+                after.add(&Counters::of(&m));
                 server.push(m);
             }
             Err(e) => {
@@ -262,42 +379,74 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
 
     let duration = (metrics.duration as f64).max(1.0);
     let mut requests = BTreeMap::new();
-    let (mut total, mut failed) = (0u64, 0u64);
-    // All requests' times together, bucket -> count (µs bucket floors).
-    let mut all: BTreeMap<u64, u64> = BTreeMap::new();
+    let (mut total, mut failed, mut sign_ins) = (0u64, 0u64, 0u64);
+    // Counts and errors are Goose's; times are the generator's own
+    // (`arrivals::record`), merged per class and over all requests.
+    let empty = || {
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let mut overall = empty()?;
+    let mut per_class: BTreeMap<Class, (hdrhistogram::Histogram<u64>, u64, u64)> = BTreeMap::new();
     for agg in metrics.requests.values() {
         let name = agg.path.clone();
-        let data = agg
-            .coordinated_omission_data
-            .as_ref()
-            .unwrap_or(&agg.raw_data);
+        let class = Class::of(&name);
         let count = (agg.success_count + agg.fail_count) as u64;
+        let errors = agg.fail_count as u64;
         total += count;
-        failed += agg.fail_count as u64;
-        for (bucket, n) in data.times_us.iter() {
-            *all.entry(*bucket).or_default() += *n as u64;
+        failed += errors;
+        if class == Class::SignIn {
+            sign_ins += count;
         }
-        let entry = requests.entry(name).or_insert(RequestStats {
-            count: 0,
-            errors: 0,
-            p50_ms: 0.0,
-            p95_ms: 0.0,
-            p99_ms: 0.0,
-        });
+        if !per_class.contains_key(&class) {
+            per_class.insert(class, (empty()?, 0, 0));
+        }
+        let c = per_class.get_mut(&class).expect("inserted above");
+        c.1 += count;
+        c.2 += errors;
+        let times = own_times.get(&name);
+        if let Some(h) = times {
+            c.0.add(h).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            overall.add(h).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        }
+        let entry = requests.entry(name).or_insert(RequestStats::default());
         entry.count += count;
-        entry.errors += agg.fail_count as u64;
-        entry.p50_ms = entry.p50_ms.max(percentile(data, 0.5));
-        entry.p95_ms = entry.p95_ms.max(percentile(data, 0.95));
-        entry.p99_ms = entry.p99_ms.max(percentile(data, 0.99));
+        entry.errors += errors;
+        if let Some(h) = times {
+            let s = stats_of_histogram(h, 0, 0);
+            (entry.p50_ms, entry.p95_ms, entry.p99_ms) = (s.p50_ms, s.p95_ms, s.p99_ms);
+        }
     }
+    let classes: BTreeMap<String, RequestStats> = per_class
+        .iter()
+        .map(|(class, (h, count, errors))| {
+            (
+                class.name().to_owned(),
+                stats_of_histogram(h, *count, *errors),
+            )
+        })
+        .collect();
+    let all = stats_of_histogram(&overall, total, failed);
+    let (p50, p95, p99) = (all.p50_ms, all.p95_ms, all.p99_ms);
     let mut sample_errors: Vec<String> = metrics
         .errors
         .values()
         .map(|e| format!("{} × {}", e.occurrences, e.error))
         .collect();
     sample_errors.truncate(5);
+    let server_work = if lost {
+        ServerWork::default()
+    } else {
+        ServerWork {
+            cpu_seconds: after.cpu - before.cpu,
+            password_hashes: after.hashes.saturating_sub(before.hashes),
+            password_hash_cpu_seconds: after.hash_cpu - before.hash_cpu,
+        }
+    };
     Ok(Step {
-        users: plan.users,
+        users: goose_users,
+        arrival_rate: open,
+        visits_in_progress,
         duration_secs: duration,
         rps: total as f64 / duration,
         error_rate: if total == 0 {
@@ -305,10 +454,17 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         } else {
             failed as f64 / total as f64
         },
-        p50_ms: merged_percentile(&all, 0.5),
-        p95_ms: merged_percentile(&all, 0.95),
-        p99_ms: merged_percentile(&all, 0.99),
+        p50_ms: p50,
+        p95_ms: p95,
+        p99_ms: p99,
         requests,
+        classes,
+        sign_in_share: if total == 0 {
+            0.0
+        } else {
+            sign_ins as f64 / total as f64
+        },
+        server_work,
         server,
         generator_cpu: (own / (wall * cores)).clamp(0.0, 1.0),
         generator_cpu_seconds: own,
@@ -318,7 +474,9 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         server_requests: if lost {
             0
         } else {
-            after.saturating_sub(before + plan.hosts.len() as u64)
+            after
+                .requests
+                .saturating_sub(before.requests + plan.hosts.len() as u64)
         },
         sample_errors,
         shed_client,

@@ -1,5 +1,6 @@
-//! Judging steps: the SLO, the breaking-point search (a doubling ladder,
-//! then bisection), what saturated, and the spike and soak summaries.
+//! Judging steps: the breaking-point search (a doubling ladder of load,
+//! users or visits per second, then bisection) against the SLO
+//! (`slo.rs`), what saturated, and the spike and soak summaries.
 //!
 //! **What saturated** is read, not guessed: from the server's own
 //! `/api/metrics` over the failing step (hash queue, SQLite writer queue,
@@ -11,95 +12,10 @@
 //! a core's worth of the machine, the verdict blames the generator, not the
 //! server.
 
-use anyhow::Context;
 use serde_json::{Value, json};
-use std::fmt;
-use std::str::FromStr;
 
-use crate::step::{self, Plan, Step};
-
-/// The service level objective every step is judged against.
-#[derive(Debug, Clone, Copy)]
-pub struct Slo {
-    /// Highest allowed p95 of every request name, ms.
-    pub p95_ms: f64,
-    /// Highest allowed share of failed requests.
-    pub error_rate: f64,
-}
-
-impl FromStr for Slo {
-    type Err = anyhow::Error;
-
-    /// `p95=500ms,errors=1%` (either part may be left out).
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        let bad = || format!("bad --slo {s:?}: use e.g. p95=500ms,errors=1%");
-        let mut slo = Slo {
-            p95_ms: 500.0,
-            error_rate: 0.01,
-        };
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').with_context(bad)?;
-            match k.trim() {
-                "p95" => {
-                    let v = v.trim();
-                    let (num, scale) = if let Some(ms) = v.strip_suffix("ms") {
-                        (ms, 1.0)
-                    } else if let Some(sec) = v.strip_suffix('s') {
-                        (sec, 1000.0)
-                    } else {
-                        anyhow::bail!("{}: p95 needs a unit (ms or s)", bad());
-                    };
-                    slo.p95_ms = num.trim().parse::<f64>().with_context(bad)? * scale;
-                }
-                "errors" => {
-                    let pct = v
-                        .trim()
-                        .strip_suffix('%')
-                        .with_context(|| format!("{}: errors is a percentage", bad()))?;
-                    slo.error_rate = pct.trim().parse::<f64>().with_context(bad)? / 100.0;
-                }
-                _ => anyhow::bail!("{}: unknown part {k:?}", bad()),
-            }
-        }
-        anyhow::ensure!(
-            slo.p95_ms > 0.0 && (0.0..=1.0).contains(&slo.error_rate),
-            bad()
-        );
-        Ok(slo)
-    }
-}
-
-impl fmt::Display for Slo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "p95 ≤ {} ms for every request, errors ≤ {}%",
-            self.p95_ms,
-            self.error_rate * 100.0
-        )
-    }
-}
-
-impl Slo {
-    pub fn to_json(self) -> Value {
-        json!({"p95Ms": self.p95_ms, "errorRate": self.error_rate})
-    }
-
-    /// `Err(what broke first)`: the error rate, else the slowest request.
-    pub fn check(&self, s: &Step) -> Result<(), String> {
-        if s.error_rate > self.error_rate {
-            return Err(format!(
-                "error rate {:.2}% > {}%",
-                s.error_rate * 100.0,
-                self.error_rate * 100.0
-            ));
-        }
-        if let Some((name, p95)) = s.slow(self.p95_ms).first() {
-            return Err(format!("p95 of {name} = {p95:.0} ms > {} ms", self.p95_ms));
-        }
-        Ok(())
-    }
-}
+use crate::slo::Slo;
+use crate::step::{self, Load, Plan, Step};
 
 /// Every journey request seen and none failed.
 pub fn smoke_ok(s: &Step) -> Result<(), String> {
@@ -165,7 +81,9 @@ pub fn figure_peak(server: &Value, key: &str, secs: f64) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Names what saturated during a step, from measurements.
+/// Names what saturated during a step, from measurements, the storage and
+/// pools first (they are what the architectures differ in), then password
+/// hashing, shedding and the machine's CPU.
 pub fn saturated(s: &Step) -> String {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     if s.generator_cpu * cores >= 0.9 {
@@ -178,27 +96,28 @@ pub fn saturated(s: &Step) -> String {
     let mut evidence = Vec::new();
     for server in &s.server {
         let secs = s.duration_secs;
-        let hash = figure_mean(server, "hash.inFlight", secs);
-        let hash_peak = figure_peak(server, "hash.inFlight", secs);
-        // More hashes in flight than cores: sign-ins queue for the CPU. The
-        // peak matters too: logins arrive in bursts that a mean hides.
-        if hash > cores || hash_peak >= 2.0 * cores {
-            evidence.push(format!(
-                "password hashing (mean {hash:.1}, peak {hash_peak:.0} hashes running or queued on {cores} cores)"
-            ));
-        }
         let writers = figure_mean(server, "sqlite.writersWaiting", secs);
+        let writers_peak = figure_peak(server, "sqlite.writersWaiting", secs);
         let wait = figure_mean(server, "sqlite.writeWaitMs", secs);
+        let writes = figure_mean(server, "sqlite.writes", secs);
         if writers >= 1.0 || wait >= 500.0 {
             evidence.push(format!(
-                "the SQLite writer ({writers:.1} writes queued, {wait:.0} ms of lock wait per second)"
+                "the SQLite writer (mean {writers:.1}, peak {writers_peak:.0} writes queued for the one writer; {wait:.0} ms of queueing per second; {writes:.0} write transactions/s)"
+            ));
+        }
+        let readers = figure_mean(server, "sqlite.readersBusy", secs);
+        let readers_peak = figure_peak(server, "sqlite.readersBusy", secs);
+        if readers_peak >= 8.0 && readers >= 4.0 {
+            evidence.push(format!(
+                "SQLite read connections (mean {readers:.1}, peak {readers_peak:.0} in use)"
             ));
         }
         let pg = figure_mean(server, "postgres.waiting", secs);
         let pg_peak = figure_peak(server, "postgres.waiting", secs);
         if pg >= 1.0 || pg_peak >= 4.0 {
             evidence.push(format!(
-                "the Postgres pool (mean {pg:.1}, peak {pg_peak:.0} requests waiting for a connection)"
+                "the Postgres pool (mean {pg:.1}, peak {pg_peak:.0} requests waiting for a connection; {:.1} of its connections in use)",
+                figure_mean(server, "postgres.used", secs)
             ));
         }
         let redis = figure_mean(server, "redis.waiting", secs);
@@ -216,12 +135,28 @@ pub fn saturated(s: &Step) -> String {
                 lag / 1000.0
             ));
         }
+        let hash = figure_mean(server, "hash.inFlight", secs);
+        let hash_peak = figure_peak(server, "hash.inFlight", secs);
+        // More hashes in flight than cores: sign-ins queue for the CPU. The
+        // peak matters too: logins arrive in bursts that a mean hides.
+        if hash > cores || (hash_peak >= 2.0 * cores && hash >= 0.5 * cores) {
+            evidence.push(format!(
+                "password hashing (mean {hash:.1}, peak {hash_peak:.0} hashes running or queued on {cores} cores)"
+            ));
+        }
         let shed = server["shed"].as_u64().unwrap_or(0);
         if shed > 0 {
             evidence.push(format!(
                 "overload shedding ({shed} requests answered 503/429 in the last 10 s)"
             ));
         }
+    }
+    let c = &s.visits_in_progress;
+    if c.late_starts > 0 {
+        evidence.push(format!(
+            "the generator's visit slots ({} visits started late, up to {:.0} ms, all {} slots busy)",
+            c.late_starts, c.latest_start_ms, s.users
+        ));
     }
     let rest = s.rest_of_machine_cpu * cores;
     if s.rest_of_machine_cpu + s.generator_cpu >= 0.8 {
@@ -241,50 +176,56 @@ pub fn saturated(s: &Step) -> String {
     }
 }
 
-pub type PlanFn<'a> = dyn Fn(usize, u64, bool) -> Plan<'a> + 'a;
+pub type PlanFn<'a> = dyn Fn(Load, u64, bool) -> Plan<'a> + 'a;
 
 pub async fn measure<'a>(
     plan: &PlanFn<'a>,
-    users: usize,
+    load: Load,
     secs: u64,
     label: &str,
 ) -> anyhow::Result<Step> {
-    eprintln!("{label}: {users} users for {secs} s");
-    let s = step::run(plan(users, secs, true)).await?;
+    eprintln!("{label}: {} for {secs} s", load.describe());
+    let s = step::run(plan(load, secs, true)).await?;
     eprintln!(
-        "  {:.1} req/s, errors {:.2}%, p95 {:.0} ms, generator CPU {:.0}%",
+        "  {:.1} req/s, errors {:.2}%, p95 {:.0} ms, {:.1} visits in progress (peak {}), sign-ins {:.2}% of requests, generator CPU {:.0}%",
         s.rps,
         s.error_rate * 100.0,
         s.p95_ms,
+        s.visits_in_progress.mean,
+        s.visits_in_progress.peak,
+        s.sign_in_share * 100.0,
         s.generator_cpu * 100.0
     );
     Ok(s)
 }
 
-/// The step ladder (doubling) then bisection. Returns all steps and the
-/// verdict (`None` if the SLO held up to `max_users`).
+/// The step ladder (doubling the load level: users, or visits per second)
+/// then bisection. `load` turns a level into a step's load. Returns all
+/// steps and the verdict (`None` if the SLO held up to `max`).
+#[allow(clippy::too_many_arguments)]
 pub async fn breaking<'a>(
     plan: &PlanFn<'a>,
-    start: usize,
-    max_users: usize,
+    load: &dyn Fn(f64) -> Load,
+    start: f64,
+    max: f64,
     secs: u64,
     bisect: usize,
     slo: &Slo,
 ) -> anyhow::Result<(Vec<Step>, Option<Value>)> {
     let mut steps: Vec<Step> = Vec::new();
     let (mut pass, mut fail): (Option<usize>, Option<usize>) = (None, None);
-    let mut users = start.clamp(1, max_users);
+    let mut level = start.clamp(1.0, max);
     loop {
-        let s = measure(plan, users, secs, "ladder").await?;
+        let s = measure(plan, load(level), secs, "ladder").await?;
         let ok = slo.check(&s);
         steps.push(s);
         match ok {
             Ok(()) => {
                 pass = Some(steps.len() - 1);
-                if users >= max_users {
+                if level >= max {
                     break;
                 }
-                users = (users * 2).min(max_users);
+                level = (level * 2.0).min(max);
             }
             Err(why) => {
                 eprintln!("  SLO broken: {why}");
@@ -297,13 +238,13 @@ pub async fn breaking<'a>(
         return Ok((steps, None));
     };
     for _ in 0..bisect {
-        let lo = pass.map_or(0, |p| steps[p].users);
-        let hi = steps[f].users;
-        if hi - lo <= (lo / 10).max(1) {
+        let lo = pass.map_or(0.0, |p| steps[p].level());
+        let hi = steps[f].level();
+        if hi - lo <= (lo / 10.0).max(1.0) {
             break;
         }
-        let mid = (lo + hi).div_ceil(2);
-        let s = measure(plan, mid, secs, "bisect").await?;
+        let mid = ((lo + hi) / 2.0).ceil();
+        let s = measure(plan, load(mid), secs, "bisect").await?;
         let ok = slo.check(&s);
         steps.push(s);
         match ok {
@@ -312,14 +253,19 @@ pub async fn breaking<'a>(
         }
     }
     let failing = &steps[f];
-    let broken_by = slo.check(failing).err().unwrap_or_default();
-    let (users, rps) = pass.map_or((0, 0.0), |p| (steps[p].users, steps[p].rps));
+    let breach = slo.check(failing).err();
+    let passing = pass.map(|p| &steps[p]);
     let verdict = json!({
-        "users": users,
-        "rps": rps,
-        "brokenBy": broken_by,
+        "model": if failing.arrival_rate.is_some() { "open" } else { "closed" },
+        "users": passing.map_or(0, |p| p.users),
+        "arrivalRate": passing.and_then(|p| p.arrival_rate),
+        "rps": passing.map_or(0.0, |p| p.rps),
+        "brokenBy": breach.as_ref().map(|b| b.to_string()).unwrap_or_default(),
+        "brokenClass": breach.as_ref().and_then(|b| b.class.map(|c| c.name())),
+        "brokenRequest": breach.as_ref().and_then(|b| b.request.clone()),
         "saturated": saturated(failing),
         "failingUsers": failing.users,
+        "failingArrivalRate": failing.arrival_rate,
         "failingRps": failing.rps,
         "generatorCpuAtFailure": failing.generator_cpu,
         "usl": usl_of(&steps),
@@ -331,18 +277,18 @@ pub async fn breaking<'a>(
 /// back near the baseline.
 pub async fn spike<'a>(
     plan: &PlanFn<'a>,
-    users: usize,
-    spike_users: usize,
+    base_load: Load,
+    spike_load: Load,
     secs: u64,
     slo: &Slo,
 ) -> anyhow::Result<(Vec<Step>, Value)> {
-    let base = measure(plan, users, secs, "baseline").await?;
-    let spiked = measure(plan, spike_users, secs, "spike").await?;
+    let base = measure(plan, base_load, secs, "baseline").await?;
+    let spiked = measure(plan, spike_load, secs, "spike").await?;
     let target = (base.p95_ms * 1.5).max(base.p95_ms + 20.0);
     let mut steps = vec![base, spiked];
     let mut recovered_after = None;
     for i in 1..=6u64 {
-        let s = measure(plan, users, 5, "recovery").await?;
+        let s = measure(plan, base_load, 5, "recovery").await?;
         let ok = s.p95_ms <= target && s.error_rate <= slo.error_rate;
         steps.push(s);
         if ok {
@@ -376,7 +322,8 @@ pub async fn spike<'a>(
         steps.clone(),
         json!({
             "baselineP95Ms": steps[0].p95_ms,
-            "spikeUsers": spike_users,
+            "spikeUsers": steps[1].users,
+            "spikeArrivalRate": steps[1].arrival_rate,
             "spikeErrorRate": spiked.error_rate,
             "spikeP95Ms": spiked.p95_ms,
             "shedInSpike": shed as u64,
@@ -390,9 +337,17 @@ pub async fn spike<'a>(
     ))
 }
 
-/// The Universal Scalability Law fitted to every step's throughput.
+/// The Universal Scalability Law fitted to every step's throughput against
+/// its concurrency: the users (closed model), or the mean visits in
+/// progress (open model, where concurrency is an outcome).
 pub fn usl_of(steps: &[Step]) -> Value {
-    let points: Vec<(f64, f64)> = steps.iter().map(|s| (s.users as f64, s.rps)).collect();
+    let points: Vec<(f64, f64)> = steps
+        .iter()
+        .map(|s| match s.arrival_rate {
+            Some(_) => (s.visits_in_progress.mean.max(1.0), s.rps),
+            None => (s.users as f64, s.rps),
+        })
+        .collect();
     match minigram::usl::fit(&points) {
         Some(f) => serde_json::to_value(f).unwrap_or(Value::Null),
         None => Value::Null,
@@ -418,28 +373,4 @@ pub fn soak_summary(steps: &[Step]) -> Value {
         "rssLastBytes": rss(last),
         "rssGrowthBytes": rss(last) as i64 - rss(first) as i64,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slo_strings() {
-        let s: Slo = "p95=300ms,errors=0.5%".parse().unwrap();
-        assert_eq!((s.p95_ms, s.error_rate), (300.0, 0.005));
-        let s: Slo = "p95=1.5s".parse().unwrap();
-        assert_eq!((s.p95_ms, s.error_rate), (1500.0, 0.01));
-        for bad in [
-            "p95=300",
-            "errors=5",
-            "latency=1ms",
-            "p95=fast",
-            "p95=-1ms",
-            "errors=200%",
-            "nonsense",
-        ] {
-            assert!(bad.parse::<Slo>().is_err(), "{bad}");
-        }
-    }
 }

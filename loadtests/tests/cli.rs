@@ -86,6 +86,74 @@ fn bad_slo_and_bad_numbers() {
     );
 }
 
+/// The open model's and the people's flags: every bad value is refused
+/// in one line before any load is sent.
+#[test]
+fn bad_rates_shares_and_slo_classes() {
+    let host = format!("http://127.0.0.1:{}", closed_port());
+    for (args, expect) in [
+        (
+            vec!["--arrival-rate", "0"],
+            "--arrival-rate 0 must be above 0",
+        ),
+        (
+            vec!["--arrival-rate", "-3"],
+            "--arrival-rate -3 must be above 0",
+        ),
+        (vec!["--max-visits", "0"], "--max-visits must be at least 1"),
+        (
+            vec!["--newcomer-share", "1.5"],
+            "--newcomer-share 1.5 is not a share",
+        ),
+        (
+            vec!["--signed-out-share", "-0.1"],
+            "--signed-out-share -0.1 is not a share",
+        ),
+        (
+            vec!["--logout-share", "2"],
+            "--logout-share 2 is not a share",
+        ),
+        (
+            vec!["--slo", "uploads.p95=1s"],
+            "unknown part \"uploads.p95\"",
+        ),
+        (vec!["--slo", "reads.p99=1s"], "only p95 is judged"),
+        (vec!["--slo", "sign-in.p95=0ms"], "must be above 0"),
+    ] {
+        let mut all = vec!["load", "--host", &host];
+        all.extend(args.iter().copied());
+        let (ok, err, _, _dir) = run(&all);
+        assert!(!ok, "{all:?} should fail");
+        assert!(err.contains(expect), "{all:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(
+            !err.contains("cannot reach"),
+            "checked before any host: {err}"
+        );
+    }
+    assert_clean_failure(
+        &[
+            "breaking",
+            "--host",
+            &host,
+            "--arrival-rate",
+            "4",
+            "--max-arrival-rate",
+            "0",
+        ],
+        "--max-arrival-rate must be above 0",
+    );
+    let o = Command::new(BIN)
+        .args(["lab", "hash-cost", "--arrival-rate", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--arrival-rate must be above 0"),
+        "{err}"
+    );
+}
+
 #[test]
 fn help_has_examples() {
     let o = Command::new(BIN).arg("--help").output().unwrap();
@@ -148,10 +216,11 @@ fn a_tiny_lab_run_writes_its_report() {
             "500",
             "--dataset-follows-per-user",
             "5",
-            "--users",
+            "--arrival-rate",
             "2",
         ])
-        .args(["--max-users", "8", "--step-secs", "2", "--bisect", "0"])
+        .args(["--max-arrival-rate", "8", "--people", "20"])
+        .args(["--step-secs", "2", "--bisect", "0"])
         .arg("--out-dir")
         .arg(&out)
         .arg("--docs-dir")
@@ -172,7 +241,11 @@ fn a_tiny_lab_run_writes_its_report() {
         assert!(chapter.contains(section), "{section} in {chapter}");
     }
     assert!(
-        chapter.contains("| breaking point (users) |") && chapter.contains("| POST /api/login |")
+        chapter.contains("| breaking point |")
+            && chapter.contains("| visits in progress (mean / peak) |")
+            && chapter.contains("| GET /api/feed |")
+            && chapter.contains("visits started per second (open model), 2 doubling up to 8"),
+        "{chapter}"
     );
     let files: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
@@ -190,7 +263,12 @@ fn a_tiny_lab_run_writes_its_report() {
             serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap();
         assert_eq!(v["experiment"]["name"], "stage1-vs-stage2");
         assert_eq!(v["mode"], "breaking");
+        assert_eq!(v["load"]["model"], "open");
         assert!(v["steps"].as_array().unwrap().len() >= 3);
+        assert_eq!(v["steps"][0]["arrivalRate"], 2.0);
+        // Sessions last: sign-ins are a small share, and it is recorded.
+        let share = v["signInShare"].as_f64().unwrap();
+        assert!((0.0..=0.1).contains(&share), "sign-in share {share}");
     }
     let report = files
         .iter()
@@ -216,7 +294,8 @@ fn a_tiny_index_impact_run_draws_the_cost_curve() {
     let o = Command::new(BIN)
         .args(["lab", "index-impact", "--dataset-users", "200"])
         .args(["--dataset-photos", "1000", "--dataset-likes", "500"])
-        .args(["--dataset-follows-per-user", "5", "--fixed-users", "4"])
+        .args(["--dataset-follows-per-user", "5", "--fixed-rate", "4"])
+        .args(["--people", "20"])
         .args(["--step-secs", "2"])
         .arg("--out-dir")
         .arg(&out)
@@ -229,7 +308,9 @@ fn a_tiny_index_impact_run_draws_the_cost_curve() {
     let chapter = std::fs::read_to_string(dir.path().join("index-impact.md")).unwrap();
     assert!(chapter.contains("### The cost curve"), "{chapter}");
     assert!(
-        chapter.contains("| users (fixed load) | 4 | 4 | 4 | 4 | 4 | 4 |"),
+        chapter.contains(
+            "| load (fixed) | 4 visits/s | 4 visits/s | 4 visits/s | 4 visits/s | 4 visits/s | 4 visits/s |"
+        ),
         "{chapter}"
     );
     // Three sizes, ascending: 100, 1000 and 4000 photos.
@@ -252,11 +333,10 @@ fn a_tiny_index_impact_run_draws_the_cost_curve() {
             assert_eq!(v["mode"], "load");
             assert_eq!(v["dataset"]["photos"], 100);
             assert_eq!(v["steps"].as_array().unwrap().len(), 1);
-            // Every seeded account the journeys signed in to existed at this size.
-            assert_eq!(
-                v["steps"][0]["requests"]["POST /api/login"]["errors"], 0,
-                "{v}"
-            );
+            // Every seeded account the journeys used existed at this size
+            // (the people were signed in before the load, or it failed).
+            assert_eq!(v["load"]["people"], 20, "{v}");
+            assert_eq!(v["steps"][0]["errorRate"], 0.0, "{v}");
             seen += 1;
         }
     }

@@ -12,6 +12,12 @@
 //! Allocating it afresh per hash costs ~4,800 page faults (≈9 ms of kernel
 //! time on the reference machine) and halved login throughput.
 //!
+//! The parameters are a setting ([`PasswordCost`], `--argon2`), so the
+//! hash-cost experiment can price the cheaper equivalents on OWASP's list;
+//! a stored hash carries its own parameters, so verifying always costs what
+//! hashing that password cost. Every hash's CPU time (the hashing thread's
+//! own, from the kernel) is counted for `/api/metrics`.
+//!
 //! Tokens are 256 random bits from the OS-seeded CSPRNG, shown to the client
 //! once, and stored only as their SHA-256.
 
@@ -36,6 +42,92 @@ pub enum HashError {
     Unexpected(#[from] anyhow::Error),
 }
 
+/// Argon2id's cost parameters: memory in KiB (`m`), passes (`t`) and lanes
+/// (`p`). The default is OWASP's first recommendation and the argon2
+/// crate's default, m=19456 (19 MiB), t=2, p=1; OWASP lists m=12288 t=3
+/// and m=7168 t=5 (among others) as equivalent in strength.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordCost {
+    pub m_kib: u32,
+    pub t: u32,
+    pub p: u32,
+}
+
+impl Default for PasswordCost {
+    fn default() -> Self {
+        Self::OWASP
+    }
+}
+
+impl PasswordCost {
+    /// m=19456, t=2, p=1: OWASP's first choice, the argon2 crate's default.
+    pub const OWASP: Self = Self {
+        m_kib: Params::DEFAULT_M_COST,
+        t: Params::DEFAULT_T_COST,
+        p: Params::DEFAULT_P_COST,
+    };
+
+    fn params(&self) -> Params {
+        Params::new(self.m_kib, self.t, self.p, None).expect("checked when parsed")
+    }
+}
+
+impl std::fmt::Display for PasswordCost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "m={},t={},p={}", self.m_kib, self.t, self.p)
+    }
+}
+
+impl std::str::FromStr for PasswordCost {
+    type Err = String;
+
+    /// `m=19456,t=2,p=1` (any part may be left out: it keeps the default).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut cost = Self::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: use e.g. m=19456,t=2,p=1"))?;
+            let n: u32 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("{part:?}: {v:?} is not a whole number"))?;
+            match k.trim() {
+                "m" => cost.m_kib = n,
+                "t" => cost.t = n,
+                "p" => cost.p = n,
+                other => return Err(format!("unknown Argon2 parameter {other:?} (m, t or p)")),
+            }
+        }
+        Params::new(cost.m_kib, cost.t, cost.p, None)
+            .map_err(|e| format!("Argon2 refuses {cost}: {e}"))?;
+        Ok(cost)
+    }
+}
+
+/// Hashes done by this process, and their CPU time in microseconds.
+static HASHES: AtomicU64 = AtomicU64::new(0);
+static HASH_CPU_MICROS: AtomicU64 = AtomicU64::new(0);
+
+/// (hashes done, CPU seconds they took) since the process started.
+pub fn hash_totals() -> (u64, f64) {
+    (
+        HASHES.load(Ordering::Relaxed),
+        HASH_CPU_MICROS.load(Ordering::Relaxed) as f64 / 1e6,
+    )
+}
+
+/// This thread's CPU time in ns (`/proc/thread-self/schedstat`), if the
+/// kernel tells it.
+fn thread_cpu_nanos() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Argon2id with a reusable memory buffer: create one per thread and keep it.
 #[derive(Default)]
 pub struct PasswordWork {
@@ -54,7 +146,12 @@ impl PasswordWork {
     /// A new Argon2id hash (default parameters, random 16-byte salt) as a
     /// PHC string.
     pub fn hash(&mut self, password: &str) -> anyhow::Result<String> {
-        let params = Params::default();
+        self.hash_with(password, PasswordCost::default())
+    }
+
+    /// A new Argon2id hash with `cost`, random 16-byte salt, as a PHC string.
+    pub fn hash_with(&mut self, password: &str, cost: PasswordCost) -> anyhow::Result<String> {
+        let params = cost.params();
         let mut salt = [0u8; 16];
         rand::rng().fill_bytes(&mut salt);
         let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
@@ -140,11 +237,18 @@ struct HasherInner {
     /// A real hash of a random password: verified when the user does not
     /// exist, so an unknown username costs the same as a wrong password.
     dummy_hash: String,
+    /// The parameters of new hashes.
+    cost: PasswordCost,
 }
 
 impl Hasher {
     /// `threads` hashes run at once; `max_queue` more may wait.
     pub fn new(threads: usize, max_queue: usize) -> anyhow::Result<Self> {
+        Self::with_cost(threads, max_queue, PasswordCost::default())
+    }
+
+    /// [`Hasher::new`] hashing new passwords with `cost`.
+    pub fn with_cost(threads: usize, max_queue: usize, cost: PasswordCost) -> anyhow::Result<Self> {
         let threads = threads.max(1);
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
@@ -170,7 +274,7 @@ impl Hasher {
         let mut random = [0u8; 32];
         rand::rng().fill_bytes(&mut random);
         let timed = Instant::now();
-        let dummy_hash = PasswordWork::default().hash(&hex::encode(random))?;
+        let dummy_hash = PasswordWork::default().hash_with(&hex::encode(random), cost)?;
         let first_hash = timed.elapsed().as_micros() as u64;
         Ok(Self {
             inner: Arc::new(HasherInner {
@@ -180,6 +284,7 @@ impl Hasher {
                 queued: AtomicUsize::new(0),
                 hash_micros: AtomicU64::new(first_hash.max(1)),
                 dummy_hash,
+                cost,
             }),
         })
     }
@@ -212,7 +317,9 @@ impl Hasher {
     }
 
     pub async fn hash(&self, password: Password) -> Result<String, HashError> {
-        self.run(move |w| w.hash(password.expose())).await
+        let cost = self.inner.cost;
+        self.run(move |w| w.hash_with(password.expose(), cost))
+            .await
     }
 
     /// Verifies `password` against `stored`, or against the dummy hash when
@@ -251,8 +358,17 @@ impl Hasher {
             }
             let queued = started.elapsed();
             let hashing = Instant::now();
+            let cpu0 = thread_cpu_nanos();
             let result = work(w);
             let took = hashing.elapsed().as_micros() as u64;
+            // The thread's own CPU time (wall time where the kernel does
+            // not say): on a busy machine a hash waits for a core too.
+            let cpu = match (cpu0, thread_cpu_nanos()) {
+                (Some(a), Some(b)) => b.saturating_sub(a) / 1000,
+                _ => took,
+            };
+            HASHES.fetch_add(1, Ordering::Relaxed);
+            HASH_CPU_MICROS.fetch_add(cpu, Ordering::Relaxed);
             let avg = &averages.hash_micros;
             let _ = avg.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
                 Some((old * 7 + took) / 8)
@@ -288,6 +404,11 @@ impl Drop for QueueGuard<'_> {
 /// for a hash's time: call from a blocking thread (or a seed command).
 pub fn hash_blocking(password: &str) -> anyhow::Result<String> {
     PasswordWork::default().hash(password)
+}
+
+/// [`hash_blocking`] with `cost` (the seed hashes its shared password so).
+pub fn hash_blocking_with(password: &str, cost: PasswordCost) -> anyhow::Result<String> {
+    PasswordWork::default().hash_with(password, cost)
 }
 
 /// Checks a password against a PHC hash string (allocates its memory; a
@@ -350,6 +471,20 @@ mod tests {
         assert!(work.verify("pw-two", &theirs));
         assert!(!work.verify("pw-one", &theirs));
         assert!(work.verify("pw-one", &ours), "memory reuse across hashes");
+    }
+
+    #[test]
+    fn password_cost_strings() {
+        assert_eq!("".parse::<PasswordCost>().unwrap(), PasswordCost::default());
+        let c: PasswordCost = "m=7168,t=5,p=1".parse().unwrap();
+        assert_eq!((c.m_kib, c.t, c.p), (7168, 5, 1));
+        assert_eq!(c.to_string(), "m=7168,t=5,p=1");
+        let h = hash_blocking_with("pw", "m=8192,t=1".parse().unwrap()).unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=8192,t=1,p=1$"), "{h}");
+        assert!(verify_blocking("pw", &h));
+        for bad in ["m=1", "t=0", "q=3", "m=lots", "m"] {
+            assert!(bad.parse::<PasswordCost>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -14,6 +14,11 @@ pub struct AppArgs {
     /// Password hashes that may run at once (default: one per core).
     #[arg(long, env = "MINIGRAM_HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
+    /// Argon2id parameters of new password hashes (memory KiB, passes,
+    /// lanes); the default is OWASP's m=19456,t=2,p=1. A stored hash keeps
+    /// its own parameters.
+    #[arg(long, env = "MINIGRAM_ARGON2", default_value = "m=19456,t=2,p=1")]
+    pub argon2: crate::auth::PasswordCost,
     /// Sign-ins that may wait for a hashing slot before new ones get a 503.
     #[arg(long, env = "MINIGRAM_HASH_QUEUE", default_value_t = 256)]
     pub hash_queue: usize,
@@ -68,7 +73,11 @@ impl AppArgs {
 
     pub fn hasher(&self) -> anyhow::Result<Hasher> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Hasher::new(self.hash_concurrency.unwrap_or(cores), self.hash_queue)
+        Hasher::with_cost(
+            self.hash_concurrency.unwrap_or(cores),
+            self.hash_queue,
+            self.argon2,
+        )
     }
 }
 

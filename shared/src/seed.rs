@@ -42,6 +42,10 @@ pub struct SeedArgs {
     /// Random seed: the same seed gives the same dataset.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Argon2id parameters of the accounts' shared password hash (a
+    /// sign-in verifies with the parameters its hash was made with).
+    #[arg(long, default_value = "m=19456,t=2,p=1")]
+    pub argon2: crate::auth::PasswordCost,
 }
 
 impl SeedArgs {
@@ -52,6 +56,7 @@ impl SeedArgs {
         follows_per_user: 4,
         likes: 90,
         seed: 7,
+        argon2: crate::auth::PasswordCost::OWASP,
     };
 }
 
@@ -202,7 +207,7 @@ pub async fn run<S: Store>(
     let dir = uploads_dir.to_owned();
     let a = *args;
     let (hash, names) = tokio::task::spawn_blocking(move || {
-        let hash = crate::auth::hash_blocking(SEED_PASSWORD)?;
+        let hash = crate::auth::hash_blocking_with(SEED_PASSWORD, a.argon2)?;
         let names = write_images(&dir, a.photos, a.seed)?;
         Ok::<_, anyhow::Error>((hash, names))
     })
@@ -250,6 +255,7 @@ mod tests {
             follows_per_user: 5,
             likes: 300,
             seed: 1,
+            argon2: crate::auth::PasswordCost::OWASP,
         };
         let a = generate(&args, "h", &names());
         let b = generate(&args, "h", &names());
@@ -271,6 +277,7 @@ mod tests {
             follows_per_user: 10,
             likes: 500,
             seed: 3,
+            argon2: crate::auth::PasswordCost::OWASP,
         };
         let d = generate(&args, "h", &names());
         assert_eq!(d.users.len(), 30);
@@ -296,6 +303,7 @@ mod tests {
             follows_per_user: 50,
             likes: 100,
             seed: 0,
+            argon2: crate::auth::PasswordCost::OWASP,
         };
         let d = generate(&args, "h", &names());
         assert_eq!(d.follows.len(), 2);

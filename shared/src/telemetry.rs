@@ -215,6 +215,10 @@ pub struct Snapshot {
     pub p99_ms: f64,
     pub active_requests: i64,
     pub password_hash_in_flight: u64,
+    /// Password hashes done since start, and the CPU seconds they took
+    /// (the hashing threads' own time): the price of a sign-in.
+    pub password_hashes_total: u64,
+    pub password_hash_cpu_seconds: f64,
     pub process_cpu_seconds: f64,
     pub process_rss_bytes: u64,
     pub figures: Vec<Figure>,
@@ -335,6 +339,7 @@ impl Telemetry {
             .collect();
         per_route.sort_by(|a, b| b.count.cmp(&a.count).then(a.route.cmp(&b.route)));
         let (cpu, rss) = process_usage();
+        let (hashes, hash_cpu) = crate::auth::hash_totals();
         let history = {
             let h = self.history.lock().expect("history");
             h.iter()
@@ -361,6 +366,8 @@ impl Telemetry {
             p99_ms: quantile_ms(&all.micros, 0.99),
             active_requests: self.active.load(Ordering::Relaxed),
             password_hash_in_flight: (self.hash_in_flight)() as u64,
+            password_hashes_total: hashes,
+            password_hash_cpu_seconds: hash_cpu,
             process_cpu_seconds: cpu,
             process_rss_bytes: rss,
             figures: self.last_figures.lock().expect("figures").clone(),

@@ -152,6 +152,7 @@ pub fn run<S: Store>(
         follows_per_user: opts.follows_per_user,
         likes: opts.likes,
         seed: 42,
+        argon2: crate::auth::PasswordCost::OWASP,
     };
     eprintln!(
         "storage bench {stage}: seeding {} users, {} photos, {} follows per user, {} likes",

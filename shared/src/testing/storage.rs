@@ -213,6 +213,7 @@ pub async fn import_writes_a_consistent_dataset<B: Backend>() {
         follows_per_user: 6,
         likes: 400,
         seed: 9,
+        argon2: crate::auth::PasswordCost::OWASP,
     };
     let names = vec![(format!("{}.jpg", "b".repeat(64)), 8, 8)];
     let data = seed::generate(
