@@ -398,10 +398,10 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         if class == Class::SignIn {
             sign_ins += count;
         }
-        if !per_class.contains_key(&class) {
-            per_class.insert(class, (empty()?, 0, 0));
-        }
-        let c = per_class.get_mut(&class).expect("inserted above");
+        let c = match per_class.entry(class) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert((empty()?, 0, 0)),
+        };
         c.1 += count;
         c.2 += errors;
         let times = own_times.get(&name);
