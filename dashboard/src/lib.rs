@@ -102,6 +102,14 @@ pub struct Step {
     pub generator_cpu: Option<f64>,
 }
 
+/// A load level as people read it: "64 visits/s" (open model) or "128 users".
+pub fn level_text(arrival_rate: Option<f64>, users: u64) -> String {
+    match arrival_rate {
+        Some(r) => format!("{r} visits/s"),
+        None => format!("{users} users"),
+    }
+}
+
 impl Step {
     /// The load level: visits/s (open model) or users (closed model).
     pub fn level(&self) -> f64 {
@@ -110,10 +118,7 @@ impl Step {
 
     /// "64 visits/s" or "128 users".
     pub fn level_text(&self) -> String {
-        match self.arrival_rate {
-            Some(r) => format!("{r} visits/s"),
-            None => format!("{} users", self.users),
-        }
+        level_text(self.arrival_rate, self.users)
     }
 }
 
@@ -143,10 +148,7 @@ impl BreakingPoint {
 
     /// "64 visits/s" or "128 users".
     pub fn level_text(&self) -> String {
-        match self.arrival_rate {
-            Some(r) => format!("{r} visits/s"),
-            None => format!("{} users", self.users),
-        }
+        level_text(self.arrival_rate, self.users)
     }
 }
 

@@ -81,9 +81,12 @@ pub fn figure_peak(server: &Value, key: &str, secs: f64) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Names what saturated during a step, from measurements, the storage and
-/// pools first (they are what the architectures differ in), then password
-/// hashing, shedding and the machine's CPU.
+/// Names what saturated during a step, from measurements. The queues —
+/// SQLite's writer and readers, the Postgres and Redis pools, the photo
+/// queue, password hashing — are ranked by how far each is over its
+/// capacity (mean waiting per server: per writer, per connection, per
+/// core), strongest first; then shedding, the generator's late starts and
+/// the machine's CPU, which are consequences or context.
 pub fn saturated(s: &Step) -> String {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     if s.generator_cpu * cores >= 0.9 {
@@ -93,55 +96,80 @@ pub fn saturated(s: &Step) -> String {
             s.generator_cpu * cores
         );
     }
+    // (how far over capacity, what it says)
+    let mut queues: Vec<(f64, String)> = Vec::new();
     let mut evidence = Vec::new();
     for server in &s.server {
         let secs = s.duration_secs;
-        let writers = figure_mean(server, "sqlite.writersWaiting", secs);
-        let writers_peak = figure_peak(server, "sqlite.writersWaiting", secs);
-        let wait = figure_mean(server, "sqlite.writeWaitMs", secs);
-        let writes = figure_mean(server, "sqlite.writes", secs);
+        let mean = |key: &str| figure_mean(server, key, secs);
+        let peak = |key: &str| figure_peak(server, key, secs);
+        let writers = mean("sqlite.writersWaiting");
+        let wait = mean("sqlite.writeWaitMs");
         if writers >= 1.0 || wait >= 500.0 {
-            evidence.push(format!(
-                "the SQLite writer (mean {writers:.1}, peak {writers_peak:.0} writes queued for the one writer; {wait:.0} ms of queueing per second; {writes:.0} write transactions/s)"
+            queues.push((
+                writers.max(wait / 1000.0),
+                format!(
+                    "the SQLite writer (mean {writers:.1}, peak {:.0} writes queued for the one writer; {wait:.0} ms of queueing per second; {:.0} write transactions/s)",
+                    peak("sqlite.writersWaiting"),
+                    mean("sqlite.writes")
+                ),
             ));
         }
-        let readers = figure_mean(server, "sqlite.readersBusy", secs);
-        let readers_peak = figure_peak(server, "sqlite.readersBusy", secs);
+        let readers = mean("sqlite.readersBusy");
+        let readers_peak = peak("sqlite.readersBusy");
         if readers_peak >= 8.0 && readers >= 4.0 {
-            evidence.push(format!(
-                "SQLite read connections (mean {readers:.1}, peak {readers_peak:.0} in use)"
+            queues.push((
+                readers / 8.0,
+                format!(
+                    "SQLite read connections (mean {readers:.1}, peak {readers_peak:.0} in use)"
+                ),
             ));
         }
-        let pg = figure_mean(server, "postgres.waiting", secs);
-        let pg_peak = figure_peak(server, "postgres.waiting", secs);
+        let pg = mean("postgres.waiting");
+        let pg_peak = peak("postgres.waiting");
         if pg >= 1.0 || pg_peak >= 4.0 {
-            evidence.push(format!(
-                "the Postgres pool (mean {pg:.1}, peak {pg_peak:.0} requests waiting for a connection; {:.1} of its connections in use)",
-                figure_mean(server, "postgres.used", secs)
+            let size = (mean("postgres.used") + mean("postgres.idle")).max(1.0);
+            queues.push((
+                pg / size,
+                format!(
+                    "the Postgres pool (mean {pg:.1}, peak {pg_peak:.0} requests waiting for a connection; {:.1} of its connections in use)",
+                    mean("postgres.used")
+                ),
             ));
         }
-        let redis = figure_mean(server, "redis.waiting", secs);
+        let redis = mean("redis.waiting");
         if redis >= 1.0 {
-            evidence.push(format!("the Redis pool ({redis:.1} requests waiting)"));
+            // Under load nearly every connection is in use: that is its size.
+            let size = mean("redis.used").max(1.0);
+            queues.push((
+                redis / size,
+                format!("the Redis pool ({redis:.1} requests waiting)"),
+            ));
         }
         // Queued photo processing: a backlog means photos become visible
         // late (the requests themselves may still be fast).
-        let queued = figure_mean(server, "photos.queued", secs);
-        let queued_peak = figure_peak(server, "photos.queued", secs);
-        let lag = figure_peak(server, "photos.lagMs", secs);
+        let queued = mean("photos.queued");
+        let lag = peak("photos.lagMs");
         if queued >= 5.0 || lag >= 5_000.0 {
-            evidence.push(format!(
-                "the photo queue (mean {queued:.0}, peak {queued_peak:.0} photos waiting; up to {:.1} s from upload to visible)",
-                lag / 1000.0
+            queues.push((
+                queued.max(lag / 1000.0),
+                format!(
+                    "the photo queue (mean {queued:.0}, peak {:.0} photos waiting; up to {:.1} s from upload to visible)",
+                    peak("photos.queued"),
+                    lag / 1000.0
+                ),
             ));
         }
-        let hash = figure_mean(server, "hash.inFlight", secs);
-        let hash_peak = figure_peak(server, "hash.inFlight", secs);
+        let hash = mean("hash.inFlight");
+        let hash_peak = peak("hash.inFlight");
         // More hashes in flight than cores: sign-ins queue for the CPU. The
         // peak matters too: logins arrive in bursts that a mean hides.
         if hash > cores || (hash_peak >= 2.0 * cores && hash >= 0.5 * cores) {
-            evidence.push(format!(
-                "password hashing (mean {hash:.1}, peak {hash_peak:.0} hashes running or queued on {cores} cores)"
+            queues.push((
+                hash / cores,
+                format!(
+                    "password hashing (mean {hash:.1}, peak {hash_peak:.0} hashes running or queued on {cores} cores)"
+                ),
             ));
         }
         let shed = server["shed"].as_u64().unwrap_or(0);
@@ -151,6 +179,8 @@ pub fn saturated(s: &Step) -> String {
             ));
         }
     }
+    queues.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut evidence: Vec<String> = queues.into_iter().map(|(_, e)| e).chain(evidence).collect();
     let c = &s.visits_in_progress;
     if c.late_starts > 0 {
         evidence.push(format!(
