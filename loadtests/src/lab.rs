@@ -345,7 +345,7 @@ fn experiments() -> Vec<Experiment> {
             ],
             curve: &[],
             prices_sign_in: true,
-            tradeoff: "OWASP rates these sets as equally strong against offline guessing: each trades memory for passes, and Argon2's work grows with memory × passes (38,912 / 36,864 / 35,840 KiB-passes here). Less memory per hash lets more hashes run in the same RAM (19, 12 or 7 MiB per hashing thread); it does not make a sign-in much cheaper in CPU. Cheaper parameters than these would buy sign-ins with the users' password security.",
+            tradeoff: "OWASP rates these sets as equally strong against offline guessing: each trades memory for passes (memory × passes: 38,912 / 36,864 / 35,840 KiB). The table above shows what each costs on this machine, in CPU per hash and in sign-ins per second at the SLO; less memory per hash also lets more hashes run in the same RAM (19, 12 or 7 MiB per hashing thread). Parameters cheaper than these would buy sign-ins with the users' password security.",
             limits: "The mix signs in on every visit (`sign-in-every-visit`), so the price of a hash dominates on purpose; real people sign in far more rarely (the default mix). CPU per hash is the hashing threads' own CPU time as the kernel counts it; on a busier machine each hash also waits for a core.",
         },
         Experiment {
