@@ -722,9 +722,10 @@ pub fn render(results: &Results, generated: String) -> anyhow::Result<String> {
         if group.is_empty() {
             continue;
         }
-        let model = if open { "open model" } else { "closed model" };
+        // The figure's id, for links and tests: throughput-open, p95-closed...
+        let model = if open { "open" } else { "closed" };
         charts.push((
-            format!("throughput ({model})"),
+            format!("throughput-{model}"),
             chart(
                 &format!("Throughput vs {unit} (dashed: Universal Scalability Law fit)"),
                 x_desc,
@@ -735,7 +736,7 @@ pub fn render(results: &Results, generated: String) -> anyhow::Result<String> {
             )?,
         ));
         charts.push((
-            format!("p95 ({model})"),
+            format!("p95-{model}"),
             chart(
                 &format!("p95 latency vs {unit}"),
                 x_desc,
@@ -746,7 +747,7 @@ pub fn render(results: &Results, generated: String) -> anyhow::Result<String> {
             )?,
         ));
         charts.push((
-            format!("errors ({model})"),
+            format!("errors-{model}"),
             chart(
                 &format!("Error rate vs {unit}"),
                 x_desc,

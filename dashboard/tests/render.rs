@@ -27,14 +27,16 @@ fn fixtures_render_every_part() {
             .find(|r| r.contains(&format!("data-stage=\"{stage}\"")) && r.contains("breaking"))
             .unwrap_or_else(|| panic!("no row for {stage}"));
         assert!(
-            row.contains(&format!("<td class=\"n breaking-users\">{users}</td>")),
+            row.contains(&format!(
+                "<td class=\"n breaking-users\">{users} users</td>"
+            )),
             "{stage}: {row}"
         );
     }
     assert!(html.contains("password hashing (queue 240)") && html.contains("server CPU (190 %)"));
     for chart in ["throughput", "p95", "errors"] {
         let at = html
-            .find(&format!("data-chart=\"{chart}\""))
+            .find(&format!("data-chart=\"{chart}-closed\""))
             .unwrap_or_else(|| panic!("chart {chart}"));
         let figure = &html[at..at + html[at..].find("</figure>").unwrap()];
         assert!(figure.contains("<svg"), "{chart} has an SVG");

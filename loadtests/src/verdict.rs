@@ -129,10 +129,18 @@ pub fn saturated(s: &Step) -> String {
         let pg_peak = peak("postgres.waiting");
         if pg >= 1.0 || pg_peak >= 4.0 {
             let size = (mean("postgres.used") + mean("postgres.idle")).max(1.0);
+            // Calls refused because its queue was full waited for nothing:
+            // they are what the queue would have grown by.
+            let refused = mean("postgres.shed");
+            let refused = if refused >= 0.5 {
+                format!("; {refused:.0} calls/s refused at once, its queue full")
+            } else {
+                String::new()
+            };
             queues.push((
                 pg / size,
                 format!(
-                    "the Postgres pool (mean {pg:.1}, peak {pg_peak:.0} requests waiting for a connection; {:.1} of its connections in use)",
+                    "the Postgres pool (mean {pg:.1}, peak {pg_peak:.0} requests waiting for a connection; {:.1} of its connections in use{refused})",
                     mean("postgres.used")
                 ),
             ));
@@ -141,9 +149,15 @@ pub fn saturated(s: &Step) -> String {
         if redis >= 1.0 {
             // Under load nearly every connection is in use: that is its size.
             let size = mean("redis.used").max(1.0);
+            let refused = mean("redis.shed");
+            let refused = if refused >= 0.5 {
+                format!("; {refused:.0} calls/s refused at once, its queue full")
+            } else {
+                String::new()
+            };
             queues.push((
                 redis / size,
-                format!("the Redis pool ({redis:.1} requests waiting)"),
+                format!("the Redis pool ({redis:.1} requests waiting{refused})"),
             ));
         }
         // Queued photo processing: a backlog means photos become visible

@@ -215,8 +215,9 @@ impl PasswordWork {
 
 type Job = Box<dyn FnOnce(&mut PasswordWork) + Send>;
 
-/// The longest a sign-in is allowed to wait for a hashing thread, as
-/// predicted when it arrives; a longer predicted wait gets an immediate 503.
+/// The longest a sign-in is allowed to wait for a hashing thread: a longer
+/// wait predicted when it arrives gets an immediate 503, and one that turns
+/// out longer than predicted gets its 503 when a thread reaches it.
 pub const MAX_HASH_WAIT: Duration = Duration::from_secs(2);
 
 /// Bounded Argon2id hashing on dedicated threads.
@@ -357,6 +358,12 @@ impl Hasher {
                 return;
             }
             let queued = started.elapsed();
+            if queued > MAX_HASH_WAIT {
+                // The prediction at arrival was too hopeful (the machine
+                // got busier): shed now rather than answer later still.
+                let _ = tx.send(None);
+                return;
+            }
             let hashing = Instant::now();
             let cpu0 = thread_cpu_nanos();
             let result = work(w);
@@ -376,7 +383,7 @@ impl Hasher {
             metrics::histogram!("minigram_password_hash_wait_seconds").record(queued.as_secs_f64());
             metrics::histogram!("minigram_password_hash_duration_seconds")
                 .record(hashing.elapsed().as_secs_f64());
-            let _ = tx.send(result);
+            let _ = tx.send(Some(result));
         });
         inner
             .jobs
@@ -388,7 +395,7 @@ impl Hasher {
             .await
             .map_err(|_| HashError::Unexpected(anyhow::anyhow!("a hashing thread panicked")))?;
         timing::record(timing::Phase::Hash, started.elapsed());
-        Ok(result?)
+        Ok(result.ok_or(HashError::Saturated)??)
     }
 }
 

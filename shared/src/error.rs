@@ -145,6 +145,10 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = ?cause, "storage unavailable");
                 Self::unavailable("storage_unavailable", "storage is busy; retry shortly")
             }
+            StoreError::Overloaded => Self::unavailable(
+                "overloaded",
+                "storage is at its limit of waiting requests; retry shortly",
+            ),
             StoreError::SessionsUnavailable(cause) => {
                 tracing::warn!(error = ?cause, "session store unavailable");
                 Self::unavailable(

@@ -28,6 +28,10 @@ pub enum StoreError {
     /// timeout, server restarting): the client should retry shortly (503).
     #[error("storage is busy or unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// Storage refused the call at once because its queue was full (503
+    /// `overloaded`): expected under overload, so counted, not logged.
+    #[error("storage is at its limit of waiting calls")]
+    Overloaded,
     /// The session store (stage 2: Redis) cannot be reached, so nobody's
     /// token can be checked right now (503).
     #[error("the session store is unavailable")]

@@ -83,6 +83,11 @@ pub struct StorageArgs {
     /// How long a request waits for a pooled connection before a 503.
     #[arg(long, env = "MINIGRAM_ACQUIRE_TIMEOUT_MS", default_value_t = 2000)]
     pub acquire_timeout_ms: u64,
+    /// Calls that may wait for a connection of each pool (Postgres, Redis)
+    /// at once; one more gets a 503 at once instead of waiting out the
+    /// timeout (0: none wait).
+    #[arg(long, env = "MINIGRAM_POOL_QUEUE_MAX", default_value_t = 64)]
+    pub pool_queue_max: u32,
     /// The Redis feed cache.
     #[arg(long, env = "MINIGRAM_FEED_CACHE", value_enum, default_value = "on")]
     pub feed_cache: Toggle,
@@ -126,6 +131,7 @@ impl StorageArgs {
             pg_pool_size: self.pg_pool,
             redis_pool_size: self.redis_pool,
             acquire_timeout: Duration::from_millis(self.acquire_timeout_ms),
+            pool_queue_max: self.pool_queue_max,
             feed_cache: self.feed_cache == Toggle::On,
             feed_cache_ttl: Duration::from_secs(self.feed_cache_ttl),
             feed_page_ttl: Duration::from_secs(self.feed_page_ttl),

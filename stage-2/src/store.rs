@@ -27,8 +27,9 @@
 //!   result and then read Postgres directly rather than pile up. TTLs get
 //!   random jitter so keys made together do not expire together.
 //! - **Overload and faults:** both pools are bounded with short acquire
-//!   timeouts; a timeout or a lost connection is a 503 with Retry-After,
-//!   never a hang. When Redis is down, sessions cannot be checked (503
+//!   timeouts, and at most `pool_queue_max` calls wait for a connection
+//!   of each (one more is refused at once); a refusal, a timeout or a
+//!   lost connection is a 503 with Retry-After, never a hang. When Redis is down, sessions cannot be checked (503
 //!   `sessions_unavailable`), and feed reads that got past that bypass the
 //!   cache (counted). Pools reconnect by themselves when a server returns.
 
@@ -68,6 +69,9 @@ pub struct Stage2Config {
     pub redis_pool_size: u32,
     /// How long a request waits for a pooled connection before a 503.
     pub acquire_timeout: Duration,
+    /// Calls that may wait for a connection of each pool at once; one more
+    /// is refused at once (503) instead of waiting out the timeout.
+    pub pool_queue_max: u32,
     pub feed_cache: bool,
     /// How long a cached feed id list lives (plus up to 10 s of jitter).
     pub feed_cache_ttl: Duration,
@@ -92,6 +96,7 @@ impl Stage2Config {
             pg_pool_size: 10,
             redis_pool_size: 16,
             acquire_timeout: Duration::from_secs(2),
+            pool_queue_max: 64,
             feed_cache: true,
             feed_cache_ttl: Duration::from_secs(60),
             feed_page_ttl: Duration::from_secs(10),
@@ -116,9 +121,15 @@ pub struct Stage2Stats {
     /// Readers that waited for another reader's rebuild and got its result.
     pub stampede_waits: AtomicU64,
     pub pg_timeouts: AtomicU64,
+    /// Postgres calls refused at once because the pool's queue was full.
+    pub pg_shed: AtomicU64,
+    /// Redis calls refused at once because the pool's queue was full.
+    pub redis_shed: AtomicU64,
     pub redis_timeouts: AtomicU64,
     /// Postgres calls in progress (holding or waiting for a connection).
     pub pg_in_flight: AtomicI64,
+    /// Redis calls in progress (holding or waiting for a connection).
+    pub redis_in_flight: AtomicI64,
     /// Photo queue (queue mode): jobs waiting, as last seen by a worker.
     pub photo_queue_depth: AtomicI64,
     /// Photos the workers made ready (or found failed).
@@ -127,13 +138,28 @@ pub struct Stage2Stats {
     pub photo_lag_ms: AtomicU64,
 }
 
-/// Counts a Postgres call as in flight while it lives.
+/// A Redis call refused because the pool's queue was full: the caller
+/// answers 503 `overloaded` (sessions) or reads Postgres (the feed cache).
+#[derive(Debug)]
+struct QueueFull;
+
+impl std::fmt::Display for QueueFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the Redis pool's queue is full")
+    }
+}
+
+impl std::error::Error for QueueFull {}
+
+/// Counts a call to a pool as in flight while it lives.
 struct InFlight<'a>(&'a AtomicI64);
 
 impl<'a> InFlight<'a> {
-    fn new(counter: &'a AtomicI64) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter)
+    /// Joins the calls in flight, or `None` (and leaves at once) when
+    /// `limit` calls are already holding or waiting for a connection.
+    fn join(counter: &'a AtomicI64, limit: i64) -> Option<Self> {
+        let this = Self(counter);
+        (counter.fetch_add(1, Ordering::Relaxed) < limit).then_some(this)
     }
 }
 
@@ -301,12 +327,25 @@ impl Stage2Store {
     async fn timed<T>(
         &self,
         step: impl Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, sqlx::Error> {
-        let _in_flight = InFlight::new(&self.inner.stats.pg_in_flight);
+    ) -> StoreResult<Result<T, sqlx::Error>> {
+        // A bounded queue in front of the pool: under overload, waiting up
+        // to the acquire timeout only to fail makes every answer slow, so a
+        // call that would find the queue full is refused at once (a fast
+        // 503, as the admission limit and the hash queue do).
+        let stats = &self.inner.stats;
+        let limit = i64::from(self.inner.config.pg_pool_size.max(1))
+            + i64::from(self.inner.config.pool_queue_max);
+        let Some(_in_flight) = InFlight::join(&stats.pg_in_flight, limit) else {
+            stats.pg_shed.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::Overloaded);
+        };
         let started = Instant::now();
         let result = step.await;
         timing::record(Phase::Db, started.elapsed());
-        result
+        if matches!(result, Err(sqlx::Error::PoolTimedOut)) {
+            stats.pg_timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(result)
     }
 
     /// A timed Postgres step whose error is classified (503 or 500).
@@ -315,15 +354,12 @@ impl Stage2Store {
         doing: &'static str,
         step: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> StoreResult<T> {
-        self.timed(step).await.map_err(|e| self.pg_error(e, doing))
+        self.timed(step).await?.map_err(|e| self.pg_error(e, doing))
     }
 
     fn pg_error(&self, e: sqlx::Error, doing: &'static str) -> StoreError {
         let unavailable = match &e {
-            sqlx::Error::PoolTimedOut => {
-                self.inner.stats.pg_timeouts.fetch_add(1, Ordering::Relaxed);
-                true
-            }
+            sqlx::Error::PoolTimedOut => true,
             sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
             sqlx::Error::Protocol(_) => true,
             // 08: connection exception; 57P0x: shutting down / starting up;
@@ -347,6 +383,14 @@ impl Stage2Store {
         &self,
         work: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
     ) -> anyhow::Result<T> {
+        // The same bounded queue as Postgres's (see `timed`).
+        let stats = &self.inner.stats;
+        let limit = i64::from(self.inner.config.redis_pool_size.max(1))
+            + i64::from(self.inner.config.pool_queue_max);
+        let Some(_in_flight) = InFlight::join(&stats.redis_in_flight, limit) else {
+            stats.redis_shed.fetch_add(1, Ordering::Relaxed);
+            return Err(anyhow::Error::new(QueueFull));
+        };
         let started = Instant::now();
         let result = async {
             let mut pooled = self.inner.redis.get().await.map_err(|e| {
@@ -720,9 +764,13 @@ impl Stage2Store {
     }
 
     async fn session_redis<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> StoreResult<T> {
-        self.redis(cmd)
-            .await
-            .map_err(|e| StoreError::SessionsUnavailable(e.context("session store (Redis)")))
+        self.redis(cmd).await.map_err(|e| {
+            if e.is::<QueueFull>() {
+                StoreError::Overloaded
+            } else {
+                StoreError::SessionsUnavailable(e.context("session store (Redis)"))
+            }
+        })
     }
 }
 
@@ -932,7 +980,7 @@ impl Store for Stage2Store {
         .bind(&user.password_hash)
         .bind(now_ms())
         .fetch_one(&self.inner.pg);
-        match self.timed(inserted).await {
+        match self.timed(inserted).await? {
             Ok(id) => Ok(UserId(id)),
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
                 Err(StoreError::UsernameTaken)
@@ -1092,7 +1140,7 @@ impl Store for Stage2Store {
             tx.commit().await?;
             Ok(Some(followers))
         })
-        .await;
+        .await?;
         let followers = result
             .map_err(|e| self.pg_error(e, "following"))?
             .ok_or(StoreError::NotFound)?;
@@ -1178,7 +1226,7 @@ impl Store for Stage2Store {
             .bind(user.0)
             .bind(now_ms())
             .fetch_optional(&self.inner.pg);
-        match self.timed(liked).await {
+        match self.timed(liked).await? {
             Ok(Some(like_count)) => {
                 // The liker's cached pages show likedByMe and the count:
                 // drop them so the liker's next read is fresh.
@@ -1298,6 +1346,13 @@ impl Store for Stage2Store {
                 load(&st.pg_timeouts),
             )
             .labels(&[("pool", "postgres")]),
+            Figure::counter(
+                "postgres.shed",
+                "Postgres calls refused at once: the pool's queue was full (503)",
+                "db_client_connection_shed_total",
+                load(&st.pg_shed),
+            )
+            .labels(&[("pool", "postgres")]),
             Figure::gauge(
                 "redis.used",
                 "Redis connections in use",
@@ -1317,6 +1372,13 @@ impl Store for Stage2Store {
                 "Redis pool timeouts (503)",
                 "db_client_connection_timeouts_total",
                 load(&st.redis_timeouts),
+            )
+            .labels(&[("pool", "redis")]),
+            Figure::counter(
+                "redis.shed",
+                "Redis calls refused at once: the pool's queue was full (503)",
+                "db_client_connection_shed_total",
+                load(&st.redis_shed),
             )
             .labels(&[("pool", "redis")]),
             Figure::counter(

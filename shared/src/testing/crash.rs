@@ -42,6 +42,7 @@ fn lines(path: &Path) -> usize {
 /// Runs the crash test against `stage_bin` started with `storage` flags
 /// (the same flags are given to `check`). Panics with the reason on failure.
 pub fn crash_during_writes(stage_bin: &Path, storage: &[&str]) -> CrashReport {
+    let _turn = super::load::one_load_at_a_time();
     let loadtests = loadtests_bin(stage_bin);
     let dir = tempfile::tempdir().expect("temp dir");
     let acks = dir.path().join("acks.jsonl");

@@ -10,6 +10,15 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Load tests of one test binary take turns: two at once share the
+/// machine's two cores, and a test that times shedding and recovery (the
+/// spike) would measure the other test's load, not its own.
+pub fn one_load_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that panicked while holding its turn still hands it on.
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A stage binary running as its own process, killed when dropped.
 pub struct Process {
     child: Child,

@@ -14,13 +14,18 @@ use super::load::Process;
 /// The memory bound the spike test holds a stage to (resident set, MiB).
 pub const RSS_BOUND_MIB: f64 = 512.0;
 /// The slowest a shed answer may be, measured by the server, on a machine
-/// whose 2 cores are saturated by the spike and its generator.
-pub const SLOWEST_SHED_BOUND_MS: f64 = 2000.0;
+/// whose 2 cores are saturated by the spike and its generator. Refusals at
+/// admission and at a full queue (hashing, the pools) are answered at once;
+/// the slowest 503 is a sign-in that waited its allowed
+/// [`MAX_HASH_WAIT`](crate::auth::MAX_HASH_WAIT) for a hash and then found
+/// storage's queue full, so the bound is that wait plus one second.
+pub const SLOWEST_SHED_BOUND_MS: f64 = crate::auth::MAX_HASH_WAIT.as_millis() as f64 + 1000.0;
 
 /// Runs the spike against `stage_bin` started with `storage` flags and
 /// returns the run's summary (`shedInSpike`, `slowestShedMs`,
 /// `peakRssMib`, `recoveredWithinSecs`...), after checking it.
 pub fn spike_test(stage_bin: &Path, storage: &[&str]) -> Value {
+    let _turn = super::load::one_load_at_a_time();
     let loadtests = loadtests_bin(stage_bin);
     let server = Process::on_free_port(stage_bin, storage);
     let dir = tempfile::tempdir().expect("temp dir");
