@@ -644,7 +644,12 @@ async fn register(user: &mut GooseUser, v: &mut Visit) -> TransactionResult {
     )
     .await?;
     let username = start_session(v, &answer, "register", NEWCOMER_PASSWORD);
-    people::join(username, NEWCOMER_PASSWORD, v.user_id, v.token.clone());
+    v.visitor = Some(people::join(
+        username,
+        NEWCOMER_PASSWORD,
+        v.user_id,
+        v.token.clone(),
+    ));
     Ok(())
 }
 

@@ -93,15 +93,24 @@ pub fn check_in(v: Visitor) {
     }
 }
 
-/// A newcomer who registered joins the people who come back.
-pub fn join(username: String, password: &'static str, user_id: i64, token: String) {
-    pool().push(Person {
+/// A newcomer who registered joins the people who come back, checked out
+/// to the visit that registered them until it ends (its own later steps
+/// use the session: another visit must not log it out meanwhile).
+pub fn join(username: String, password: &'static str, user_id: i64, token: String) -> Visitor {
+    let person = Person {
         username,
         password,
         user_id,
         token,
-        busy: 0,
-    });
+        busy: 1,
+    };
+    let mut pool = pool();
+    pool.push(person.clone());
+    Visitor {
+        index: pool.len() - 1,
+        began_with: person.token.clone(),
+        person,
+    }
 }
 
 /// Signs `people` seeded accounts in (user1, user2, … spread over
@@ -170,4 +179,27 @@ async fn sign_in(client: &reqwest::Client, host: &str, username: &str) -> anyhow
     anyhow::bail!(
         "{host} kept refusing to sign {username} in (503): it is overloaded before the load began"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A newcomer's own visit goes on using the session it registered
+    /// with: a visit that checks the newcomer out meanwhile must not log
+    /// it out (the race that made a smoke run's upload answer 401).
+    #[test]
+    fn a_newcomer_is_not_logged_out_while_its_visit_goes_on() {
+        pool().clear();
+        let newcomer = join("lt_new".into(), "pw", 7, "token-7".into());
+        let other = check_out().expect("the newcomer is in the pool");
+        assert_eq!(other.person.username, "lt_new");
+        assert!(!may_log_out(&other), "the newcomer's visit is still on");
+        check_in(newcomer);
+        check_in(other);
+        let later = check_out().expect("still in the pool");
+        assert_eq!(later.person.token, "token-7", "nobody logged it out");
+        assert!(may_log_out(&later), "its only visit now may log out");
+        check_in(later);
+    }
 }

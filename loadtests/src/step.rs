@@ -280,7 +280,8 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         secs,
         "--quiet".into(),
         "--no-print-metrics".into(),
-        "--no-error-summary".into(),
+        // The error summary stays on: it is what `sample_errors` reports
+        // (distinct messages, so it stays small).
         // No controllers: several attacks run one after another.
         "--no-telnet".into(),
     ];
