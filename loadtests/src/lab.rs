@@ -128,6 +128,9 @@ struct Variant {
     flags: &'static [&'static str],
     processes: usize,
     scale: f64,
+    /// A journey mix of its own (the experiment's when `None`), for
+    /// experiments that repeat one change under two mixes.
+    mix: Option<Mix>,
 }
 
 /// How the variants are measured.
@@ -203,6 +206,9 @@ struct Experiment {
     /// Whether the report prices a sign-in (hash-cost): parameters,
     /// sign-ins per second at the SLO, CPU per sign-in.
     prices_sign_in: bool,
+    /// Whether the run also measures SQLite's raw commit rate on this disk
+    /// (`stage-1 commit-rate`), to read the writer's rate against.
+    commit_rate: bool,
     tradeoff: &'static str,
     limits: &'static str,
 }
@@ -219,6 +225,7 @@ const fn v(
         flags,
         processes,
         scale: 1.0,
+        mix: None,
     }
 }
 
@@ -230,6 +237,7 @@ const fn sized(label: &'static str, flags: &'static [&'static str], scale: f64) 
         flags,
         processes: 1,
         scale,
+        mix: None,
     }
 }
 
@@ -245,6 +253,7 @@ fn experiments() -> Vec<Experiment> {
             variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
             curve: &[],
             prices_sign_in: false,
+            commit_rate: false,
             tradeoff: "Stage 2 can add processes behind a load balancer and survives losing one; it pays for that with a network round trip to Postgres and Redis on every request and three servers to run. On one machine the extra hops cost CPU the app would otherwise use.",
             limits: "One process of stage 2 on the same 2 cores as Postgres, Redis and the generator: this compares the architectures at equal hardware, not stage 2 at its best (see scale-out).",
         },
@@ -260,6 +269,7 @@ fn experiments() -> Vec<Experiment> {
             ],
             curve: &[],
             prices_sign_in: false,
+            commit_rate: false,
             tradeoff: "Staleness: a cached first feed page shows others' likes up to 10 s late (your own writes invalidate your cache at once). Memory in Redis per active viewer, and invalidation work on every write (a new photo touches the owner's and every follower's cache).",
             limits: "Returning visits come from `--people` (500 by default) people with lasting sessions, and a cached first feed page lives 10 s: the fewer distinct people read their feed within 10 s, the fewer hits. Explore, profiles and writes are not cached.",
         },
@@ -291,6 +301,7 @@ fn experiments() -> Vec<Experiment> {
             ],
             curve: &[],
             prices_sign_in: false,
+            commit_rate: false,
             tradeoff: "DELETE + FULL and WAL + FULL lose nothing on a crash or a power loss. WAL + NORMAL loses nothing on a process crash (tested by the crash test) but may lose the last commits before a checkpoint on a power loss or OS crash. OFF (not run) may lose recent commits and, with DELETE, corrupt the file.",
             limits: "fsync cost depends on the disk: this machine's virtual disk is not a laptop SSD or a server with a battery-backed cache. The writes mix's people keep their sessions and like, follow and upload on every visit, so the writer and the disk are what this measures, not password hashing.",
         },
@@ -314,6 +325,7 @@ fn experiments() -> Vec<Experiment> {
                 "GET /api/users/{id}",
             ],
             prices_sign_in: false,
+            commit_rate: false,
             tradeoff: "The index costs disk space and one more B-tree to update on every new photo (a few microseconds per insert inside the single writer); without it every feed page and every profile's photo count reads the photos table, so the cost of a read grows with the data instead of with the page.",
             limits: "Every variant runs the same fixed load (`--fixed-users`, one step), so the table shows latency at equal load, not breaking points. SQLite's page cache and the OS file cache hold the whole 4× dataset in memory on this machine: a table scan here is CPU, not disk; on a cold or larger-than-memory database it would be far slower.",
         },
@@ -329,6 +341,7 @@ fn experiments() -> Vec<Experiment> {
             ],
             curve: &[],
             prices_sign_in: false,
+            commit_rate: false,
             tradeoff: "The upload is acknowledged before the photo is processed: it answers 202 with `status: processing`, and the photo appears in feeds only when a worker has made it `ready` — the lag is the price, and it grows without bound if uploads outpace the workers (the queue is capped: past `--photo-queue-max` uploads get 503). Durability is unchanged: the raw upload and its row are committed before the 202, and a sweep re-queues photos whose job was lost with Redis. A failed decode can now only be reported later (`status: failed`), not in the upload's answer.",
             limits: "The worker runs on the same 2 cores as the app, Postgres, Redis and the generator, so the queue cannot add processing capacity here; it moves the work out of the request and bounds how much of it runs at once. With workers on other machines the result would differ. The queue's lag is read from the server's figures (last photo's upload-to-ready time), not from each photo.",
         },
@@ -345,6 +358,7 @@ fn experiments() -> Vec<Experiment> {
             ],
             curve: &[],
             prices_sign_in: true,
+            commit_rate: false,
             tradeoff: "OWASP rates these sets as equally strong against offline guessing: each trades memory for passes (memory × passes: 38,912 / 36,864 / 35,840 KiB). The table above shows what each costs on this machine, in CPU per hash and in sign-ins per second at the SLO; less memory per hash also lets more hashes run in the same RAM (19, 12 or 7 MiB per hashing thread). Parameters cheaper than these would buy sign-ins with the users' password security.",
             limits: "The mix signs in on every visit (`sign-in-every-visit`), so the price of a hash dominates on purpose; real people sign in far more rarely (the default mix). CPU per hash is the hashing threads' own CPU time as the kernel counts it; on a busier machine each hash also waits for a core.",
         },
@@ -361,6 +375,7 @@ fn experiments() -> Vec<Experiment> {
             ],
             curve: &[],
             prices_sign_in: false,
+            commit_rate: false,
             tradeoff: "Each connection is a Postgres backend process with its own memory; more connections than cores mostly add context switches and lock contention inside Postgres.",
             limits: "Postgres shares the 2 cores with the app and the generator, so large pools cannot show their benefit on bigger database hosts.",
         },
@@ -373,6 +388,7 @@ fn experiments() -> Vec<Experiment> {
             variants: vec![v("baseline", Two, &[], 1), v("two-processes", Two, &[], 2)],
             curve: &[],
             prices_sign_in: false,
+            commit_rate: false,
             tradeoff: "Twice the connections to Postgres and Redis, and nothing shared in memory between processes (sessions and cache live in Redis, which is why this works at all).",
             limits: "Both processes share the same 2 cores, so a second process cannot add CPU: on one machine, scale-out shows its overhead, not its gain. On separate machines the result would differ.",
         },
@@ -385,8 +401,33 @@ fn experiments() -> Vec<Experiment> {
             variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
             curve: &[],
             prices_sign_in: false,
+            commit_rate: false,
             tradeoff: "Reads need no hashing and no writer: this shows each stage's query path and HTTP overhead alone.",
             limits: "Anonymous reads skip the session lookup that signed-in reads pay.",
+        },
+        Experiment {
+            name: "group-commit",
+            question: "Is stage 1's single SQLite writer a limit of SQLite, or of committing every write alone?",
+            change: "stage 1's writer: every write its own transaction and fsync (`--group-commit off`) → every write waiting in one transaction and one fsync (`--group-commit on`), under the write-heavy mix and then the default mix",
+            mix: Mix::Writes,
+            method: Method::Breaking,
+            variants: vec![
+                v("baseline", One, &["--group-commit", "off"], 1),
+                v("group-commit", One, &["--group-commit", "on"], 1),
+                Variant {
+                    mix: Some(Mix::Default),
+                    ..v("default-mix-off", One, &["--group-commit", "off"], 1)
+                },
+                Variant {
+                    mix: Some(Mix::Default),
+                    ..v("default-mix-on", One, &["--group-commit", "on"], 1)
+                },
+            ],
+            curve: &[],
+            prices_sign_in: false,
+            commit_rate: true,
+            tradeoff: "Nothing acknowledged is lost: a write is answered only after its group's COMMIT (and fsync) returned, as before (the crash test kills stage 1 under write load with group commit on). What a write pays instead: it waits for the writes ahead of it in its group to run (and, with `--group-commit-wait-us`, for the window), and a COMMIT that fails fails every write of its group (each gets the error; none was acknowledged). One write's own failure (a taken username, a missing photo) rolls back only its savepoint.",
+            limits: "The write-heavy mix also decodes and re-encodes an image per upload on the app's CPU, on the same 2 cores as the writer and the load generator, so past some rate the CPU, not the disk, is what a faster writer runs into. The disk is this machine's virtual disk: its fsync cost is not a laptop's or a server's.",
         },
         Experiment {
             name: "write-load",
@@ -397,6 +438,7 @@ fn experiments() -> Vec<Experiment> {
             variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
             curve: &[],
             prices_sign_in: false,
+            commit_rate: false,
             tradeoff: "Stage 1 has one writer at a time behind a queue; stage 2 lets Postgres run writes in parallel but pays a round trip per statement.",
             limits: "Each upload decodes and re-encodes a small image on the app's CPU on both stages; the other writes are single-row transactions (one commit each).",
         },
@@ -652,6 +694,11 @@ async fn run_experiment(
     let stamp = started_at.replace([':', '-'], "");
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
+    let commit_rate = if exp.commit_rate {
+        Some(sqlite_commit_rate()?)
+    } else {
+        None
+    };
     let n = exp.variants.len();
     let mut outcomes = Vec::new();
     for (i, variant) in exp.variants.iter().enumerate() {
@@ -719,7 +766,7 @@ async fn run_experiment(
             seeded_users: ds.users,
             think_ms: args.think_ms.clone(),
             slo: args.slo.clone(),
-            mix: exp.mix,
+            mix: variant.mix.unwrap_or(exp.mix),
             ack_log: None,
         };
         let (slo, journeys, servers_meta) = crate::prepare(&common, false).await?;
@@ -763,7 +810,7 @@ async fn run_experiment(
         };
         let result = crate::result_json(&Record {
             mode: exp.method.mode(),
-            mix: exp.mix,
+            mix: variant.mix.unwrap_or(exp.mix),
             stage: &stage,
             hosts: &hosts,
             slo: &slo,
@@ -792,7 +839,10 @@ async fn run_experiment(
         });
     }
 
-    let report = report_json(args, exp, &outcomes, &started_at, started.elapsed());
+    let mut report = report_json(args, exp, &outcomes, &started_at, started.elapsed());
+    if let Some(rate) = commit_rate {
+        report["sqliteCommitRate"] = rate;
+    }
     let md = markdown(exp, &report, &outcomes);
     let json_path = args
         .out_dir
@@ -840,6 +890,52 @@ fn photo_queue(s: &Step) -> Option<Value> {
     })
 }
 
+/// SQLite's raw commit rate on this machine's disk, with stage 1's default
+/// modes, measured by `stage-1 commit-rate` in a fresh temporary database.
+fn sqlite_commit_rate() -> anyhow::Result<Value> {
+    let dir = tempfile::Builder::new()
+        .prefix("minigram-commit-rate-")
+        .tempdir()?;
+    eprintln!("lab: measuring SQLite's raw commit rate on this disk (stage-1 commit-rate, 5 s)");
+    let out = Command::new(binary("stage-1")?)
+        .args(["commit-rate", "--secs", "5", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .context("cannot run stage-1 commit-rate")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "stage-1 commit-rate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rate: Value =
+        serde_json::from_slice(&out.stdout).context("stage-1 commit-rate printed no JSON")?;
+    rate["command"] =
+        json!("stage-1 commit-rate --secs 5 (WAL, synchronous FULL, one-row transactions)");
+    Ok(rate)
+}
+
+/// Stage 1's writer during a step, if the server has one: writes and
+/// commits per second, writes per commit, writes queued (mean, peak).
+fn sqlite_writer(s: &Step) -> Option<Value> {
+    let server = s.server.first()?;
+    let secs = s.duration_secs;
+    let mean = |key: &str| verdict::figure_mean(server, key, secs);
+    let writes = mean("sqlite.writes");
+    let commits = mean("sqlite.commits");
+    (writes > 0.0).then(|| {
+        json!({
+            "writesPerSec": writes,
+            "commitsPerSec": commits,
+            "writesPerCommit": if commits > 0.0 { writes / commits } else { 0.0 },
+            "meanWaiting": mean("sqlite.writersWaiting"),
+            "peakWaiting": verdict::figure_peak(server, "sqlite.writersWaiting", secs),
+            "queueMsPerSec": mean("sqlite.writeWaitMs"),
+            "readersBusy": mean("sqlite.readersBusy"),
+            "readersReading": mean("sqlite.readMs") / 1000.0,
+        })
+    })
+}
+
 /// The step a variant is compared at: its last passing step (the breaking
 /// point), or its last step when the SLO never broke.
 fn key_step(o: &Outcome) -> Option<&Step> {
@@ -872,6 +968,7 @@ fn report_json(
                 "stage": o.variant.stage.bin(),
                 "flags": o.variant.flags,
                 "processes": o.variant.processes,
+                "mix": o.variant.mix.unwrap_or(exp.mix).name(),
                 "dataset": o.dataset.json(),
                 "scale": o.variant.scale,
                 "resultFile": o.file.file_name().map(|f| f.to_string_lossy().into_owned()),
@@ -887,6 +984,8 @@ fn report_json(
                 },
                 // Queued photo processing at that step (stage 2, queue mode).
                 "photoQueue": key.and_then(photo_queue),
+                // Stage 1's writer at that step: writes, commits, groups.
+                "sqliteWriter": key.and_then(sqlite_writer),
                 "atBreakingPoint": key.map(|s| json!({
                     "users": s.users,
                     "arrivalRate": s.arrival_rate,
@@ -1041,6 +1140,49 @@ fn level(rate: &Value, users: &Value) -> String {
 /// second at the breaking point, the hashing threads' CPU per hash, and
 /// the whole server's CPU per sign-in (every request of the step, so an
 /// upper bound).
+/// The writer's writes per second at each variant's breaking point, as a
+/// share of SQLite's raw commit rate measured in the same run, and each
+/// group-commit variant against the variant before it (off → on).
+fn writer_against_disk(md: &mut String, report: &Value, variants: &[Value]) {
+    let raw = report["sqliteCommitRate"]["commitsPerSec"]
+        .as_f64()
+        .unwrap_or(0.0);
+    md.push_str(&format!(
+        "### The writer against the disk
+
+SQLite's raw commit rate on this disk, measured in the same run (`{}`): **{raw:.0} commits/s**.
+
+| variant | writes/s at the breaking point | commits/s | share of the raw commit rate (writes/s ÷ raw) | writes/s vs the variant before |
+|---|---:|---:|---:|---:|
+",
+        report["sqliteCommitRate"]["command"].as_str().unwrap_or("stage-1 commit-rate")
+    ));
+    let mut before: Option<f64> = None;
+    for v in variants {
+        let w = &v["sqliteWriter"];
+        let (Some(writes), Some(commits)) =
+            (w["writesPerSec"].as_f64(), w["commitsPerSec"].as_f64())
+        else {
+            continue;
+        };
+        let on = v["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "on"));
+        let ratio = match (on, before) {
+            (true, Some(b)) if b > 0.0 => format!("{:.2}×", writes / b),
+            _ => "–".into(),
+        };
+        md.push_str(&format!(
+            "| {} | {writes:.0} | {commits:.0} | {:.0}% | {ratio} |
+",
+            v["label"].as_str().unwrap_or(""),
+            if raw > 0.0 { writes / raw * 100.0 } else { 0.0 }
+        ));
+        before = Some(writes);
+    }
+    md.push('\n');
+}
+
 fn sign_in_price(md: &mut String, variants: &[Value]) {
     md.push_str("### The price of a sign-in\n\n| variant | Argon2id parameters | sign-ins/s at the SLO | CPU per hash (ms) | server CPU per sign-in, all work included (ms) |\n|---|---|---:|---:|---:|\n");
     for v in variants {
@@ -1138,7 +1280,11 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
             } else {
                 ""
             },
-            report["mix"].as_str().unwrap_or(""),
+            if outcomes.iter().any(|o| o.variant.mix.is_some()) {
+                "(per variant, see the table)"
+            } else {
+                report["mix"].as_str().unwrap_or("")
+            },
             report["load"]["ladder"].as_str().unwrap_or(""),
             report["load"]["stepSecs"],
             report["load"]["thinkMs"].as_str().unwrap_or(""),
@@ -1164,6 +1310,11 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
         md.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
     };
     let fixed = exp.method == Method::Fixed;
+    if outcomes.iter().any(|o| o.variant.mix.is_some()) {
+        row(&mut md, "journey mix", &|v| {
+            format!("`{}`", v["mix"].as_str().unwrap_or(""))
+        });
+    }
     if fixed {
         row(&mut md, "dataset (users / photos)", &|v| {
             format!("{} / {}", v["dataset"]["users"], v["dataset"]["photos"])
@@ -1233,6 +1384,35 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
                 })
         });
     }
+    if variants.iter().any(|v| v["sqliteWriter"].is_object()) {
+        let w = |v: &Value, key: &str| v["sqliteWriter"][key].as_f64();
+        row(&mut md, "SQLite writes/s (commits/s)", &|v| match (
+            w(v, "writesPerSec"),
+            w(v, "commitsPerSec"),
+        ) {
+            (Some(a), Some(b)) => format!("{a:.0} ({b:.0})"),
+            _ => "–".into(),
+        });
+        row(&mut md, "writes per commit", &|v| {
+            w(v, "writesPerCommit").map_or("–".into(), |x| format!("{x:.1}"))
+        });
+        row(
+            &mut md,
+            "writes queued for the writer (mean / peak)",
+            &|v| match (w(v, "meanWaiting"), w(v, "peakWaiting")) {
+                (Some(a), Some(b)) => format!("{a:.1} / {b:.0}"),
+                _ => "–".into(),
+            },
+        );
+        row(
+            &mut md,
+            "read connections held / reading (mean of 8)",
+            &|v| match (w(v, "readersBusy"), w(v, "readersReading")) {
+                (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
+                _ => "–".into(),
+            },
+        );
+    }
     if fixed {
         row(&mut md, "busiest resource", &|v| {
             v["busiest"].as_str().unwrap_or("–").to_owned()
@@ -1298,6 +1478,9 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
     }
     if exp.prices_sign_in {
         sign_in_price(&mut md, &variants);
+    }
+    if report["sqliteCommitRate"].is_object() {
+        writer_against_disk(&mut md, report, &variants);
     }
     line(&mut md, "## Observation\n".into());
     for v in &variants {

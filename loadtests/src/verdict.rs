@@ -109,9 +109,11 @@ pub fn saturated(s: &Step) -> String {
             queues.push((
                 writers.max(wait / 1000.0),
                 format!(
-                    "the SQLite writer (mean {writers:.1}, peak {:.0} writes queued for the one writer; {wait:.0} ms of queueing per second; {:.0} write transactions/s)",
+                    "the SQLite writer (mean {writers:.1}, peak {:.0} writes queued for the one writer; {wait:.0} ms of queueing per second; {:.0} writes/s in {:.0} commits/s, {:.1} per commit)",
                     peak("sqlite.writersWaiting"),
-                    mean("sqlite.writes")
+                    mean("sqlite.writes"),
+                    mean("sqlite.commits"),
+                    mean("sqlite.writes") / mean("sqlite.commits").max(1e-9)
                 ),
             ));
         }

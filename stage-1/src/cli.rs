@@ -8,11 +8,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::store::{JournalMode, SqliteConfig, SqliteStore, Synchronous, database_path};
+use crate::writer::GroupCommit;
 
 const EXAMPLES: &str = "Examples:
   stage-1                                   serve on 127.0.0.1:8080 with ./data/stage-1
   stage-1 --listen 0.0.0.0:9000 --data-dir /tmp/mg
   stage-1 --journal-mode delete --synchronous full   the slow, classic rollback journal
+  stage-1 --group-commit off                every write its own commit and fsync
   stage-1 --feed-index off                  feed and profiles without their index (a table scan)
   stage-1 check --data-dir /tmp/mg          after a crash: are the data consistent?
   stage-1 seed --users 10000 --photos 100000 --follows-per-user 50 --likes 200000";
@@ -35,6 +37,18 @@ pub enum Command {
     Seed(SeedCommand),
     /// Check the stored data for consistency (e.g. after a crash); exit 1 on a problem.
     Check(StorageArgs),
+    /// Measure SQLite's raw commit rate here (one-row transactions, one
+    /// after another) in a fresh database in --data-dir; print it as JSON.
+    CommitRate(CommitRateArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommitRateArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// How long to commit, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub secs: f64,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -92,6 +106,18 @@ pub struct StorageArgs {
     /// Read connections (concurrent reads) at most.
     #[arg(long, env = "MINIGRAM_SQLITE_READERS", default_value_t = 8)]
     pub readers: usize,
+    /// Group commit: the writer commits every write waiting (up to
+    /// --group-commit-max) in one transaction and one fsync; off: each
+    /// write commits alone.
+    #[arg(long, env = "MINIGRAM_GROUP_COMMIT", value_enum, default_value = "on")]
+    pub group_commit: Toggle,
+    /// Writes in one group commit at most.
+    #[arg(long, env = "MINIGRAM_GROUP_COMMIT_MAX", default_value_t = GroupCommit::DEFAULT.max_batch)]
+    pub group_commit_max: usize,
+    /// How long the writer waits for more writes to join a group that is
+    /// not full, in microseconds (0: it takes what is queued).
+    #[arg(long, env = "MINIGRAM_GROUP_COMMIT_WAIT_US", default_value_t = 0)]
+    pub group_commit_wait_us: u64,
 }
 
 impl StorageArgs {
@@ -102,6 +128,13 @@ impl StorageArgs {
             synchronous: self.synchronous,
             busy_timeout: Duration::from_millis(self.busy_timeout_ms),
             max_readers: self.readers,
+            group_commit: match self.group_commit {
+                Toggle::Off => GroupCommit::OFF,
+                Toggle::On => GroupCommit {
+                    max_batch: self.group_commit_max.max(1),
+                    wait: Duration::from_micros(self.group_commit_wait_us),
+                },
+            },
         }
     }
 
@@ -123,6 +156,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let name = database_path(&storage.data_dir).display().to_string();
             minigram::cli::check_store(&store, &uploads_dir(&storage.data_dir), &name).await
         }
+        Some(Command::CommitRate(args)) => {
+            let store = args.storage.open()?;
+            let rate =
+                tokio::task::spawn_blocking(move || crate::probe::commit_rate(&store, args.secs))
+                    .await??;
+            println!("{}", rate.json());
+            Ok(())
+        }
     }
 }
 
@@ -130,10 +171,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = args.storage.open()?;
     store.set_feed_index(args.feed_index == Toggle::On)?;
     let describe = format!(
-        "data: {}, journal {:?}, synchronous {:?}, feed index {:?}",
+        "data: {}, journal {:?}, synchronous {:?}, group commit {:?} (at most {}), feed index {:?}",
         args.storage.data_dir.display(),
         args.storage.journal_mode,
         args.storage.synchronous,
+        args.storage.group_commit,
+        args.storage.group_commit_max,
         args.feed_index
     );
     let uploads = uploads_dir(&args.storage.data_dir);

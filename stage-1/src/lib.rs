@@ -6,6 +6,9 @@
 //! ([`store::SqliteStore`]) and the command line.
 
 pub mod cli;
+pub mod probe;
 pub mod store;
+pub mod writer;
 
 pub use store::{JournalMode, SqliteConfig, SqliteStore, Synchronous};
+pub use writer::GroupCommit;

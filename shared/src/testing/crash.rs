@@ -20,6 +20,10 @@ pub struct CrashReport {
     pub acked: usize,
     /// Of those, found after the restart.
     pub found: usize,
+    /// Stage 1: the most writes one commit held before the kill (its
+    /// `minigram_sqlite_largest_commit_writes`), so a test can show group
+    /// commit really grouped; `None` for a server without it.
+    pub largest_commit: Option<f64>,
     /// What `verify` printed.
     pub verify_output: String,
 }
@@ -68,10 +72,14 @@ pub fn crash_during_writes(stage_bin: &Path, storage: &[&str]) -> CrashReport {
         .expect("start loadtests");
     // Kill once the load is well under way.
     let started = Instant::now();
-    while lines(&acks) < 300 && started.elapsed() < Duration::from_secs(10) {
+    // At least 2.5 s in: the figures in /metrics are sampled each second.
+    while (lines(&acks) < 300 || started.elapsed() < Duration::from_millis(2500))
+        && started.elapsed() < Duration::from_secs(10)
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     let acked_at_kill = lines(&acks);
+    let largest_commit = metric(&server.url, "minigram_sqlite_largest_commit_writes");
     drop(server); // SIGKILL: no shutdown, no flush, no goodbye
     let status = load.wait().expect("wait for loadtests");
     eprintln!("crash test: the load run ended with {status}");
@@ -116,6 +124,25 @@ pub fn crash_during_writes(stage_bin: &Path, storage: &[&str]) -> CrashReport {
         acked_at_kill,
         acked,
         found,
+        largest_commit,
         verify_output,
     }
+}
+
+/// One unlabelled series' value from a server's `/metrics`.
+fn metric(url: &str, name: &str) -> Option<f64> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let text = rt.block_on(async {
+        reqwest::get(format!("{url}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    })?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
