@@ -83,7 +83,7 @@ pub async fn run(c: &Common) -> anyhow::Result<std::process::ExitCode> {
     let result = json!({
         "schema": "minigram.calibrate/1",
         "stage": stage,
-        "commit": minigram::machine::git_commit(),
+        "commit": env!("MINIGRAM_BUILD_COMMIT"),
         "machine": minigram::machine::Machine::current(),
         "startedAt": minigram::machine::utc_now(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),

@@ -408,12 +408,24 @@ fn experiments() -> Vec<Experiment> {
         Experiment {
             name: "group-commit",
             question: "Is stage 1's single SQLite writer a limit of SQLite, or of committing every write alone?",
-            change: "stage 1's writer: every write its own transaction and fsync (`--group-commit off`) → every write waiting in one transaction and one fsync (`--group-commit on`), under the write-heavy mix and then the default mix",
+            change: "stage 1's writer: every write its own transaction and fsync (`--group-commit off`) → every write waiting in one transaction and one fsync (`--group-commit on`), under the write-heavy mix, then the same with the rollback journal (commits that cost several fsyncs, as on a slow disk), then under the default mix",
             mix: Mix::Writes,
             method: Method::Breaking,
             variants: vec![
                 v("baseline", One, &["--group-commit", "off"], 1),
                 v("group-commit", One, &["--group-commit", "on"], 1),
+                v(
+                    "delete-journal-off",
+                    One,
+                    &["--journal-mode", "delete", "--group-commit", "off"],
+                    1,
+                ),
+                v(
+                    "delete-journal-on",
+                    One,
+                    &["--journal-mode", "delete", "--group-commit", "on"],
+                    1,
+                ),
                 Variant {
                     mix: Some(Mix::Default),
                     ..v("default-mix-off", One, &["--group-commit", "off"], 1)
@@ -890,28 +902,41 @@ fn photo_queue(s: &Step) -> Option<Value> {
     })
 }
 
-/// SQLite's raw commit rate on this machine's disk, with stage 1's default
-/// modes, measured by `stage-1 commit-rate` in a fresh temporary database.
+/// SQLite's raw commit rate on this machine's disk, per journal mode (WAL
+/// and the rollback journal, both synchronous FULL), measured by
+/// `stage-1 commit-rate` in a fresh temporary database each.
 fn sqlite_commit_rate() -> anyhow::Result<Value> {
-    let dir = tempfile::Builder::new()
-        .prefix("minigram-commit-rate-")
-        .tempdir()?;
-    eprintln!("lab: measuring SQLite's raw commit rate on this disk (stage-1 commit-rate, 5 s)");
-    let out = Command::new(binary("stage-1")?)
-        .args(["commit-rate", "--secs", "5", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .context("cannot run stage-1 commit-rate")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "stage-1 commit-rate failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut rate: Value =
-        serde_json::from_slice(&out.stdout).context("stage-1 commit-rate printed no JSON")?;
-    rate["command"] =
-        json!("stage-1 commit-rate --secs 5 (WAL, synchronous FULL, one-row transactions)");
-    Ok(rate)
+    let mut rates = json!({
+        "command": "stage-1 commit-rate --secs 5 --journal-mode wal|delete (synchronous FULL, one-row transactions)"
+    });
+    for mode in ["wal", "delete"] {
+        let dir = tempfile::Builder::new()
+            .prefix("minigram-commit-rate-")
+            .tempdir()?;
+        eprintln!(
+            "lab: measuring SQLite's raw commit rate on this disk, journal {mode} (stage-1 commit-rate, 5 s)"
+        );
+        let out = Command::new(binary("stage-1")?)
+            .args([
+                "commit-rate",
+                "--secs",
+                "5",
+                "--journal-mode",
+                mode,
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .output()
+            .context("cannot run stage-1 commit-rate")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "stage-1 commit-rate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rates[mode] =
+            serde_json::from_slice(&out.stdout).context("stage-1 commit-rate printed no JSON")?;
+    }
+    Ok(rates)
 }
 
 /// Stage 1's writer during a step, if the server has one: writes and
@@ -1010,7 +1035,7 @@ fn report_json(
         "question": exp.question,
         "change": exp.change,
         "mix": exp.mix.name(),
-        "commit": minigram::machine::git_commit(),
+        "commit": env!("MINIGRAM_BUILD_COMMIT"),
         "machine": minigram::machine::Machine::current(),
         "startedAt": started_at,
         "command": command_line(),
@@ -1144,18 +1169,13 @@ fn level(rate: &Value, users: &Value) -> String {
 /// share of SQLite's raw commit rate measured in the same run, and each
 /// group-commit variant against the variant before it (off → on).
 fn writer_against_disk(md: &mut String, report: &Value, variants: &[Value]) {
-    let raw = report["sqliteCommitRate"]["commitsPerSec"]
-        .as_f64()
-        .unwrap_or(0.0);
+    let rates = &report["sqliteCommitRate"];
+    let raw = |mode: &str| rates[mode]["commitsPerSec"].as_f64().unwrap_or(0.0);
     md.push_str(&format!(
-        "### The writer against the disk
-
-SQLite's raw commit rate on this disk, measured in the same run (`{}`): **{raw:.0} commits/s**.
-
-| variant | writes/s at the breaking point | commits/s | share of the raw commit rate (writes/s ÷ raw) | writes/s vs the variant before |
-|---|---:|---:|---:|---:|
-",
-        report["sqliteCommitRate"]["command"].as_str().unwrap_or("stage-1 commit-rate")
+        "### The writer against the disk\n\nSQLite's raw commit rate on this disk, measured in the same run (`{}`): **{:.0} commits/s** with WAL, **{:.0} commits/s** with the rollback journal (DELETE).\n\n| variant | writes/s at the breaking point | commits/s | share of the raw commit rate of its journal (writes/s ÷ raw) | writes/s vs the variant before |\n|---|---:|---:|---:|---:|\n",
+        rates["command"].as_str().unwrap_or("stage-1 commit-rate"),
+        raw("wal"),
+        raw("delete")
     ));
     let mut before: Option<f64> = None;
     for v in variants {
@@ -1165,18 +1185,25 @@ SQLite's raw commit rate on this disk, measured in the same run (`{}`): **{raw:.
         else {
             continue;
         };
-        let on = v["flags"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|x| x == "on"));
+        let flags = v["flags"].as_array().cloned().unwrap_or_default();
+        let on = flags.iter().any(|x| x == "on");
+        let journal = if flags.iter().any(|x| x == "delete") {
+            "delete"
+        } else {
+            "wal"
+        };
         let ratio = match (on, before) {
             (true, Some(b)) if b > 0.0 => format!("{:.2}×", writes / b),
             _ => "–".into(),
         };
         md.push_str(&format!(
-            "| {} | {writes:.0} | {commits:.0} | {:.0}% | {ratio} |
-",
+            "| {} | {writes:.0} | {commits:.0} | {:.0}% ({journal}) | {ratio} |\n",
             v["label"].as_str().unwrap_or(""),
-            if raw > 0.0 { writes / raw * 100.0 } else { 0.0 }
+            if raw(journal) > 0.0 {
+                writes / raw(journal) * 100.0
+            } else {
+                0.0
+            }
         ));
         before = Some(writes);
     }

@@ -352,7 +352,7 @@ pub fn result_json(r: &Record) -> Value {
     json!({
         "schema": "minigram.loadtest/1",
         "stage": r.stage,
-        "commit": minigram::machine::git_commit(),
+        "commit": env!("MINIGRAM_BUILD_COMMIT"),
         "machine": minigram::machine::Machine::current(),
         "mode": r.mode,
         "mix": r.mix.name(),

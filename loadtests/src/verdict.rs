@@ -277,6 +277,7 @@ pub async fn breaking<'a>(
         steps.push(s);
         match ok {
             Ok(()) => {
+                eprintln!("  SLO held");
                 pass = Some(steps.len() - 1);
                 if level >= max {
                     break;
@@ -303,9 +304,16 @@ pub async fn breaking<'a>(
         let s = measure(plan, load(mid), secs, "bisect").await?;
         let ok = slo.check(&s);
         steps.push(s);
+        // Each bisection step says its verdict, as the ladder's do.
         match ok {
-            Ok(()) => pass = Some(steps.len() - 1),
-            Err(_) => f = steps.len() - 1,
+            Ok(()) => {
+                eprintln!("  SLO held");
+                pass = Some(steps.len() - 1);
+            }
+            Err(why) => {
+                eprintln!("  SLO broken: {why}");
+                f = steps.len() - 1;
+            }
         }
     }
     let failing = &steps[f];
