@@ -22,6 +22,23 @@ fn user(name: &str) -> NewUser {
     }
 }
 
+/// Registers every name at once, each from its own task, and returns the
+/// outcomes in order.
+async fn register_at_once(store: &SqliteStore, names: &[&str]) -> Vec<Result<(), StoreError>> {
+    let writes: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let (store, new) = (store.clone(), user(name));
+            tokio::spawn(async move { store.create_user(new).await.map(|_| ()) })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for w in writes {
+        outcomes.push(w.await.expect("write task"));
+    }
+    outcomes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_failing_write_in_a_group_fails_alone() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -34,15 +51,7 @@ async fn one_failing_write_in_a_group_fails_alone() {
             wait: Duration::from_millis(300),
         },
     );
-    let names = ["alice", "bob", "alice", "carol", "dave"];
-    let writes = names.map(|name| {
-        let store = store.clone();
-        tokio::spawn(async move { store.create_user(user(name)).await })
-    });
-    let mut outcomes = Vec::new();
-    for w in writes {
-        outcomes.push(w.await.expect("write task"));
-    }
+    let outcomes = register_at_once(&store, &["alice", "bob", "alice", "carol", "dave"]).await;
     let stats = store.writer_stats();
     assert_eq!(
         stats.largest_batch.load(Ordering::Relaxed),
@@ -75,14 +84,7 @@ async fn one_failing_write_in_a_group_fails_alone() {
 async fn with_group_commit_off_every_write_commits_alone() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = store_in(dir.path(), GroupCommit::OFF);
-    let writes = ["erin", "frank", "grace", "erin"].map(|name| {
-        let store = store.clone();
-        tokio::spawn(async move { store.create_user(user(name)).await })
-    });
-    let mut outcomes = Vec::new();
-    for w in writes {
-        outcomes.push(w.await.expect("write task"));
-    }
+    let outcomes = register_at_once(&store, &["erin", "frank", "grace", "erin"]).await;
     let stats = store.writer_stats();
     assert_eq!(stats.largest_batch.load(Ordering::Relaxed), 1);
     assert_eq!(
