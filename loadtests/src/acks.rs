@@ -143,7 +143,7 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<std::process::ExitCode> {
         args.ack_log.display()
     );
     let client = reqwest::Client::new();
-    crate::step::server_metrics(&client, &host).await?;
+    crate::step::server_metrics(&client, &host, 0).await?;
     eprintln!(
         "verify: {} acknowledged writes in {}{}",
         acks.len(),

@@ -264,7 +264,7 @@ pub async fn prepare(c: &Common, smoke: bool) -> anyhow::Result<(Slo, JourneyCon
             h.starts_with("http://") || h.starts_with("https://"),
             "--host {h:?} must start with http://"
         );
-        servers.push(step::server_metrics(&client, h.trim_end_matches('/')).await?);
+        servers.push(step::server_metrics(&client, h.trim_end_matches('/'), 0).await?);
     }
     let hosts: Vec<String> = c
         .hosts

@@ -201,10 +201,16 @@ pub fn planner<'a>(
     }
 }
 
-/// The server's `/api/metrics` (and its request counter).
-pub async fn server_metrics(client: &reqwest::Client, host: &str) -> anyhow::Result<Value> {
+/// The server's `/api/metrics` (and its request counter), with its last
+/// `history` one-second samples: a step keeps only the seconds it covered
+/// (the samples before belong to the steps before, in their own records).
+pub async fn server_metrics(
+    client: &reqwest::Client,
+    host: &str,
+    history: usize,
+) -> anyhow::Result<Value> {
     let v: Value = client
-        .get(format!("{host}/api/metrics?history=120"))
+        .get(format!("{host}/api/metrics?history={history}"))
         .timeout(Duration::from_secs(5))
         .send()
         .await
@@ -262,7 +268,7 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
     let client = reqwest::Client::new();
     let mut before = Counters::default();
     for h in plan.hosts {
-        before.add(&Counters::of(&server_metrics(&client, h).await?));
+        before.add(&Counters::of(&server_metrics(&client, h, 0).await?));
     }
     let (goose_users, open) = match plan.load {
         Load::Users(n) => (n, None),
@@ -365,7 +371,8 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
     for h in plan.hosts {
         // A server that died during the step (the crash test kills one on
         // purpose) leaves no metrics: the client's side is still a result.
-        match server_metrics(&client, h).await {
+        // The verdict reads the step's last `secs` samples; five spare.
+        match server_metrics(&client, h, plan.secs as usize + 5).await {
             Ok(m) => {
                 after.add(&Counters::of(&m));
                 server.push(m);
