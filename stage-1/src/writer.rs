@@ -51,10 +51,6 @@ impl GroupCommit {
         max_batch: 64,
         wait: Duration::ZERO,
     };
-
-    pub fn is_on(&self) -> bool {
-        self.max_batch > 1
-    }
 }
 
 /// What the writer counts, read by the store's figures.
