@@ -23,8 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::fleet::{DataAddrs, Fleet};
+use crate::hostreport;
 use crate::journeys::Mix;
 use crate::step::Step;
+use crate::topology::Topology;
 use crate::{Common, Record, verdict};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -72,10 +75,11 @@ pub struct LabArgs {
     #[arg(long, default_value = "200-800")]
     pub think_ms: String,
     /// The one fixed-load step of experiments that compare at equal load
-    /// instead of searching the breaking point (index-impact): visits/s
-    /// (open model) ...
-    #[arg(long, default_value_t = 50.0)]
-    pub fixed_rate: f64,
+    /// instead of searching the breaking point (index-impact,
+    /// network-latency): visits/s (open model; default 50, or the
+    /// experiment's own: network-latency 20) ...
+    #[arg(long)]
+    pub fixed_rate: Option<f64>,
     /// ... or users (closed model).
     #[arg(long, default_value_t = 32)]
     pub fixed_users: usize,
@@ -94,6 +98,14 @@ pub struct LabArgs {
     pub postgres: String,
     #[arg(long, env = "TEST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
+    /// Simulated hosts (`topology.rs`): a CPU budget per host and the
+    /// app–data round trip, e.g.
+    /// `app=0.2,postgres=0.45,redis=0.15,generator=0.45,rtt=0.5`; `none`
+    /// runs on the shared box. Default: the experiment's own (scale-out,
+    /// stage1-vs-stage2 and network-latency have one; the others run on the
+    /// shared box). Needs root and cgroups.
+    #[arg(long)]
+    pub topology: Option<String>,
 }
 
 /// The load model of a lab run.
@@ -131,6 +143,9 @@ struct Variant {
     /// A journey mix of its own (the experiment's when `None`), for
     /// experiments that repeat one change under two mixes.
     mix: Option<Mix>,
+    /// An app–data round trip of its own on hosts (the topology's when
+    /// `None`), for the experiment that changes only the link.
+    rtt_ms: Option<f64>,
 }
 
 /// How the variants are measured.
@@ -209,6 +224,10 @@ struct Experiment {
     /// Whether the run also measures SQLite's raw commit rate on this disk
     /// (`stage-1 commit-rate`), to read the writer's rate against.
     commit_rate: bool,
+    /// The hosts it runs on by default (`None`: the shared box).
+    topology: Option<&'static str>,
+    /// Its own fixed load in visits/s (Method::Fixed), if not 50.
+    fixed_rate: Option<f64>,
     tradeoff: &'static str,
     limits: &'static str,
 }
@@ -226,6 +245,7 @@ const fn v(
         processes,
         scale: 1.0,
         mix: None,
+        rtt_ms: None,
     }
 }
 
@@ -238,24 +258,45 @@ const fn sized(label: &'static str, flags: &'static [&'static str], scale: f64) 
         processes: 1,
         scale,
         mix: None,
+        rtt_ms: None,
     }
 }
+
+/// scale-out's hosts: with three app hosts, 1.5 of the machine's 2 cores
+/// are promised (0.5 left for the kernel, the lab's own bookkeeping and
+/// anything else running). Sized from a calibration run on hosts (one app
+/// host, 64 visits/s, full dataset): per request the app used 0.43 ms of
+/// CPU, Postgres 0.85 ms, Redis 0.06 ms and the generator 0.66 ms, so one
+/// app host must be small next to Postgres for the app, not the
+/// database, to be what one host runs out of.
+const SCALE_OUT_TOPOLOGY: &str = "app=0.1,postgres=0.6,redis=0.1,generator=0.5";
+
+/// stage1-vs-stage2's and network-latency's hosts: app hosts of C = 0.3
+/// cores; Postgres and Redis together have 0.6, two app hosts' worth.
+/// With two app hosts, 1.65 cores are promised.
+const STAGE_TOPOLOGY: &str = "app=0.3,postgres=0.4,redis=0.2,generator=0.45";
 
 fn experiments() -> Vec<Experiment> {
     use Stage::{One, Two};
     vec![
         Experiment {
             name: "stage1-vs-stage2",
-            question: "Same journeys, same dataset: where does each architecture break, and why?",
-            change: "the architecture: one process on SQLite (stage 1) → one stateless process on pooled Postgres and Redis (stage 2)",
+            question: "At equal hardware, where does each architecture break, and what does each cost in cores?",
+            change: "the architecture, on simulated hosts: stage 1 on one host of C cores → stage 2 on one app host of C cores plus its Postgres and Redis hosts → stage 2 with as many app hosts as its data hosts have cores (2 × C)",
             mix: Mix::Default,
             method: Method::Breaking,
-            variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
+            variants: vec![
+                v("baseline", One, &[], 1),
+                v("stage-2", Two, &[], 1),
+                v("stage-2-two-app-hosts", Two, &[], 2),
+            ],
             curve: &[],
             prices_sign_in: false,
             commit_rate: false,
-            tradeoff: "Stage 2 can add processes behind a load balancer and survives losing one; it pays for that with a network round trip to Postgres and Redis on every request and three servers to run. On one machine the extra hops cost CPU the app would otherwise use.",
-            limits: "One process of stage 2 on the same 2 cores as Postgres, Redis and the generator: this compares the architectures at equal hardware, not stage 2 at its best (see scale-out).",
+            topology: Some(STAGE_TOPOLOGY),
+            fixed_rate: None,
+            tradeoff: "Stage 2 can add app hosts and survives losing one; it pays for that with network round trips to Postgres and Redis on every request and two more servers to run, each with cores of its own. The hosts row says what each variant costs in cores; the breaking points say what those cores buy.",
+            limits: "The hosts are CPU budgets on one 2-core machine (cgroups): memory bandwidth, CPU caches and the disk are still shared, and the app–data network is loopback (no link latency; see network-latency). Stage 1's SQLite file and photos are on the same disk as stage 2's Postgres.",
         },
         Experiment {
             name: "cache-impact",
@@ -270,6 +311,8 @@ fn experiments() -> Vec<Experiment> {
             curve: &[],
             prices_sign_in: false,
             commit_rate: false,
+            topology: None,
+            fixed_rate: None,
             tradeoff: "Staleness: a cached first feed page shows others' likes up to 10 s late (your own writes invalidate your cache at once). Memory in Redis per active viewer, and invalidation work on every write (a new photo touches the owner's and every follower's cache).",
             limits: "Returning visits come from `--people` (500 by default) people with lasting sessions, and a cached first feed page lives 10 s: the fewer distinct people read their feed within 10 s, the fewer hits. Explore, profiles and writes are not cached.",
         },
@@ -302,6 +345,8 @@ fn experiments() -> Vec<Experiment> {
             curve: &[],
             prices_sign_in: false,
             commit_rate: false,
+            topology: None,
+            fixed_rate: None,
             tradeoff: "DELETE + FULL and WAL + FULL lose nothing on a crash or a power loss. WAL + NORMAL loses nothing on a process crash (tested by the crash test) but may lose the last commits before a checkpoint on a power loss or OS crash. OFF (not run) may lose recent commits and, with DELETE, corrupt the file.",
             limits: "fsync cost depends on the disk: this machine's virtual disk is not a laptop SSD or a server with a battery-backed cache. The writes mix's people keep their sessions and like, follow and upload on every visit, so the writer and the disk are what this measures, not password hashing.",
         },
@@ -326,6 +371,8 @@ fn experiments() -> Vec<Experiment> {
             ],
             prices_sign_in: false,
             commit_rate: false,
+            topology: None,
+            fixed_rate: None,
             tradeoff: "The index costs disk space and one more B-tree to update on every new photo (a few microseconds per insert inside the single writer); without it every feed page and every profile's photo count reads the photos table, so the cost of a read grows with the data instead of with the page.",
             limits: "Every variant runs the same fixed load (`--fixed-users`, one step), so the table shows latency at equal load, not breaking points. SQLite's page cache and the OS file cache hold the whole 4× dataset in memory on this machine: a table scan here is CPU, not disk; on a cold or larger-than-memory database it would be far slower.",
         },
@@ -342,6 +389,8 @@ fn experiments() -> Vec<Experiment> {
             curve: &[],
             prices_sign_in: false,
             commit_rate: false,
+            topology: None,
+            fixed_rate: None,
             tradeoff: "The upload is acknowledged before the photo is processed: it answers 202 with `status: processing`, and the photo appears in feeds only when a worker has made it `ready` — the lag is the price, and it grows without bound if uploads outpace the workers (the queue is capped: past `--photo-queue-max` uploads get 503). Durability is unchanged: the raw upload and its row are committed before the 202, and a sweep re-queues photos whose job was lost with Redis. A failed decode can now only be reported later (`status: failed`), not in the upload's answer.",
             limits: "The worker runs on the same 2 cores as the app, Postgres, Redis and the generator, so the queue cannot add processing capacity here; it moves the work out of the request and bounds how much of it runs at once. With workers on other machines the result would differ. The queue's lag is read from the server's figures (last photo's upload-to-ready time), not from each photo.",
         },
@@ -359,6 +408,8 @@ fn experiments() -> Vec<Experiment> {
             curve: &[],
             prices_sign_in: true,
             commit_rate: false,
+            topology: None,
+            fixed_rate: None,
             tradeoff: "OWASP rates these sets as equally strong against offline guessing: each trades memory for passes (memory × passes: 38,912 / 36,864 / 35,840 KiB). The table above shows what each costs on this machine, in CPU per hash and in sign-ins per second at the SLO; less memory per hash also lets more hashes run in the same RAM (19, 12 or 7 MiB per hashing thread). Parameters cheaper than these would buy sign-ins with the users' password security.",
             limits: "The mix signs in on every visit (`sign-in-every-visit`), so the price of a hash dominates on purpose; real people sign in far more rarely (the default mix). CPU per hash is the hashing threads' own CPU time as the kernel counts it; on a busier machine each hash also waits for a core.",
         },
@@ -376,21 +427,57 @@ fn experiments() -> Vec<Experiment> {
             curve: &[],
             prices_sign_in: false,
             commit_rate: false,
+            topology: None,
+            fixed_rate: None,
             tradeoff: "Each connection is a Postgres backend process with its own memory; more connections than cores mostly add context switches and lock contention inside Postgres.",
             limits: "Postgres shares the 2 cores with the app and the generator, so large pools cannot show their benefit on bigger database hosts.",
         },
         Experiment {
             name: "scale-out",
-            question: "Does a second stage-2 process add capacity?",
-            change: "stage-2 processes behind the load generator: 1 → 2 (users spread evenly over both)",
+            question: "Does adding app hosts add capacity, and what stops it?",
+            change: "stage-2 app hosts of equal size, the load spread evenly over them by the generator: 1 → 2 → 3, with Postgres and Redis on hosts of their own",
             mix: Mix::Default,
             method: Method::Breaking,
-            variants: vec![v("baseline", Two, &[], 1), v("two-processes", Two, &[], 2)],
+            variants: vec![
+                v("baseline", Two, &[], 1),
+                v("two-app-hosts", Two, &[], 2),
+                v("three-app-hosts", Two, &[], 3),
+            ],
             curve: &[],
             prices_sign_in: false,
             commit_rate: false,
-            tradeoff: "Twice the connections to Postgres and Redis, and nothing shared in memory between processes (sessions and cache live in Redis, which is why this works at all).",
-            limits: "Both processes share the same 2 cores, so a second process cannot add CPU: on one machine, scale-out shows its overhead, not its gain. On separate machines the result would differ.",
+            topology: Some(SCALE_OUT_TOPOLOGY),
+            fixed_rate: None,
+            tradeoff: "Each app host adds its own pools of connections to Postgres and Redis (10 each by default) and shares nothing in memory with the others (sessions and the cache live in Redis, which is why this works at all). Once a data host is full, more app hosts only queue in front of it: the next step is a bigger database host, read replicas or caching, not more app hosts.",
+            limits: "The hosts are CPU budgets on one 2-core machine (cgroups): memory bandwidth, CPU caches and the disk are still shared, and the app–data network is loopback. There is no load balancer: the generator spreads visits over the app hosts itself. The USL over app hosts has as many points as variants; its uncertainty comes from the breaking-point search's resolution (the SLO broke somewhere between the last passing and the first failing step).",
+        },
+        Experiment {
+            name: "network-latency",
+            question: "How many round trips to its data does each stage-2 request make, and what does a slower network cost?",
+            change: "the app–data round-trip time, on simulated hosts (a delaying link in front of Postgres and Redis): 0 → 0.5 → 2 ms, at one fixed load",
+            mix: Mix::Default,
+            method: Method::Fixed,
+            variants: vec![
+                Variant {
+                    rtt_ms: Some(0.0),
+                    ..v("baseline", Two, &[], 1)
+                },
+                Variant {
+                    rtt_ms: Some(0.5),
+                    ..v("rtt-0.5ms", Two, &[], 1)
+                },
+                Variant {
+                    rtt_ms: Some(2.0),
+                    ..v("rtt-2ms", Two, &[], 1)
+                },
+            ],
+            curve: &[],
+            prices_sign_in: false,
+            commit_rate: false,
+            topology: Some(STAGE_TOPOLOGY),
+            fixed_rate: Some(20.0),
+            tradeoff: "Every round trip a request makes in sequence costs one RTT of latency, however fast the servers are: a request's p50 grows by (round trips × RTT). Fewer, bigger round trips (one script instead of two commands, a join instead of two queries, pipelining) are what a slower network rewards.",
+            limits: "The link delays every chunk of bytes by half the RTT each way (a TCP proxy; this kernel has no netem); it does not limit bandwidth or drop packets. The fixed load is light on purpose, so the p50 measures round trips, not queues; the slope is fitted to three points and rounds trips that overlap (pipelined or concurrent) count once.",
         },
         Experiment {
             name: "read-load",
@@ -402,6 +489,8 @@ fn experiments() -> Vec<Experiment> {
             curve: &[],
             prices_sign_in: false,
             commit_rate: false,
+            topology: None,
+            fixed_rate: None,
             tradeoff: "Reads need no hashing and no writer: this shows each stage's query path and HTTP overhead alone.",
             limits: "Anonymous reads skip the session lookup that signed-in reads pay.",
         },
@@ -438,6 +527,8 @@ fn experiments() -> Vec<Experiment> {
             curve: &[],
             prices_sign_in: false,
             commit_rate: true,
+            topology: None,
+            fixed_rate: None,
             tradeoff: "Nothing acknowledged is lost: a write is answered only after its group's COMMIT (and fsync) returned, as before (the crash test kills stage 1 under write load with group commit on). What a write pays instead: it waits for the writes ahead of it in its group to run (and, with `--group-commit-wait-us`, for the window), and a COMMIT that fails fails every write of its group (each gets the error; none was acknowledged). One write's own failure (a taken username, a missing photo) rolls back only its savepoint.",
             limits: "The write-heavy mix also decodes and re-encodes an image per upload on the app's CPU, on the same 2 cores as the writer and the load generator, so past some rate the CPU, not the disk, is what a faster writer runs into. The disk is this machine's virtual disk: its fsync cost is not a laptop's or a server's.",
         },
@@ -451,6 +542,8 @@ fn experiments() -> Vec<Experiment> {
             curve: &[],
             prices_sign_in: false,
             commit_rate: false,
+            topology: None,
+            fixed_rate: None,
             tradeoff: "Stage 1 has one writer at a time behind a queue; stage 2 lets Postgres run writes in parallel but pays a round trip per statement.",
             limits: "Each upload decodes and re-encodes a small image on the app's CPU on both stages; the other writes are single-row transactions (one commit each).",
         },
@@ -540,39 +633,72 @@ fn start_server(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Serve
 /// Fresh storage for one variant, removed when dropped.
 struct Storage {
     dir: tempfile::TempDir,
-    /// Stage 2: (server URL, database, Redis URL, key prefix).
-    pg: Option<(String, String, String, String)>,
+    pg: Option<Data>,
+}
+
+/// Stage 2's data: a new database and key prefix, on the shared servers
+/// (dropped afterwards) or on a topology run's own (removed whole).
+struct Data {
+    server: String,
+    db: String,
+    redis: String,
+    prefix: String,
+    shared: bool,
 }
 
 impl Storage {
-    fn new(stage: Stage, args: &LabArgs, tag: &str) -> anyhow::Result<Self> {
+    /// `own`: a topology run's own Postgres and Redis (direct addresses).
+    fn new(
+        stage: Stage,
+        args: &LabArgs,
+        tag: &str,
+        own: Option<DataAddrs>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("minigram-lab-").tempdir()?;
         let pg = (stage == Stage::Two).then(|| {
             let db = format!("minigram_lab_{}_{tag}", std::process::id());
-            (
-                args.postgres.trim_end_matches('/').to_owned(),
-                db.clone(),
-                args.redis.clone(),
-                format!("lab:{db}"),
-            )
+            let shared = own.is_none();
+            let (server, redis) = match own {
+                Some(o) => (o.postgres, o.redis),
+                None => (
+                    args.postgres.trim_end_matches('/').to_owned(),
+                    args.redis.clone(),
+                ),
+            };
+            Data {
+                server,
+                prefix: format!("lab:{db}"),
+                db,
+                redis,
+                shared,
+            }
         });
         Ok(Self { dir, pg })
     }
 
-    /// The storage flags of `serve`, `seed` and `check`.
+    /// The storage flags of `seed` (and of `serve` without links).
     fn flags(&self) -> Vec<String> {
+        self.flags_via(None)
+    }
+
+    /// The storage flags of `serve`: `via` the links of a topology run.
+    fn flags_via(&self, via: Option<&DataAddrs>) -> Vec<String> {
         let mut f = vec![
             "--data-dir".to_owned(),
             self.dir.path().display().to_string(),
         ];
-        if let Some((server, db, redis, prefix)) = &self.pg {
+        if let Some(d) = &self.pg {
+            let (server, redis) = match via {
+                Some(v) => (v.postgres.as_str(), v.redis.as_str()),
+                None => (d.server.as_str(), d.redis.as_str()),
+            };
             f.extend([
                 "--database-url".into(),
-                format!("{server}/{db}"),
+                format!("{server}/{}", d.db),
                 "--redis-url".into(),
-                redis.clone(),
+                redis.to_owned(),
                 "--redis-prefix".into(),
-                prefix.clone(),
+                d.prefix.clone(),
             ]);
         }
         f
@@ -581,7 +707,14 @@ impl Storage {
 
 impl Drop for Storage {
     fn drop(&mut self) {
-        if let Some((server, db, redis, prefix)) = &self.pg {
+        if let Some(Data {
+            server,
+            db,
+            redis,
+            prefix,
+            shared: true,
+        }) = &self.pg
+        {
             let dropped = Command::new("psql")
                 .arg(format!("{server}/postgres"))
                 .args([
@@ -649,6 +782,8 @@ struct Outcome {
     file: PathBuf,
     steps: Vec<Step>,
     breaking_point: Option<Value>,
+    /// The hosts it ran on (`None`: the shared box).
+    topology: Option<Value>,
 }
 
 pub async fn run(args: LabArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -676,11 +811,28 @@ pub async fn run(args: LabArgs) -> anyhow::Result<std::process::ExitCode> {
         args.arrival_rate > 0.0 && args.max_arrival_rate >= args.arrival_rate,
         "--arrival-rate must be above 0 and at most --max-arrival-rate"
     );
-    anyhow::ensure!(args.fixed_rate > 0.0, "--fixed-rate must be above 0");
+    anyhow::ensure!(
+        args.fixed_rate.is_none_or(|r| r > 0.0),
+        "--fixed-rate must be above 0"
+    );
     anyhow::ensure!(args.step_secs > 0, "--step-secs must be at least 1");
     args.slo.parse::<crate::slo::Slo>()?;
     crate::think(&args.think_ms)?;
-    if exp.variants.iter().any(|v| v.stage == Stage::Two) {
+    let topology: Option<Topology> = match args.topology.as_deref() {
+        Some("none" | "shared") => None,
+        Some(t) => Some(t.parse().map_err(|e| anyhow::anyhow!("--topology: {e}"))?),
+        None => exp
+            .topology
+            .map(|t| t.parse().expect("the catalogue's topologies parse")),
+    };
+    // Refused before anything starts: a machine without cgroups, or
+    // budgets that add up to more than its cores.
+    if let Some(t) = &topology {
+        crate::hosts::check()?;
+        for v in &exp.variants {
+            t.fits(v.processes, v.stage == Stage::Two, v.label)?;
+        }
+    } else if exp.variants.iter().any(|v| v.stage == Stage::Two) {
         check_reachable("Postgres", &args.postgres, 5432)?;
         check_reachable("Redis", &args.redis, 6379)?;
     }
@@ -690,7 +842,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<std::process::ExitCode> {
     // Ctrl-C drops the running experiment: its servers and storage are
     // stopped and removed by their guards, and no report is written.
     tokio::select! {
-        r = run_experiment(&args, &exp) => r,
+        r = run_experiment(&args, &exp, topology.as_ref()) => r,
         _ = tokio::signal::ctrl_c() => {
             bail!("interrupted: stopped every process the lab started; no report was written")
         }
@@ -700,6 +852,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<std::process::ExitCode> {
 async fn run_experiment(
     args: &LabArgs,
     exp: &Experiment,
+    topology: Option<&Topology>,
 ) -> anyhow::Result<std::process::ExitCode> {
     let started = Instant::now();
     let started_at = minigram::machine::utc_now();
@@ -715,10 +868,24 @@ async fn run_experiment(
     let mut outcomes = Vec::new();
     for (i, variant) in exp.variants.iter().enumerate() {
         let tag = format!("[{}/{n}] {}", i + 1, variant.label);
+        let rtt_ms = variant.rtt_ms.or(topology.and_then(|t| t.rtt_ms));
+        let fleet = match topology {
+            Some(t) => {
+                let f = Fleet::start(t, variant.processes, variant.stage == Stage::Two, rtt_ms)?;
+                eprintln!(
+                    "lab {} {tag}: hosts: {}",
+                    exp.name,
+                    f.record["text"].as_str().unwrap_or("")
+                );
+                Some(f)
+            }
+            None => None,
+        };
         let storage = Storage::new(
             variant.stage,
             args,
             variant.label.replace('-', "_").as_str(),
+            fleet.as_ref().and_then(Fleet::direct),
         )?;
         let bin = binary(variant.stage.bin())?;
         let ds = Dataset::of(args, variant.scale);
@@ -749,9 +916,10 @@ async fn run_experiment(
                 .unwrap_or("")
         );
         let mut servers = Vec::new();
+        let via = fleet.as_ref().and_then(Fleet::for_app);
         for p in 0..variant.processes {
             let mut serve = vec!["--listen".to_owned(), "127.0.0.1:0".to_owned()];
-            serve.extend(storage.flags());
+            serve.extend(storage.flags_via(via.as_ref()));
             serve.extend(variant.flags.iter().map(|f| f.to_string()));
             let log = storage.dir.path().join(format!("server-{p}.log"));
             servers.push(start_server(&bin, &serve, &log)?);
@@ -782,6 +950,13 @@ async fn run_experiment(
             ack_log: None,
         };
         let (slo, journeys, servers_meta) = crate::prepare(&common, false).await?;
+        // Into their hosts only now: signing the people in (not measured)
+        // would take minutes of password hashing on a small budget.
+        if let Some(f) = &fleet {
+            for (server, host) in servers.iter().zip(&f.apps) {
+                host.place(server.child.id())?;
+            }
+        }
         let load_json = crate::load_model(&common, &journeys);
         let stage = servers_meta[0]["stage"]
             .as_str()
@@ -791,7 +966,13 @@ async fn run_experiment(
             .out_dir
             .join(format!("lab-{}-{}-{stamp}.json", exp.name, variant.label));
         let report = out.with_extension("html");
-        let plan = crate::step::planner(&hosts, journeys, &report, false);
+        let cpu_hosts = fleet.as_ref().map_or(&[][..], |f| f.hosts.all());
+        let plan = crate::step::planner(&hosts, journeys, &report, false, cpu_hosts);
+        // The load is generated inside the generator's host, if any.
+        let inside = match &fleet {
+            Some(f) => Some(f.hosts.enter(&f.generator)?),
+            None => None,
+        };
         let (steps, bp) = match exp.method {
             Method::Breaking => {
                 let max = match args.model {
@@ -811,7 +992,7 @@ async fn run_experiment(
             }
             Method::Fixed => {
                 let level = match args.model {
-                    Model::Open => args.fixed_rate,
+                    Model::Open => fixed_rate(args, exp),
                     Model::Closed => args.fixed_users as f64,
                 };
                 let step =
@@ -820,6 +1001,7 @@ async fn run_experiment(
                 (vec![step], None)
             }
         };
+        drop(inside);
         let result = crate::result_json(&Record {
             mode: exp.method.mode(),
             mix: variant.mix.unwrap_or(exp.mix),
@@ -838,16 +1020,22 @@ async fn run_experiment(
             })),
             load: load_json,
         });
+        let mut result = result;
+        let topology_record = fleet.as_ref().map(|f| f.record.clone());
+        result["topology"] = topology_record.clone().into();
         crate::write_result(&out, &result)?;
         crate::print_table(&steps);
+        drop(plan);
         drop(servers);
         drop(storage);
+        drop(fleet);
         outcomes.push(Outcome {
             variant: variant.clone(),
             dataset: ds,
             file: out,
             steps,
             breaking_point: bp,
+            topology: topology_record,
         });
     }
 
@@ -876,6 +1064,11 @@ async fn run_experiment(
         chapter.display()
     );
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The fixed load of a Method::Fixed experiment, visits/s.
+fn fixed_rate(args: &LabArgs, exp: &Experiment) -> f64 {
+    args.fixed_rate.or(exp.fixed_rate).unwrap_or(50.0)
 }
 
 fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -988,6 +1181,7 @@ fn report_json(
         .iter()
         .map(|o| {
             let key = key_step(o);
+            let failing = hostreport::failing_step(&o.steps, o.breaking_point.as_ref());
             json!({
                 "label": o.variant.label,
                 "stage": o.variant.stage.bin(),
@@ -1011,6 +1205,12 @@ fn report_json(
                 "photoQueue": key.and_then(photo_queue),
                 // Stage 1's writer at that step: writes, commits, groups.
                 "sqliteWriter": key.and_then(sqlite_writer),
+                // Simulated hosts: their budgets, and what each used at
+                // that step and where the SLO broke.
+                "topology": o.topology,
+                "hostCpuAtBreakingPoint": key.filter(|s| !s.host_cpu.is_empty()).map(hostreport::host_cpu),
+                "hostCpuWhereBroken": failing.filter(|s| !s.host_cpu.is_empty()).map(hostreport::host_cpu),
+                "rpsWhereBroken": failing.map(|s| s.rps),
                 "atBreakingPoint": key.map(|s| json!({
                     "users": s.users,
                     "arrivalRate": s.arrival_rate,
@@ -1048,13 +1248,15 @@ fn report_json(
             "ladder": match (exp.method, args.model) {
                 (Method::Breaking, Model::Open) => format!("visits started per second (open model), {} doubling up to {}, then {} bisection steps", args.arrival_rate, args.max_arrival_rate, args.bisect),
                 (Method::Breaking, Model::Closed) => format!("{} users doubling up to {} (closed model), then {} bisection steps", args.users, args.max_users, args.bisect),
-                (Method::Fixed, Model::Open) => format!("one step of {} visits/s per variant (open model; equal load, no breaking-point search)", args.fixed_rate),
+                (Method::Fixed, Model::Open) => format!("one step of {} visits/s per variant (open model; equal load, no breaking-point search)", fixed_rate(args, exp)),
                 (Method::Fixed, Model::Closed) => format!("one step of {} users per variant (closed model; equal load, no breaking-point search)", args.fixed_users),
             },
             "stepSecs": args.step_secs,
             "thinkMs": args.think_ms,
             "slo": args.slo,
         },
+        "uslOverHosts": hostreport::usl_over_hosts(&variants),
+        "roundTrips": hostreport::round_trips(&variants),
         "variants": variants,
         "tradeoff": exp.tradeoff,
         "limits": exp.limits,
@@ -1337,6 +1539,15 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
         md.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
     };
     let fixed = exp.method == Method::Fixed;
+    if variants.iter().any(|v| v["topology"].is_object()) {
+        row(&mut md, "hosts (cores promised)", &|v| {
+            format!(
+                "{} ({:.2} cores)",
+                v["topology"]["text"].as_str().unwrap_or("shared box"),
+                v["topology"]["cores"].as_f64().unwrap_or(0.0)
+            )
+        });
+    }
     if outcomes.iter().any(|o| o.variant.mix.is_some()) {
         row(&mut md, "journey mix", &|v| {
             format!("`{}`", v["mix"].as_str().unwrap_or(""))
@@ -1467,11 +1678,17 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
                 .as_f64()
                 .map_or("–".into(), |x| format!("{x:.6}"))
         });
-        row(&mut md, "USL predicted peak (concurrency)", &|v| {
-            v["usl"]["peakUsers"]
-                .as_f64()
-                .map_or("none".into(), |x| format!("{x:.0}"))
-        });
+        row(
+            &mut md,
+            "USL predicted peak (concurrency)",
+            &|v| match serde_json::from_value::<minigram::usl::UslFit>(v["usl"].clone()) {
+                Ok(fit) => match fit.supported_peak() {
+                    Some((n, _)) => format!("{n:.0}"),
+                    None => fit.peak_caveat(),
+                },
+                Err(_) => "–".into(),
+            },
+        );
     }
     row(&mut md, "result file", &|v| {
         format!("`{}`", v["resultFile"].as_str().unwrap_or(""))
@@ -1509,6 +1726,9 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
     if report["sqliteCommitRate"].is_object() {
         writer_against_disk(&mut md, report, &variants);
     }
+    hostreport::hosts_markdown(&mut md, &variants);
+    hostreport::usl_markdown(&mut md, &report["uslOverHosts"]);
+    hostreport::round_trips_markdown(&mut md, &report["roundTrips"]);
     line(&mut md, "## Observation\n".into());
     for v in &variants {
         line(
@@ -1525,8 +1745,13 @@ fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
     line(
         &mut md,
         format!(
-            "## Limits of this experiment\n\n{} The load generator runs on the same machine as the servers (its CPU share is in each result file); {}; each step is one {}-second measurement, so differences of a few percent are within run-to-run noise.\n",
+            "## Limits of this experiment\n\n{} {}; {}; each step is one {}-second measurement, so differences of a few percent are within run-to-run noise.\n",
             exp.limits,
+            if variants.iter().any(|v| v["topology"].is_object()) {
+                "The load generator runs in a host of its own, inside its CPU budget (the hosts table shows what it used)"
+            } else {
+                "The load generator runs on the same machine as the servers (its CPU share is in each result file)"
+            },
             if report["load"]["model"] == "open" {
                 "the load is an open model (visits start on schedule, each a person with think times between their actions; latency is timed from the scheduled start)"
             } else {

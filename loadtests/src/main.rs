@@ -9,11 +9,17 @@
 mod acks;
 mod arrivals;
 mod calibrate;
+mod fleet;
+mod hostreport;
+mod hosts;
 mod journeys;
 mod lab;
+mod link;
 mod people;
+mod servers;
 mod slo;
 mod step;
+mod topology;
 mod verdict;
 
 use anyhow::Context;
@@ -38,7 +44,11 @@ const EXAMPLES: &str = "Examples:
   loadtests load --host http://127.0.0.1:8080 --mix writes --think-ms 0-0 --ack-log acks.jsonl
   loadtests verify --host http://127.0.0.1:8080 --ack-log acks.jsonl
   loadtests lab list
-  loadtests lab stage1-vs-stage2";
+  loadtests lab stage1-vs-stage2
+  loadtests lab scale-out --topology app=0.1,postgres=0.6,redis=0.1,generator=0.5
+  loadtests lab pool-size --topology app=0.3,postgres=0.4,redis=0.2,generator=0.45,rtt=0.5
+  loadtests hosts --cpus 0.3
+  loadtests link --to 127.0.0.1:5432 --rtt-ms 2";
 
 #[derive(Debug, Parser)]
 #[command(name = "loadtests", version, about = "Goose user journeys against Minigram; find where a stage breaks and why", after_help = EXAMPLES)]
@@ -69,6 +79,12 @@ enum Mode {
     /// The generator's own CPU per request (Goose), next to wrk's on the
     /// same endpoint (`GET /api/explore`), in the same session.
     Calibrate(Common),
+    /// A TCP proxy that adds a round-trip time (the lab's links between
+    /// simulated hosts; this kernel has no netem).
+    Link(link::LinkArgs),
+    /// Checks that this machine can simulate hosts and that a CPU quota
+    /// holds (busy processes in one host; prints what its cgroup counted).
+    Hosts(hosts::CheckArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -423,13 +439,22 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     if let Mode::Lab(l) = &cli.mode {
         return lab::run(l.clone()).await;
     }
+    if let Mode::Hosts(h) = &cli.mode {
+        return hosts::run_check(h);
+    }
+    if let Mode::Link(l) = &cli.mode {
+        let l = l.clone();
+        return tokio::task::spawn_blocking(move || link::run(&l)).await?;
+    }
     let (mode, common) = match &cli.mode {
         Mode::Smoke(c) => ("smoke", c.clone()),
         Mode::Load(c) => ("load", c.clone()),
         Mode::Soak(c) => ("soak", c.clone()),
         Mode::Breaking(b) => ("breaking", b.common.clone()),
         Mode::Spike(s) => ("spike", s.common.clone()),
-        Mode::Calibrate(_) | Mode::Verify(_) | Mode::Lab(_) => unreachable!("handled above"),
+        Mode::Calibrate(_) | Mode::Verify(_) | Mode::Lab(_) | Mode::Link(_) | Mode::Hosts(_) => {
+            unreachable!("handled above")
+        }
     };
     if let Mode::Breaking(b) = &cli.mode {
         anyhow::ensure!(b.max_users > 0, "--max-users must be at least 1");
@@ -471,7 +496,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     );
 
     let single = matches!(cli.mode, Mode::Smoke(_) | Mode::Load(_));
-    let plan = step::planner(&hosts, journeys, &report, single);
+    let plan = step::planner(&hosts, journeys, &report, single, &[]);
     let mut extra = json!({});
     let (steps, breaking_point, ok) = match &cli.mode {
         Mode::Smoke(_) | Mode::Load(_) => {
@@ -493,7 +518,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
             (vec![s], None, ok.is_ok())
         }
-        Mode::Calibrate(_) | Mode::Verify(_) | Mode::Lab(_) => unreachable!("handled above"),
+        Mode::Calibrate(_) | Mode::Verify(_) | Mode::Lab(_) | Mode::Link(_) | Mode::Hosts(_) => {
+            unreachable!("handled above")
+        }
         Mode::Soak(_) => {
             let parts = (common.duration / 30).clamp(2, 20);
             let secs = common.duration / parts;

@@ -29,10 +29,12 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::arrivals;
+use crate::hosts::{self, Host, HostUse};
 use crate::journeys::{self, JourneyConfig};
 use crate::slo::Class;
 
@@ -104,6 +106,9 @@ pub struct Step {
     pub sample_errors: Vec<String>,
     /// Shed answers (503/429) as the client timed them: count, p50, p99, max (ms).
     pub shed_client: ShedTimes,
+    /// Each simulated host's CPU over the step, from its cgroup's own
+    /// accounting (empty on the shared box).
+    pub host_cpu: Vec<HostUse>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -179,6 +184,9 @@ pub struct Plan<'a> {
     pub include_warmup: bool,
     /// Only `GET /api/explore`, no think time (`calibrate`).
     pub explore_only: bool,
+    /// The simulated hosts of a topology run, whose CPU the step records
+    /// (none on the shared box).
+    pub cpu_hosts: &'a [Arc<Host>],
 }
 
 /// The plan of every step of a run: the same hosts, journeys and report,
@@ -189,6 +197,7 @@ pub fn planner<'a>(
     journeys: JourneyConfig,
     report: &'a Path,
     include_warmup: bool,
+    cpu_hosts: &'a [Arc<Host>],
 ) -> impl Fn(Load, u64, bool) -> Plan<'a> + 'a {
     move |load, secs, last| Plan {
         hosts,
@@ -198,6 +207,7 @@ pub fn planner<'a>(
         report: last.then_some(report),
         include_warmup,
         explore_only: false,
+        cpu_hosts,
     }
 }
 
@@ -318,9 +328,10 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         attack = attack.register_scenario(s);
     }
     let me = std::process::id();
-    let (cpu0, busy0, t0) = (
+    let (cpu0, busy0, hosts0, t0) = (
         minigram::machine::process_cpu_seconds(me),
         minigram::machine::machine_busy_seconds(),
+        hosts::snapshot(plan.cpu_hosts),
         Instant::now(),
     );
     journeys::take_shed_micros();
@@ -362,6 +373,7 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
     let own_times = arrivals::take_latencies();
     let shed_client = ShedTimes::of(journeys::take_shed_micros());
     let wall = t0.elapsed().as_secs_f64().max(0.001);
+    let host_cpu = hosts::usage_since(plan.cpu_hosts, &hosts0, wall);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let own = minigram::machine::process_cpu_seconds(me) - cpu0;
     let busy = minigram::machine::machine_busy_seconds() - busy0;
@@ -488,6 +500,7 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         },
         sample_errors,
         shed_client,
+        host_cpu,
     })
 }
 

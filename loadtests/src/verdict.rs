@@ -10,10 +10,15 @@
 //! cores, any SQLite write queue (or ≥ 0.5 s of lock wait per second), any
 //! pool waiters, any shedding, and the machine ≥ 80% busy. If the generator itself used most of
 //! a core's worth of the machine, the verdict blames the generator, not the
-//! server.
+//! server. On simulated hosts (a topology run) the machine's CPU is not
+//! the measure: every host that used ≥ 90% of its own CPU budget (its
+//! cgroup's accounting), or hit its quota in at least half of the CPU
+//! periods, is named first, and a full generator host means the run
+//! measured the generator.
 
 use serde_json::{Value, json};
 
+use crate::hosts::HostUse;
 use crate::slo::Slo;
 use crate::step::{self, Load, Plan, Step};
 
@@ -89,7 +94,28 @@ pub fn figure_peak(server: &Value, key: &str, secs: f64) -> f64 {
 /// the machine's CPU, which are consequences or context.
 pub fn saturated(s: &Step) -> String {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    if s.generator_cpu * cores >= 0.9 {
+    // On simulated hosts each budget is judged by itself: a host that used
+    // nearly all of it is saturated, whatever the machine as a whole did.
+    let full_hosts: Vec<&HostUse> = {
+        let mut v: Vec<&HostUse> = s
+            .host_cpu
+            .iter()
+            .filter(|h| {
+                h.budget_share.is_some_and(|b| b >= HOST_FULL)
+                    || (h.cpus.is_some() && h.throttled_share >= HOST_THROTTLED)
+            })
+            .collect();
+        let strength = |h: &HostUse| h.budget_share.unwrap_or(0.0).max(h.throttled_share);
+        v.sort_by(|a, b| strength(b).total_cmp(&strength(a)));
+        v
+    };
+    if let Some(g) = full_hosts.iter().find(|h| h.name == "generator") {
+        return format!(
+            "the load generator's host ({}): the server was not the limit",
+            host_use(g)
+        );
+    }
+    if s.host_cpu.is_empty() && s.generator_cpu * cores >= 0.9 {
         return format!(
             "the load generator ({:.0}% of the machine's CPU, {:.2} cores): the server was not the limit",
             s.generator_cpu * 100.0,
@@ -206,7 +232,14 @@ pub fn saturated(s: &Step) -> String {
         }
     }
     queues.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut evidence: Vec<String> = queues.into_iter().map(|(_, e)| e).chain(evidence).collect();
+    // A full host comes first: the queues in front of it are what it
+    // being full looks like from the app.
+    let mut evidence: Vec<String> = full_hosts
+        .iter()
+        .map(|h| format!("the {} host ({})", h.name, host_use(h)))
+        .chain(queues.into_iter().map(|(_, e)| e))
+        .chain(evidence)
+        .collect();
     let c = &s.visits_in_progress;
     if c.late_starts > 0 {
         evidence.push(format!(
@@ -215,14 +248,23 @@ pub fn saturated(s: &Step) -> String {
         ));
     }
     let rest = s.rest_of_machine_cpu * cores;
-    if s.rest_of_machine_cpu + s.generator_cpu >= 0.8 {
+    if s.host_cpu.is_empty() && s.rest_of_machine_cpu + s.generator_cpu >= 0.8 {
         evidence.push(format!(
             "CPU: the machine was {:.0}% busy (server side {rest:.2} cores, generator {:.2} cores)",
             (s.rest_of_machine_cpu + s.generator_cpu) * 100.0,
             s.generator_cpu * cores
         ));
     }
-    if evidence.is_empty() {
+    if evidence.is_empty() && !s.host_cpu.is_empty() {
+        format!(
+            "no host used its whole budget and no queue formed ({}); see the per-request latencies",
+            s.host_cpu
+                .iter()
+                .map(|h| format!("{} {:.0}%", h.name, h.budget_share.unwrap_or(0.0) * 100.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else if evidence.is_empty() {
         format!(
             "nothing the server measures was saturated (machine CPU {:.0}%); see the per-request latencies",
             (s.rest_of_machine_cpu + s.generator_cpu) * 100.0
@@ -230,6 +272,26 @@ pub fn saturated(s: &Step) -> String {
     } else {
         evidence.join("; ")
     }
+}
+
+/// A host that used this share of its CPU budget over a step is full.
+const HOST_FULL: f64 = 0.9;
+
+/// A host that hit its quota in this share of CPU periods is short of CPU
+/// even if its mean use is lower: its processes run in parallel on the
+/// machine's cores, spend the quota early in a period and wait out the
+/// rest (as a container with a `cpus:` limit does).
+const HOST_THROTTLED: f64 = 0.5;
+
+/// "97% of its 0.20-core budget, throttled in 85% of CPU periods".
+fn host_use(h: &HostUse) -> String {
+    format!(
+        "{:.0}% of its {:.2}-core budget, {:.3} cores; throttled in {:.0}% of CPU periods",
+        h.budget_share.unwrap_or(0.0) * 100.0,
+        h.cpus.unwrap_or(0.0),
+        h.cores,
+        h.throttled_share * 100.0
+    )
 }
 
 pub type PlanFn<'a> = dyn Fn(Load, u64, bool) -> Plan<'a> + 'a;

@@ -194,9 +194,12 @@ fn lab_without_postgres_says_so() {
     );
 }
 
-/// A whole (tiny) lab run: both stages seeded and started by the lab, a
-/// report with the method's sections, one result file per variant marked
-/// with the experiment, and nothing left running or stored.
+/// A whole (tiny) lab run on simulated hosts (stage1-vs-stage2's own
+/// topology): both stages seeded and started by the lab, stage 2 on its
+/// own Postgres and Redis, a report with the method's sections and the
+/// hosts table, one result file per variant marked with the experiment and
+/// its hosts, each step with every host's CPU from its cgroup, and nothing
+/// left running, stored or grouped.
 #[test]
 fn a_tiny_lab_run_writes_its_report() {
     let dir = tempfile::tempdir().unwrap();
@@ -225,8 +228,12 @@ fn a_tiny_lab_run_writes_its_report() {
         .arg(&out)
         .arg("--docs-dir")
         .arg(&docs)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let pid = o.id();
+    let o = o.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     let chapter = std::fs::read_to_string(docs.join("stage1-vs-stage2.md")).unwrap();
@@ -241,6 +248,10 @@ fn a_tiny_lab_run_writes_its_report() {
         assert!(chapter.contains(section), "{section} in {chapter}");
     }
     assert!(
+        chapter.contains("### The hosts") && chapter.contains("| hosts (cores promised) |"),
+        "{chapter}"
+    );
+    assert!(
         chapter.contains("| breaking point |")
             && chapter.contains("| visits in progress (mean / peak) |")
             && chapter.contains("| GET /api/feed |")
@@ -252,7 +263,14 @@ fn a_tiny_lab_run_writes_its_report() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    for variant in ["baseline", "stage-2"] {
+    for (variant, hosts) in [
+        ("baseline", vec!["app-1", "generator"]),
+        ("stage-2", vec!["app-1", "postgres", "redis", "generator"]),
+        (
+            "stage-2-two-app-hosts",
+            vec!["app-1", "app-2", "postgres", "redis", "generator"],
+        ),
+    ] {
         let f = files
             .iter()
             .find(|f| {
@@ -266,6 +284,27 @@ fn a_tiny_lab_run_writes_its_report() {
         assert_eq!(v["load"]["model"], "open");
         assert!(v["steps"].as_array().unwrap().len() >= 3);
         assert_eq!(v["steps"][0]["arrivalRate"], 2.0);
+        let named: Vec<&str> = v["topology"]["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(named, hosts, "{variant}");
+        for step in v["steps"].as_array().unwrap() {
+            let measured: Vec<&str> = step["hostCpu"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(measured, hosts, "{variant}");
+            // Every host did some work, none beyond its budget.
+            for h in step["hostCpu"].as_array().unwrap() {
+                let share = h["budgetShare"].as_f64().unwrap();
+                assert!(share > 0.0 && share <= 1.05, "{variant}: {h}");
+            }
+        }
         // Sessions last: sign-ins are a small share, and it is recorded.
         let share = v["signInShare"].as_f64().unwrap();
         assert!((0.0..=0.1).contains(&share), "sign-in share {share}");
@@ -277,11 +316,18 @@ fn a_tiny_lab_run_writes_its_report() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join(report)).unwrap()).unwrap();
     assert_eq!(report["schema"], "minigram.lab/1");
-    assert_eq!(report["variants"].as_array().unwrap().len(), 2);
+    assert_eq!(report["variants"].as_array().unwrap().len(), 3);
     assert!(
         !files.iter().any(|f| f.ends_with(".partial")),
         "no half-written file"
     );
+    let groups = std::fs::read_dir("/sys/fs/cgroup/cpu")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy() == format!("minigram-lab-{pid}"))
+        .count();
+    assert_eq!(groups, 0, "the run's cgroups are gone");
 }
 
 /// A tiny index-impact run: the fixed-load method on three dataset sizes,

@@ -17,10 +17,10 @@
 //! whole system under that journey mix, and the peak is a prediction
 //! that is only as good as the points near it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A fitted curve and how well it fits.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UslFit {
     pub lambda: f64,
@@ -33,11 +33,46 @@ pub struct UslFit {
     /// Predicted throughput at the peak (or the asymptote λ/σ).
     pub peak_rps: f64,
     pub points: usize,
+    /// The largest N measured: a peak far beyond it is not a prediction
+    /// (0 in reports written before it was recorded).
+    #[serde(default)]
+    pub max_load: f64,
 }
 
 impl UslFit {
     pub fn predict(&self, n: f64) -> f64 {
         throughput(self.lambda, self.sigma, self.kappa, n)
+    }
+
+    /// A fit that says nothing about scaling: no contention and no
+    /// coherency cost found (σ = κ = 0, throughput simply proportional over
+    /// the points), or one that explains less than 80% of the variation.
+    pub fn is_degenerate(&self) -> bool {
+        (self.sigma == 0.0 && self.kappa == 0.0) || self.r2 < 0.8
+    }
+
+    /// The predicted peak (N, throughput), only when the fit supports it:
+    /// not degenerate, and within twice the measured range.
+    pub fn supported_peak(&self) -> Option<(f64, f64)> {
+        let n = self.peak_users?;
+        (!self.is_degenerate() && n <= 2.0 * self.max_load).then_some((n, self.peak_rps))
+    }
+
+    /// What to print instead of a peak the fit does not support.
+    pub fn peak_caveat(&self) -> String {
+        if self.is_degenerate() {
+            format!(
+                "degenerate fit (σ = {:.4}, κ = {:.6}, R² = {:.2}): no peak predicted",
+                self.sigma, self.kappa, self.r2
+            )
+        } else if self.peak_users.is_none() {
+            "no retrograde region (κ = 0): no peak predicted".into()
+        } else {
+            format!(
+                "beyond twice the measured range (N ≤ {:.0}): not predicted",
+                self.max_load
+            )
+        }
     }
 }
 
@@ -135,6 +170,7 @@ pub fn fit(points: &[(f64, f64)]) -> Option<UslFit> {
         peak_users,
         peak_rps,
         points: points.len(),
+        max_load: points.iter().map(|p| p.0).fold(0.0, f64::max),
     })
 }
 

@@ -1,0 +1,313 @@
+//! What a topology run adds to a lab report: each host's CPU against its
+//! budget, the USL over app hosts (scale-out), and round trips per
+//! request derived from latency against the link's RTT (network-latency).
+//!
+//! Everything here reads the report's variants (`lab.rs` builds them from
+//! the steps) and writes both the report's JSON and its Markdown.
+
+use serde_json::{Value, json};
+
+use crate::step::Step;
+
+/// A step's host CPU for the report: per host, cores used and share of
+/// budget.
+pub fn host_cpu(s: &Step) -> Value {
+    json!(s.host_cpu)
+}
+
+/// The step the SLO first broke at (the lowest failing level), if any.
+pub fn failing_step<'a>(steps: &'a [Step], bp: Option<&Value>) -> Option<&'a Step> {
+    let bp = bp?;
+    match bp["failingArrivalRate"].as_f64() {
+        Some(r) => steps.iter().find(|s| s.arrival_rate == Some(r)),
+        None => {
+            let users = bp["failingUsers"].as_u64()?;
+            steps.iter().find(|s| s.users as u64 == users)
+        }
+    }
+}
+
+fn cell(h: &Value) -> String {
+    let cores = h["cores"].as_f64().unwrap_or(0.0);
+    match (h["cpus"].as_f64(), h["budgetShare"].as_f64()) {
+        (Some(b), Some(share)) => format!("{cores:.3} of {b:.2} ({:.0}%)", share * 100.0),
+        _ => format!("{cores:.3} (no budget)"),
+    }
+}
+
+/// "The hosts": each variant's topology and, per host, the CPU it used at
+/// the last passing step and at the first failing one (cores of budget).
+pub fn hosts_markdown(md: &mut String, variants: &[Value]) {
+    if !variants.iter().any(|v| v["topology"].is_object()) {
+        return;
+    }
+    md.push_str("### The hosts\n\nEach host is a cgroup with a CPU quota (period 10 ms); its CPU is the cgroup's own accounting over the step (all its processes and threads). Cores used of the budget, at the step the variant is compared at (its breaking point, or the fixed load) and at the first step that broke the SLO:\n\n| variant | hosts (cores promised) | host | at the breaking point | where the SLO broke |\n|---|---|---|---:|---:|\n");
+    for v in variants {
+        let label = v["label"].as_str().unwrap_or("");
+        let topo = &v["topology"];
+        let Some(at) = v["hostCpuAtBreakingPoint"].as_array() else {
+            continue;
+        };
+        let failing = v["hostCpuWhereBroken"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for (i, h) in at.iter().enumerate() {
+            let name = h["name"].as_str().unwrap_or("");
+            let broke = failing
+                .iter()
+                .find(|f| f["name"] == h["name"])
+                .map_or("–".into(), cell);
+            if i == 0 {
+                md.push_str(&format!(
+                    "| {label} | {} ({:.2} cores) | {name} | {} | {broke} |\n",
+                    topo["text"].as_str().unwrap_or(""),
+                    topo["cores"].as_f64().unwrap_or(0.0),
+                    cell(h)
+                ));
+            } else {
+                md.push_str(&format!("| | | {name} | {} | {broke} |\n", cell(h)));
+            }
+        }
+    }
+    md.push('\n');
+}
+
+/// The USL fitted to throughput at the SLO against app hosts (N = app
+/// hosts, not users), with the breaking-point search's resolution as the
+/// uncertainty: each point's throughput lies between the last passing
+/// step's and the first failing step's, and σ, κ are refitted at every
+/// corner of those intervals.
+pub fn usl_over_hosts(variants: &[Value]) -> Value {
+    // (app hosts, passing rps, failing rps)
+    let points: Vec<(f64, f64, f64)> = variants
+        .iter()
+        .filter(|v| v["topology"].is_object() && v["stage"] == "stage-2")
+        .filter_map(|v| {
+            let n = v["processes"].as_f64()?;
+            let pass = v["atBreakingPoint"]["rps"].as_f64()?;
+            let fail = v["rpsWhereBroken"].as_f64().unwrap_or(pass).max(pass);
+            v["breakingPoint"].is_object().then_some((n, pass, fail))
+        })
+        .collect();
+    let mut ns: Vec<u64> = points.iter().map(|p| p.0 as u64).collect();
+    ns.sort_unstable();
+    ns.dedup();
+    if ns.len() < 3 || ns.len() != points.len() {
+        return Value::Null;
+    }
+    let Some(fit) = minigram::usl::fit(&points.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>())
+    else {
+        return Value::Null;
+    };
+    let (mut s_lo, mut s_hi, mut k_lo, mut k_hi) = (fit.sigma, fit.sigma, fit.kappa, fit.kappa);
+    for corner in 0..(1u32 << points.len()) {
+        let at: Vec<(f64, f64)> = points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.0, if corner & (1 << i) == 0 { p.1 } else { p.2 }))
+            .collect();
+        if let Some(f) = minigram::usl::fit(&at) {
+            s_lo = s_lo.min(f.sigma);
+            s_hi = s_hi.max(f.sigma);
+            k_lo = k_lo.min(f.kappa);
+            k_hi = k_hi.max(f.kappa);
+        }
+    }
+    let max_n = points.iter().map(|p| p.0).fold(0.0, f64::max);
+    let one = points.iter().find(|p| p.0 == 1.0).map(|p| p.1);
+    // A peak is predicted only inside twice the measured range: beyond
+    // that the fit has no points to stand on.
+    let peak = fit.peak_users.filter(|n| *n <= 2.0 * max_n);
+    let degenerate = fit.sigma == 0.0 && fit.kappa == 0.0;
+    json!({
+        "n": "app hosts",
+        "points": points.iter().map(|p| json!({"appHosts": p.0, "rps": p.1, "rpsWhereBroken": p.2})).collect::<Vec<_>>(),
+        "lambda": fit.lambda,
+        "sigma": fit.sigma,
+        "sigmaRange": [s_lo, s_hi],
+        "kappa": fit.kappa,
+        "kappaRange": [k_lo, k_hi],
+        "r2": fit.r2,
+        "degenerate": degenerate,
+        "peakAppHosts": peak,
+        "peakRps": peak.map(|_| fit.peak_rps),
+        "peakNote": match (fit.peak_users, peak) {
+            (Some(_), Some(_)) => "within twice the measured range",
+            (Some(_), None) => "beyond twice the measured range: not predicted",
+            (None, _) => "no retrograde region fitted (κ = 0): no peak predicted",
+        },
+        "speedup": points.iter().map(|p| json!({
+            "appHosts": p.0,
+            "vsOne": one.map(|o| p.1 / o),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn usl_markdown(md: &mut String, usl: &Value) {
+    let Some(points) = usl["points"].as_array() else {
+        return;
+    };
+    md.push_str("### Throughput against app hosts (USL, N = app hosts)\n\n| app hosts | req/s at the SLO (last passing step) | req/s where the SLO broke | vs one app host |\n|---:|---:|---:|---:|\n");
+    let speed = usl["speedup"].as_array().cloned().unwrap_or_default();
+    for (p, s) in points.iter().zip(&speed) {
+        md.push_str(&format!(
+            "| {} | {:.1} | {:.1} | {} |\n",
+            p["appHosts"],
+            p["rps"].as_f64().unwrap_or(0.0),
+            p["rpsWhereBroken"].as_f64().unwrap_or(0.0),
+            s["vsOne"]
+                .as_f64()
+                .map_or("–".into(), |x| format!("{x:.2}×"))
+        ));
+    }
+    let range = |k: &str| {
+        let r = usl[k].as_array().cloned().unwrap_or_default();
+        format!(
+            "{:.4}–{:.4}",
+            r.first().and_then(Value::as_f64).unwrap_or(0.0),
+            r.get(1).and_then(Value::as_f64).unwrap_or(0.0)
+        )
+    };
+    md.push_str(&format!(
+        "\nFitted to the passing points: σ = {:.4} (range over the search's resolution {}), κ = {:.4} ({}), R² = {:.3}{}; peak: {}.\n\n",
+        usl["sigma"].as_f64().unwrap_or(0.0),
+        range("sigmaRange"),
+        usl["kappa"].as_f64().unwrap_or(0.0),
+        range("kappaRange"),
+        usl["r2"].as_f64().unwrap_or(0.0),
+        if usl["degenerate"] == true {
+            " (degenerate: σ = κ = 0, throughput grew in proportion over the measured range; the fit says nothing beyond it)"
+        } else {
+            ""
+        },
+        match usl["peakAppHosts"].as_f64() {
+            Some(n) => format!(
+                "{n:.1} app hosts, {:.0} req/s",
+                usl["peakRps"].as_f64().unwrap_or(0.0)
+            ),
+            None => usl["peakNote"].as_str().unwrap_or("").to_owned(),
+        }
+    ));
+}
+
+/// The round trips each request makes in sequence, as a slope: p50 (ms)
+/// against the link's RTT (ms), fitted by least squares over the variants.
+/// A request that makes n round trips one after another slows by n × RTT.
+pub fn round_trips(variants: &[Value]) -> Value {
+    let with_rtt: Vec<(f64, &Value)> = variants
+        .iter()
+        .filter_map(|v| Some((v["topology"]["rttMs"].as_f64()?, v)))
+        .collect();
+    let mut rtts: Vec<f64> = with_rtt.iter().map(|p| p.0).collect();
+    rtts.sort_by(f64::total_cmp);
+    rtts.dedup();
+    if rtts.len() < 2 {
+        return Value::Null;
+    }
+    let mut names: Vec<String> = with_rtt
+        .iter()
+        .filter_map(|(_, v)| v["atBreakingPoint"]["requests"].as_object())
+        .flat_map(|r| r.keys().cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    let rows: Vec<Value> = names
+        .iter()
+        .filter_map(|name| {
+            let pts: Vec<(f64, f64)> = with_rtt
+                .iter()
+                .filter_map(|(r, v)| {
+                    Some((*r, v["atBreakingPoint"]["requests"][name]["p50Ms"].as_f64()?))
+                })
+                .collect();
+            (pts.len() >= 2).then(|| {
+                let (slope, intercept) = least_squares(&pts);
+                json!({
+                    "request": name,
+                    "p50Ms": pts.iter().map(|p| json!({"rttMs": p.0, "p50Ms": p.1})).collect::<Vec<_>>(),
+                    "roundTrips": slope,
+                    "p50AtZeroMs": intercept,
+                    "expected": expected(name),
+                })
+            })
+        })
+        .collect();
+    json!({ "rttMs": rtts, "requests": rows })
+}
+
+/// Round trips to Postgres and Redis in sequence, read from stage 2's code
+/// (stage-2/src/store.rs and the handlers) with its defaults (feed cache
+/// on): every signed-in request looks its session up in Redis (1); a
+/// Postgres query is 2, because sqlx pings a pooled connection before
+/// handing it out (`test_before_acquire`, on by default) and then sends
+/// the query; a Redis command, pipeline or script is 1 (bb8 does not test
+/// connections on check-out here).
+fn expected(name: &str) -> Value {
+    let (n, why) = match name {
+        "GET /api/feed" => (
+            2,
+            "a cached first page: session GET + HGET of the page (a miss costs up to 10)",
+        ),
+        "GET /api/feed?before" => (
+            4,
+            "session GET + MGET of the cached id list + one Postgres query hydrating the page (2)",
+        ),
+        "POST /api/photos/{id}/like" => (
+            4,
+            "session GET + one Postgres statement (2) + the pipeline invalidating the liker's cache",
+        ),
+        "POST /api/login" => (
+            5,
+            "strike check (EVAL) + credentials (2) + the session SET + clearing strikes (DEL); the hash is CPU, not a round trip",
+        ),
+        _ => return Value::Null,
+    };
+    json!({"roundTrips": n, "why": why})
+}
+
+/// Slope and intercept of the least-squares line through `pts`.
+fn least_squares(pts: &[(f64, f64)]) -> (f64, f64) {
+    let n = pts.len() as f64;
+    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    (slope, my - slope * mx)
+}
+
+pub fn round_trips_markdown(md: &mut String, rt: &Value) {
+    let (Some(rtts), Some(rows)) = (rt["rttMs"].as_array(), rt["requests"].as_array()) else {
+        return;
+    };
+    let heads: Vec<String> = rtts.iter().map(|r| format!("p50 at {r} ms (ms)")).collect();
+    md.push_str(&format!(
+        "### Round trips per request\n\nA request that makes n round trips to its data one after another is slower by n × RTT: the slope of its p50 against the link's RTT, fitted over the variants, is the number of round trips it makes in sequence. Expected: read from stage 2's code (Postgres queries count 2: sqlx pings a pooled connection before each use).\n\n| request | {} | round trips (slope) | expected from the code |\n|---|{}---:|---|\n",
+        heads.join(" | "),
+        "---:|".repeat(heads.len())
+    ));
+    for r in rows {
+        let p50: Vec<String> = rtts
+            .iter()
+            .map(|x| {
+                r["p50Ms"]
+                    .as_array()
+                    .and_then(|ps| ps.iter().find(|p| p["rttMs"] == *x))
+                    .and_then(|p| p["p50Ms"].as_f64())
+                    .map_or("–".into(), |v| format!("{v:.1}"))
+            })
+            .collect();
+        md.push_str(&format!(
+            "| {} | {} | {:.1} | {} |\n",
+            r["request"].as_str().unwrap_or(""),
+            p50.join(" | "),
+            r["roundTrips"].as_f64().unwrap_or(0.0),
+            match r["expected"]["roundTrips"].as_u64() {
+                Some(n) => format!("{n}: {}", r["expected"]["why"].as_str().unwrap_or("")),
+                None => "–".into(),
+            }
+        ));
+    }
+    md.push('\n');
+}

@@ -1,0 +1,293 @@
+//! The servers a topology run starts for itself, each inside its host: a
+//! Postgres cluster of its own (initdb into a temporary directory, its own
+//! port), a Redis of its own, and the links between tiers (`link.rs`).
+//!
+//! Nothing here touches the machine's shared Postgres or Redis, and
+//! everything is removed when its guard drops: the cluster is stopped
+//! (`pg_ctl stop -m immediate`) and its directory deleted, Redis and the
+//! links are killed.
+
+use anyhow::{Context, bail};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::hosts::Host;
+
+/// A port nobody listens on now (bound, read and released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Spawns `cmd`, places it in `host`, copies its output lines to `log`
+/// and waits until one contains `ready` (then returns that line).
+fn start(
+    mut cmd: Command,
+    what: &str,
+    host: Option<&Host>,
+    log: &Path,
+    ready: &'static str,
+) -> anyhow::Result<(Child, String)> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
+    if let Some(h) = host {
+        h.place(child.id())?;
+    }
+    let (tx, rx) = mpsc::channel();
+    let file = std::sync::Arc::new(std::sync::Mutex::new(std::fs::File::create(log)?));
+    let stdout = child
+        .stdout
+        .take()
+        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+    for stream in [stdout, stderr].into_iter().flatten() {
+        let (tx, file) = (tx.clone(), std::sync::Arc::clone(&file));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Ok(mut f) = file.lock() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if line.contains(ready) {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            return Ok((child, line));
+        }
+        if let Some(status) = child.try_wait()? {
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            bail!(
+                "{what} exited ({status}) before it was ready: {}",
+                said.lines().last().unwrap_or("no output")
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("{what} was not ready within 60 s (log: {})", log.display());
+        }
+    }
+}
+
+/// The uid and gid of a system account, from /etc/passwd.
+fn account(name: &str) -> Option<(u32, u32)> {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 3 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+        })
+}
+
+/// The newest PostgreSQL server binaries installed (`…/bin` holding
+/// `initdb` and `postgres`).
+fn postgres_bin() -> anyhow::Result<PathBuf> {
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((v, bin))
+        })
+        .collect();
+    dirs.sort();
+    match dirs.pop() {
+        Some((_, bin)) => Ok(bin),
+        None => bail!(
+            "a topology run starts its own Postgres and needs its server binaries (initdb, postgres under /usr/lib/postgresql/N/bin): apt-get install postgresql"
+        ),
+    }
+}
+
+/// A Postgres cluster of the run's own, in its host.
+pub struct OwnPostgres {
+    child: Child,
+    bin: PathBuf,
+    data: PathBuf,
+    user: Option<(u32, u32)>,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnPostgres {
+    pub fn start(host: &Host, logs: &Path) -> anyhow::Result<Self> {
+        let bin = postgres_bin()?;
+        let dir = tempfile::Builder::new().prefix("minigram-pg-").tempdir()?;
+        // Postgres refuses to run as root: as root, the cluster belongs to
+        // the `postgres` account.
+        let user = if crate::hosts::is_root() {
+            let ids = account("postgres").context(
+                "running as root, the lab runs its Postgres as the postgres account, which /etc/passwd lacks: apt-get install postgresql",
+            )?;
+            std::os::unix::fs::chown(dir.path(), Some(ids.0), Some(ids.1))?;
+            Some(ids)
+        } else {
+            None
+        };
+        let as_user = |cmd: &mut Command| {
+            use std::os::unix::process::CommandExt;
+            if let Some((uid, gid)) = user {
+                cmd.uid(uid).gid(gid);
+            }
+        };
+        let data = dir.path().join("data");
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data);
+        as_user(&mut initdb);
+        let out = initdb.output().context("cannot run initdb")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        let port = free_port()?;
+        let mut cmd = Command::new(bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(dir.path())
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=128MB",
+                "-c",
+                "logging_collector=off",
+            ]);
+        as_user(&mut cmd);
+        let (child, _) = start(
+            cmd,
+            "the lab's Postgres",
+            Some(host),
+            &logs.join("postgres.log"),
+            "ready to accept connections",
+        )?;
+        // Workers it forked before it was placed move to its host too.
+        host.place_tree(child.id())?;
+        Ok(Self {
+            child,
+            bin,
+            data,
+            user,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// The server's URL (no database).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let mut stop = Command::new(self.bin.join("pg_ctl"));
+        stop.args(["stop", "-m", "immediate", "-w", "-D"])
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some((uid, gid)) = self.user {
+            stop.uid(uid).gid(gid);
+        }
+        if !stop.status().is_ok_and(|s| s.success()) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A process the run started (Redis, a link): killed when dropped.
+pub struct Owned {
+    child: Child,
+    pub addr: String,
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Redis of the run's own, in its host, keeping nothing on disk.
+pub fn own_redis(host: &Host, logs: &Path) -> anyhow::Result<Owned> {
+    let port = free_port()?;
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+    ])
+    .arg(logs);
+    let (child, _) = start(
+        cmd,
+        "the lab's Redis (redis-server; apt-get install redis-server)",
+        Some(host),
+        &logs.join("redis.log"),
+        "Ready to accept connections",
+    )?;
+    Ok(Owned {
+        child,
+        addr: format!("127.0.0.1:{port}"),
+    })
+}
+
+/// A link (`loadtests link`) to `to` with `rtt_ms`, in `host`.
+pub fn link(to: &str, rtt_ms: f64, host: &Host, logs: &Path, name: &str) -> anyhow::Result<Owned> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["link", "--to", to, "--rtt-ms", &rtt_ms.to_string()]);
+    let (child, line) = start(
+        cmd,
+        "a link (loadtests link)",
+        Some(host),
+        &logs.join(format!("link-{name}.log")),
+        "link on ",
+    )?;
+    let addr = line
+        .split("link on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Owned { child, addr })
+}
