@@ -839,12 +839,17 @@ pub async fn run(args: LabArgs) -> anyhow::Result<std::process::ExitCode> {
     for v in &exp.variants {
         binary(v.stage.bin())?;
     }
-    // Ctrl-C drops the running experiment: its servers and storage are
-    // stopped and removed by their guards, and no report is written.
+    // Ctrl-C or SIGTERM (`kill`, a CI timeout) drops the running
+    // experiment: its servers, storage and hosts are stopped and removed
+    // by their guards, and no report is written.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = run_experiment(&args, &exp, topology.as_ref()) => r,
         _ = tokio::signal::ctrl_c() => {
             bail!("interrupted: stopped every process the lab started; no report was written")
+        }
+        _ = term.recv() => {
+            bail!("terminated: stopped every process the lab started; no report was written")
         }
     }
 }
