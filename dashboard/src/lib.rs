@@ -152,6 +152,15 @@ impl BreakingPoint {
     }
 }
 
+/// The simulated hosts a lab run was placed on (`topology` of the result
+/// file; absent: the shared box).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Topology {
+    pub text: String,
+    pub cores: f64,
+}
+
 /// One load-test run (`minigram.loadtest/1`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -165,6 +174,7 @@ pub struct Run {
     pub experiment: Option<Experiment>,
     pub steps: Vec<Step>,
     pub breaking_point: Option<BreakingPoint>,
+    pub topology: Option<Topology>,
     /// Mode-specific summary (spike: shed, slowest shed, peak RSS, recovery).
     pub summary: Value,
     #[serde(skip)]
@@ -186,6 +196,15 @@ impl Run {
         match value.as_f64() {
             Some(x) => format!("{x:.digits$}"),
             None => "–".into(),
+        }
+    }
+
+    /// Where it ran: its hosts and the cores they were promised, or the
+    /// shared box.
+    pub fn hosts(&self) -> String {
+        match &self.topology {
+            Some(t) => format!("{} ({:.2} cores)", t.text, t.cores),
+            None => "shared box (every process on all cores)".into(),
         }
     }
 

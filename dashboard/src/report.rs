@@ -136,9 +136,16 @@ fn headline(src: &Sources) -> anyhow::Result<String> {
     );
     for v in r["variants"].as_array().into_iter().flatten() {
         let bp = &v["breakingPoint"];
+        let who = match v["topology"]["text"].as_str() {
+            Some(hosts) => format!(
+                "{}: {hosts} ({:.2} cores)",
+                s(&v["stage"]),
+                v["topology"]["cores"].as_f64().unwrap_or(0.0)
+            ),
+            None => s(&v["stage"]).to_string(),
+        };
         t.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
-            s(&v["stage"]),
+            "| {who} | {} | {} | {} | {} | {} | {} |\n",
             held(bp),
             f(&v["atBreakingPoint"]["rps"], 0),
             f(&v["atBreakingPoint"]["p95Ms"], 1),
@@ -150,11 +157,16 @@ fn headline(src: &Sources) -> anyhow::Result<String> {
         ));
     }
     t.push_str(&format!(
-        "\nSame journeys (`{}` mix, {} model), same dataset ({} users, {} photos), one process each; the whole run took {} minutes. Chapter: [stage1-vs-stage2](docs/experiments/stage1-vs-stage2.md).\n\n",
+        "\nSame journeys (`{}` mix, {} model), same dataset ({} users, {} photos), {}; the whole run took {} minutes. Chapter: [stage1-vs-stage2](docs/experiments/stage1-vs-stage2.md).\n\n",
         s(&r["mix"]),
         r["load"]["model"].as_str().unwrap_or("closed"),
         r["dataset"]["users"],
         r["dataset"]["photos"],
+        if r["variants"][0]["topology"].is_object() {
+            "each variant on the simulated hosts named in its row (CPU budgets; the load generator in a host of its own)"
+        } else {
+            "one process each on the shared box"
+        },
         f(&r["minutes"], 1)
     ));
     t.push_str(&source(name, r));

@@ -592,7 +592,7 @@ pub fn run_check(args: &CheckArgs) -> anyhow::Result<std::process::ExitCode> {
             memory_mib: None,
         },
     )?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = minigram::machine::machine_cores();
     let mut busy = Vec::new();
     for _ in 0..cores {
         let child = std::process::Command::new("sh")

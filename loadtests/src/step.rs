@@ -374,7 +374,7 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
     let shed_client = ShedTimes::of(journeys::take_shed_micros());
     let wall = t0.elapsed().as_secs_f64().max(0.001);
     let host_cpu = hosts::usage_since(plan.cpu_hosts, &hosts0, wall);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = minigram::machine::machine_cores() as f64;
     let own = minigram::machine::process_cpu_seconds(me) - cpu0;
     let busy = minigram::machine::machine_busy_seconds() - busy0;
     let mut server = Vec::new();

@@ -93,7 +93,7 @@ pub fn figure_peak(server: &Value, key: &str, secs: f64) -> f64 {
 /// core), strongest first; then shedding, the generator's late starts and
 /// the machine's CPU, which are consequences or context.
 pub fn saturated(s: &Step) -> String {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = minigram::machine::machine_cores() as f64;
     // On simulated hosts each budget is judged by itself: a host that used
     // nearly all of it is saturated, whatever the machine as a whole did.
     let full_hosts: Vec<&HostUse> = {

@@ -62,6 +62,26 @@ pub fn git_commit() -> String {
     }
 }
 
+/// The machine's CPUs (the `cpuN` lines of /proc/stat), whatever CPU quota
+/// the calling process runs under: inside a lab host of 0.5 cores,
+/// `available_parallelism` says 1, but shares of "the machine" are shares
+/// of all of them.
+pub fn machine_cores() -> usize {
+    let n = std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
+    if n == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        n
+    }
+}
+
 /// CPU time (user + system) a process has used so far, in seconds.
 pub fn process_cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
