@@ -290,6 +290,12 @@ fn breaking(src: &Sources, stage: &str) -> String {
             (false, 1) => format!("`{}`", flags.join(" ")),
             (false, p) => format!("`{}`, {p} processes", flags.join(" ")),
         };
+        // A run on simulated hosts says so: its numbers are of those
+        // budgets, not of the whole machine.
+        let settings = match v["topology"]["text"].as_str() {
+            Some(hosts) => format!("{settings}; hosts: {hosts}"),
+            None => settings,
+        };
         // Files before the mix was recorded: a lab variant's mix is its
         // experiment's (in the report); a plain run used the default.
         let mix = v["mix"].as_str().or_else(|| {
