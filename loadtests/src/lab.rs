@@ -1007,7 +1007,7 @@ async fn run_experiment(
             }
         };
         drop(inside);
-        let result = crate::result_json(&Record {
+        let mut result = crate::result_json(&Record {
             mode: exp.method.mode(),
             mix: variant.mix.unwrap_or(exp.mix),
             stage: &stage,
@@ -1025,7 +1025,6 @@ async fn run_experiment(
             })),
             load: load_json,
         });
-        let mut result = result;
         let topology_record = fleet.as_ref().map(|f| f.record.clone());
         result["topology"] = topology_record.clone().into();
         crate::write_result(&out, &result)?;

@@ -274,7 +274,11 @@ fn a_tiny_lab_run_writes_its_report() {
         let f = files
             .iter()
             .find(|f| {
-                f.starts_with(&format!("lab-stage1-vs-stage2-{variant}-")) && f.ends_with(".json")
+                // The time follows the label: "stage-2-" must not match
+                // "stage-2-two-app-hosts-".
+                f.strip_prefix(&format!("lab-stage1-vs-stage2-{variant}-"))
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                    && f.ends_with(".json")
             })
             .unwrap_or_else(|| panic!("{variant} result in {files:?}"));
         let v: serde_json::Value =
