@@ -88,6 +88,18 @@ url2=$(start stage-2 --data-dir "$work/s2" \
     --redis-url "${TEST_REDIS_URL:-redis://127.0.0.1:6379}" --redis-prefix "smoke:$db")
 echo "smoke: stage 2 at $url2"
 "$bin/loadtests" smoke --host "$url2" --users 10 --duration 8 --json-out "$work/smoke-stage-2.json"
-"$bin/loadtests" smoke --host "$url2" --arrival-rate 10 --duration 8 --json-out "$work/smoke-open-stage-2.json"
+# The open-model run's generator runs in a simulated host of its own (a
+# cgroup quota, `--generator-cpus`): its steps must record what it used,
+# inside its budget.
+"$bin/loadtests" smoke --host "$url2" --arrival-rate 10 --duration 8 --generator-cpus 0.5 --json-out "$work/smoke-open-stage-2.json"
+python3 - "$work/smoke-open-stage-2.json" <<'PY'
+import json, sys
+run = json.load(open(sys.argv[1]))
+assert run["topology"]["hosts"] == [{"name": "generator", "cpus": 0.5, "memoryMib": None}], run["topology"]
+for step in run["steps"]:
+    (gen,) = step["hostCpu"]
+    assert gen["name"] == "generator" and 0 < gen["budgetShare"] <= 1.05, gen
+print("smoke: the generator ran in its host: %.3f of 0.5 cores" % run["steps"][0]["hostCpu"][0]["cores"])
+PY
 conformance stage-2 "$url2"
 echo "smoke and conformance: both stages passed"

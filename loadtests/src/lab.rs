@@ -953,6 +953,8 @@ async fn run_experiment(
             slo: args.slo.clone(),
             mix: variant.mix.unwrap_or(exp.mix),
             ack_log: None,
+            // The lab places the generator itself (its topology's host).
+            generator_cpus: None,
         };
         let (slo, journeys, servers_meta) = crate::prepare(&common, false).await?;
         // Into their hosts only now: signing the people in (not measured)

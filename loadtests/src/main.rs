@@ -47,6 +47,7 @@ const EXAMPLES: &str = "Examples:
   loadtests lab stage1-vs-stage2
   loadtests lab scale-out --topology app=0.1,postgres=0.6,redis=0.1,generator=0.5
   loadtests lab pool-size --topology app=0.3,postgres=0.4,redis=0.2,generator=0.45,rtt=0.5
+  loadtests breaking --host http://127.0.0.1:8080 --arrival-rate 8 --generator-cpus 0.5
   loadtests hosts --cpus 0.3
   loadtests link --to 127.0.0.1:5432 --rtt-ms 2";
 
@@ -145,6 +146,12 @@ pub struct Common {
     /// for `loadtests verify`.
     #[arg(long, value_name = "FILE")]
     pub ack_log: Option<PathBuf>,
+    /// Run the load generator inside a simulated host of this many cores
+    /// (a cgroup CPU quota, as the lab's `generator` host; needs root): it
+    /// can then take no more of the machine than that, and every step
+    /// records what it used (`hostCpu`). The servers are yours to place.
+    #[arg(long, value_name = "CORES")]
+    pub generator_cpus: Option<f64>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -473,6 +480,14 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             "--spike-arrival-rate needs --arrival-rate (the open model)"
         );
     }
+    if let Some(cpus) = common.generator_cpus {
+        let cores = minigram::machine::machine_cores() as f64;
+        anyhow::ensure!(
+            (0.1..=cores).contains(&cpus),
+            "--generator-cpus must be between 0.1 and the machine's {cores} cores"
+        );
+        hosts::check()?;
+    }
     // Before prepare: the people's sign-ins are acknowledged writes too.
     if let Some(log) = &common.ack_log {
         acks::open(log)?;
@@ -496,7 +511,28 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     );
 
     let single = matches!(cli.mode, Mode::Smoke(_) | Mode::Load(_));
-    let plan = step::planner(&hosts, journeys, &report, single, &[]);
+    // The generator's own host, if asked for: it runs the load (not the
+    // sign-ins before it) inside its budget.
+    let generator = match common.generator_cpus {
+        Some(cpus) => {
+            let mut group = hosts::Hosts::new()?;
+            let host = group.add(
+                "generator",
+                hosts::Budget {
+                    cpus: Some(cpus),
+                    memory_mib: None,
+                },
+            )?;
+            Some((group, host))
+        }
+        None => None,
+    };
+    let cpu_hosts = generator.as_ref().map_or(&[][..], |(g, _)| g.all());
+    let plan = step::planner(&hosts, journeys, &report, single, cpu_hosts);
+    let inside = match &generator {
+        Some((g, host)) => Some(g.enter(host)?),
+        None => None,
+    };
     let mut extra = json!({});
     let (steps, breaking_point, ok) = match &cli.mode {
         Mode::Smoke(_) | Mode::Load(_) => {
@@ -564,10 +600,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             (steps, bp, true)
         }
     };
+    drop(inside);
 
     let client_total: u64 = steps.iter().map(|s| s.client_requests).sum();
     let server_total: u64 = steps.iter().map(|s| s.server_requests).sum();
-    let result = result_json(&Record {
+    let mut result = result_json(&Record {
         mode,
         mix: common.mix,
         stage: &stage,
@@ -582,6 +619,15 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         experiment: None,
         load: load_json,
     });
+    if let Some(cpus) = common.generator_cpus {
+        result["topology"] = json!({
+            "hosts": [{"name": "generator", "cpus": cpus, "memoryMib": null}],
+            "cores": cpus,
+            "rttMs": null,
+            "cpuPeriodUs": hosts::PERIOD_US,
+            "text": format!("generator {cpus} cores (the servers placed by whoever started them)"),
+        });
+    }
     write_result(&out, &result)?;
 
     println!();
