@@ -311,3 +311,64 @@ pub fn round_trips_markdown(md: &mut String, rt: &Value) {
     }
     md.push('\n');
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variant(rtt: f64, feed_p50: f64) -> Value {
+        json!({
+            "topology": {"rttMs": rtt},
+            "atBreakingPoint": {"requests": {"GET /api/feed": {"p50Ms": feed_p50}}},
+        })
+    }
+
+    #[test]
+    fn round_trips_are_the_slope_of_p50_against_rtt() {
+        // Two round trips in sequence on top of 1.5 ms of work.
+        let vs = [variant(0.0, 1.5), variant(0.5, 2.5), variant(2.0, 5.5)];
+        let rt = round_trips(&vs);
+        let feed = &rt["requests"][0];
+        assert_eq!(feed["request"], "GET /api/feed");
+        assert!(
+            (feed["roundTrips"].as_f64().unwrap() - 2.0).abs() < 1e-9,
+            "{rt}"
+        );
+        assert!(
+            (feed["p50AtZeroMs"].as_f64().unwrap() - 1.5).abs() < 1e-9,
+            "{rt}"
+        );
+        assert_eq!(feed["expected"]["roundTrips"], 2);
+        // One RTT only: nothing to fit.
+        assert!(round_trips(&[variant(0.5, 2.0), variant(0.5, 2.1)]).is_null());
+    }
+
+    fn hosts_variant(n: u64, pass: f64, fail: f64) -> Value {
+        json!({
+            "topology": {"rttMs": null},
+            "stage": "stage-2",
+            "processes": n,
+            "breakingPoint": {"arrivalRate": 1.0},
+            "atBreakingPoint": {"rps": pass},
+            "rpsWhereBroken": fail,
+        })
+    }
+
+    #[test]
+    fn the_usl_over_hosts_brackets_sigma_and_kappa_by_the_search_resolution() {
+        let vs = [
+            hosts_variant(1, 100.0, 110.0),
+            hosts_variant(2, 180.0, 195.0),
+            hosts_variant(3, 240.0, 260.0),
+        ];
+        let u = usl_over_hosts(&vs);
+        let (s, k) = (u["sigma"].as_f64().unwrap(), u["kappa"].as_f64().unwrap());
+        let sr: Vec<f64> = serde_json::from_value(u["sigmaRange"].clone()).unwrap();
+        let kr: Vec<f64> = serde_json::from_value(u["kappaRange"].clone()).unwrap();
+        assert!(sr[0] <= s && s <= sr[1] && kr[0] <= k && k <= kr[1], "{u}");
+        assert!(sr[1] > sr[0], "the intervals must widen the range: {u}");
+        assert!((u["speedup"][1]["vsOne"].as_f64().unwrap() - 1.8).abs() < 1e-9);
+        // Fewer than three app-host counts: no fit.
+        assert!(usl_over_hosts(&vs[..2]).is_null());
+    }
+}
