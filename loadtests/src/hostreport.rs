@@ -7,26 +7,6 @@
 
 use serde_json::{Value, json};
 
-use crate::step::Step;
-
-/// A step's host CPU for the report: per host, cores used and share of
-/// budget.
-pub fn host_cpu(s: &Step) -> Value {
-    json!(s.host_cpu)
-}
-
-/// The step the SLO first broke at (the lowest failing level), if any.
-pub fn failing_step<'a>(steps: &'a [Step], bp: Option<&Value>) -> Option<&'a Step> {
-    let bp = bp?;
-    match bp["failingArrivalRate"].as_f64() {
-        Some(r) => steps.iter().find(|s| s.arrival_rate == Some(r)),
-        None => {
-            let users = bp["failingUsers"].as_u64()?;
-            steps.iter().find(|s| s.users as u64 == users)
-        }
-    }
-}
-
 fn cell(h: &Value) -> String {
     let cores = h["cores"].as_f64().unwrap_or(0.0);
     match (h["cpus"].as_f64(), h["budgetShare"].as_f64()) {

@@ -18,14 +18,14 @@
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::fleet::{DataAddrs, Fleet};
 use crate::hostreport;
 use crate::journeys::Mix;
+use crate::servers::{self, Owned};
 use crate::step::Step;
 use crate::topology::Topology;
 use crate::{Common, Record, verdict};
@@ -555,19 +555,6 @@ pub fn names() -> Vec<&'static str> {
     experiments().iter().map(|e| e.name).collect()
 }
 
-/// A started stage process: killed (SIGKILL) and reaped when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let bin = std::env::current_exe()?.with_file_name(name);
     anyhow::ensure!(
@@ -579,55 +566,21 @@ fn binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Starts `bin args` and waits for its "Minigram stage N on URL" line;
-/// its log goes to `log`.
-fn start_server(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Server> {
-    let mut child = Command::new(bin)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut file = std::fs::File::create(log)?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(file, "{line}");
-            if line.starts_with("Minigram stage")
-                && let Some((_, rest)) = line.split_once(" on http://")
-            {
-                let url = rest.split_whitespace().next().unwrap_or_default();
-                let _ = tx.send(format!("http://{url}"));
-            }
-        }
-    });
-    let mut server = Server {
+/// its log goes to `log`. The process is killed when the result drops;
+/// its `addr` is the URL it serves on.
+fn start_server(bin: &Path, args: &[String], log: &Path) -> anyhow::Result<Owned> {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).env("RUST_LOG", "warn");
+    let (child, line) =
+        servers::start(cmd, &bin.display().to_string(), None, log, "Minigram stage")?;
+    let url = line
+        .split_once(" on http://")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .with_context(|| format!("{} said no URL: {line}", bin.display()))?;
+    Ok(Owned {
         child,
-        url: String::new(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(url) = rx.recv_timeout(Duration::from_millis(200)) {
-            server.url = url;
-            return Ok(server);
-        }
-        if let Some(status) = server.child.try_wait()? {
-            let said = std::fs::read_to_string(log).unwrap_or_default();
-            bail!(
-                "{} exited ({status}) before serving: {}",
-                bin.display(),
-                said.lines().last().unwrap_or("no output")
-            );
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{} did not start within 120 s (log: {})",
-                bin.display(),
-                log.display()
-            );
-        }
-    }
+        addr: format!("http://{url}"),
+    })
 }
 
 /// Fresh storage for one variant, removed when dropped.
@@ -929,7 +882,7 @@ async fn run_experiment(
             let log = storage.dir.path().join(format!("server-{p}.log"));
             servers.push(start_server(&bin, &serve, &log)?);
         }
-        let hosts: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+        let hosts: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
         eprintln!(
             "lab {} {tag}: {} {} on {}",
             exp.name,
@@ -1163,17 +1116,32 @@ fn sqlite_writer(s: &Step) -> Option<Value> {
 /// The step a variant is compared at: its last passing step (the breaking
 /// point), or its last step when the SLO never broke.
 fn key_step(o: &Outcome) -> Option<&Step> {
-    let Some(bp) = o.breaking_point.as_ref() else {
-        return o.steps.last();
-    };
-    let found = match bp["arrivalRate"].as_f64() {
-        Some(r) => o.steps.iter().rev().find(|s| s.arrival_rate == Some(r)),
+    match o.breaking_point.as_ref() {
+        Some(bp) => step_at(&o.steps, bp, "arrivalRate", "users").or(o.steps.last()),
+        None => o.steps.last(),
+    }
+}
+
+/// The first step that broke the SLO, if the search found one.
+fn failing_step(o: &Outcome) -> Option<&Step> {
+    step_at(
+        &o.steps,
+        o.breaking_point.as_ref()?,
+        "failingArrivalRate",
+        "failingUsers",
+    )
+}
+
+/// The step at the level the breaking point names under `rate` (open
+/// model) or `users` (closed model).
+fn step_at<'a>(steps: &'a [Step], bp: &Value, rate: &str, users: &str) -> Option<&'a Step> {
+    match bp[rate].as_f64() {
+        Some(r) => steps.iter().rev().find(|s| s.arrival_rate == Some(r)),
         None => {
-            let users = bp["users"].as_u64().unwrap_or(0);
-            o.steps.iter().rev().find(|s| s.users as u64 == users)
+            let users = bp[users].as_u64()?;
+            steps.iter().rev().find(|s| s.users as u64 == users)
         }
-    };
-    found.or(o.steps.last())
+    }
 }
 
 fn report_json(
@@ -1187,7 +1155,7 @@ fn report_json(
         .iter()
         .map(|o| {
             let key = key_step(o);
-            let failing = hostreport::failing_step(&o.steps, o.breaking_point.as_ref());
+            let failing = failing_step(o);
             json!({
                 "label": o.variant.label,
                 "stage": o.variant.stage.bin(),
@@ -1214,8 +1182,8 @@ fn report_json(
                 // Simulated hosts: their budgets, and what each used at
                 // that step and where the SLO broke.
                 "topology": o.topology,
-                "hostCpuAtBreakingPoint": key.filter(|s| !s.host_cpu.is_empty()).map(hostreport::host_cpu),
-                "hostCpuWhereBroken": failing.filter(|s| !s.host_cpu.is_empty()).map(hostreport::host_cpu),
+                "hostCpuAtBreakingPoint": key.filter(|s| !s.host_cpu.is_empty()).map(|s| &s.host_cpu),
+                "hostCpuWhereBroken": failing.filter(|s| !s.host_cpu.is_empty()).map(|s| &s.host_cpu),
                 "rpsWhereBroken": failing.map(|s| s.rps),
                 "atBreakingPoint": key.map(|s| json!({
                     "users": s.users,

@@ -513,16 +513,14 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let single = matches!(cli.mode, Mode::Smoke(_) | Mode::Load(_));
     // The generator's own host, if asked for: it runs the load (not the
     // sign-ins before it) inside its budget.
-    let generator = match common.generator_cpus {
-        Some(cpus) => {
+    let budget = common.generator_cpus.map(|cpus| hosts::Budget {
+        cpus: Some(cpus),
+        memory_mib: None,
+    });
+    let generator = match budget {
+        Some(b) => {
             let mut group = hosts::Hosts::new()?;
-            let host = group.add(
-                "generator",
-                hosts::Budget {
-                    cpus: Some(cpus),
-                    memory_mib: None,
-                },
-            )?;
+            let host = group.add("generator", b)?;
             Some((group, host))
         }
         None => None,
@@ -619,14 +617,8 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         experiment: None,
         load: load_json,
     });
-    if let Some(cpus) = common.generator_cpus {
-        result["topology"] = json!({
-            "hosts": [{"name": "generator", "cpus": cpus, "memoryMib": null}],
-            "cores": cpus,
-            "rttMs": null,
-            "cpuPeriodUs": hosts::PERIOD_US,
-            "text": format!("generator {cpus} cores (the servers placed by whoever started them)"),
-        });
+    if let Some(b) = budget {
+        result["topology"] = topology::generator_only(b);
     }
     write_result(&out, &result)?;
 

@@ -24,8 +24,9 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Spawns `cmd`, places it in `host`, copies its output lines to `log`
-/// and waits until one contains `ready` (then returns that line).
-fn start(
+/// and waits (up to 120 s) until one contains `ready`, then returns that
+/// line. The lab starts its stage processes this way too.
+pub fn start(
     mut cmd: Command,
     what: &str,
     host: Option<&Host>,
@@ -63,7 +64,7 @@ fn start(
             }
         });
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
             return Ok((child, line));
@@ -77,7 +78,7 @@ fn start(
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            bail!("{what} was not ready within 60 s (log: {})", log.display());
+            bail!("{what} was not ready within 120 s (log: {})", log.display());
         }
     }
 }
@@ -230,9 +231,10 @@ impl Drop for OwnPostgres {
     }
 }
 
-/// A process the run started (Redis, a link): killed when dropped.
+/// A process the run started (a stage, Redis, a link) and where it
+/// answers: killed and reaped when dropped.
 pub struct Owned {
-    child: Child,
+    pub child: Child,
     pub addr: String,
 }
 

@@ -155,17 +155,11 @@ impl Topology {
 
     /// The record of a variant's hosts for result files and reports.
     pub fn json(&self, apps: usize, stage2: bool, rtt_ms: Option<f64>) -> Value {
-        json!({
-            "hosts": self.hosts(apps, stage2).iter().map(|h| json!({
-                "name": h.name,
-                "cpus": h.budget.cpus,
-                "memoryMib": h.budget.memory_mib,
-            })).collect::<Vec<_>>(),
-            "cores": self.cores(apps, stage2),
-            "rttMs": if stage2 { rtt_ms } else { None },
-            "cpuPeriodUs": crate::hosts::PERIOD_US,
-            "text": self.describe(apps, stage2, rtt_ms),
-        })
+        record(
+            &self.hosts(apps, stage2),
+            if stage2 { rtt_ms } else { None },
+            self.describe(apps, stage2, rtt_ms),
+        )
     }
 
     /// "app-1 0.20, postgres 0.45, redis 0.15, generator 0.45 cores; app–data RTT 0.5 ms".
@@ -191,6 +185,35 @@ impl Topology {
         }
         s
     }
+}
+
+/// The record of the one host of a plain `loadtests --generator-cpus` run
+/// (it starts no servers, so only the generator is placed).
+pub fn generator_only(budget: Budget) -> Value {
+    let cpus = budget.cpus.unwrap_or(0.0);
+    record(
+        &[Placed {
+            name: "generator".into(),
+            budget,
+        }],
+        None,
+        format!("generator {cpus} cores (the servers placed by whoever started them)"),
+    )
+}
+
+/// `topology` of a result file: hosts, cores promised, link, period.
+fn record(hosts: &[Placed], rtt_ms: Option<f64>, text: String) -> Value {
+    json!({
+        "hosts": hosts.iter().map(|h| json!({
+            "name": h.name,
+            "cpus": h.budget.cpus,
+            "memoryMib": h.budget.memory_mib,
+        })).collect::<Vec<_>>(),
+        "cores": hosts.iter().filter_map(|h| h.budget.cpus).sum::<f64>(),
+        "rttMs": rtt_ms,
+        "cpuPeriodUs": crate::hosts::PERIOD_US,
+        "text": text,
+    })
 }
 
 #[cfg(test)]
