@@ -15,7 +15,9 @@ use crate::topology::Topology;
 pub struct Fleet {
     // Fields drop in order: the processes first, the groups last (a group
     // with members cannot be removed).
-    links: Vec<Owned>,
+    /// The links in front of Postgres and Redis, when the topology has an
+    /// RTT.
+    links: Option<(Owned, Owned)>,
     redis: Option<Owned>,
     postgres: Option<OwnPostgres>,
     pub apps: Vec<Arc<Host>>,
@@ -60,7 +62,7 @@ impl Fleet {
             }
         }
         let generator = generator.expect("every topology has a generator host");
-        let (mut postgres, mut redis, mut links) = (None, None, Vec::new());
+        let (mut postgres, mut redis, mut links) = (None, None, None);
         if let (Some(pg_host), Some(redis_host)) = (pg_host, redis_host) {
             postgres = Some(OwnPostgres::start(&pg_host, logs)?);
             redis = Some(servers::own_redis(&redis_host, logs)?);
@@ -75,15 +77,10 @@ impl Fleet {
                     },
                 )?;
                 let pg = postgres.as_ref().map(|p| p.port).unwrap_or_default();
-                links.push(servers::link(
-                    &format!("127.0.0.1:{pg}"),
-                    rtt,
-                    &network,
-                    logs,
-                    "postgres",
-                )?);
+                let to_pg =
+                    servers::link(&format!("127.0.0.1:{pg}"), rtt, &network, logs, "postgres")?;
                 let r = redis.as_ref().map(|r| r.addr.clone()).unwrap_or_default();
-                links.push(servers::link(&r, rtt, &network, logs, "redis")?);
+                links = Some((to_pg, servers::link(&r, rtt, &network, logs, "redis")?));
             }
         }
         Ok(Self {
@@ -109,12 +106,12 @@ impl Fleet {
     /// The addresses the app processes use: through the links, if any.
     pub fn for_app(&self) -> Option<DataAddrs> {
         let direct = self.direct()?;
-        match self.links.as_slice() {
-            [pg, redis] => Some(DataAddrs {
+        Some(match &self.links {
+            Some((pg, redis)) => DataAddrs {
                 postgres: format!("postgres://postgres@{}", pg.addr),
                 redis: format!("redis://{}", redis.addr),
-            }),
-            _ => Some(direct),
-        }
+            },
+            None => direct,
+        })
     }
 }

@@ -240,7 +240,7 @@ impl Hosts {
     /// The run's parent groups; nothing is budgeted yet.
     pub fn new() -> anyhow::Result<Self> {
         let tree = detect()?;
-        let name = format!("minigram-lab-{}", std::process::id());
+        let name = run_group();
         let mut bases = Vec::new();
         match &tree {
             Tree::V1 {
@@ -306,10 +306,7 @@ impl Hosts {
                 cpuacct,
                 memory,
             } => {
-                let base_of = |own: &Path| {
-                    own.join(format!("minigram-lab-{}", std::process::id()))
-                        .join(name)
-                };
+                let base_of = |own: &Path| own.join(run_group()).join(name);
                 let cpu_dir = base_of(cpu);
                 if let Some(cores) = budget.cpus {
                     write(&cpu_dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
@@ -425,6 +422,11 @@ fn sweep(parent: &Path) {
             );
         }
     }
+}
+
+/// The name of this run's parent group in every hierarchy.
+fn run_group() -> String {
+    format!("minigram-lab-{}", std::process::id())
 }
 
 fn quota_us(cores: f64) -> u64 {
