@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::{App, SignedIn, UploadParts};
+use crate::app::{App, ClientAddr, SignedIn, UploadParts};
 use crate::domain::{PageQuery, PhotoId, UserId, parse_id};
 use crate::error::ApiError;
 use crate::images;
@@ -168,14 +168,16 @@ pub async fn register<S: Store>(
         (status = 413, description = "`payload_too_large`", body = crate::error::ErrorBody),
         (status = 415, description = "`unsupported_content_type`: send JSON", body = crate::error::ErrorBody),
         (status = 422, description = "`invalid_body`", body = crate::error::ErrorBody),
-        (status = 429, description = "`too_many_attempts`: too many failed sign-ins for this username; see Retry-After", body = crate::error::ErrorBody),
+        (status = 429, description = "`too_many_attempts`: too many failed sign-ins for this username, or from this address; see Retry-After", body = crate::error::ErrorBody),
         (status = 503, description = "`overloaded`: too many password hashes queued", body = crate::error::ErrorBody),
     ))]
 pub async fn login<S: Store>(
     app: Data<S>,
+    req: HttpRequest,
     form: web::Json<LoginForm>,
 ) -> Result<HttpResponse, ApiError> {
-    let signed_in = app.login(&form.username, &form.password).await?;
+    let client = ClientAddr::of(&req, app.settings.trust_forwarded_for);
+    let signed_in = app.login(&form.username, &form.password, &client).await?;
     Ok(HttpResponse::Ok().json(AuthBody::from(signed_in)))
 }
 

@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::auth::{self, Hasher};
 use crate::domain::{Caption, Email, Password, Username};
 use crate::error::ApiError;
+use crate::image_pool::{ImagePool, ImagePoolError};
 use crate::images::{self, ImageError};
 use crate::store::{NewPhoto, NewSession, NewUser, Photo, PhotoStatus, SessionUser, Store};
 use crate::timing;
@@ -27,8 +28,17 @@ pub struct Settings {
     pub metrics: bool,
     /// Requests in progress at once, and how long each may take.
     pub limits: crate::admission::Limits,
-    /// Failed sign-ins per account before it is locked for a while.
+    /// How long a request body may take to arrive, and how much of them
+    /// the process holds at once.
+    pub bodies: crate::body::BodyLimits,
+    /// Failed sign-ins per account and per address before a lock.
     pub login_throttle: crate::auth::Throttle,
+    /// How often expired sessions are purged from storage.
+    pub session_purge_every: std::time::Duration,
+    /// Take the client's address from `X-Forwarded-For` (behind a proxy
+    /// that sets it, as nginx in docker compose does); off, anyone could
+    /// claim any address.
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for Settings {
@@ -39,7 +49,10 @@ impl Default for Settings {
             stage: "minigram",
             metrics: true,
             limits: crate::admission::Limits::default(),
+            bodies: crate::body::BodyLimits::default(),
             login_throttle: crate::auth::Throttle::default(),
+            trust_forwarded_for: false,
+            session_purge_every: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -48,6 +61,8 @@ impl Default for Settings {
 pub struct App<S> {
     pub store: S,
     pub hasher: Hasher,
+    /// Image decoding and re-encoding: a bounded pool of its own.
+    pub images: ImagePool,
     /// Where uploaded images live; served under `/uploads/`.
     pub uploads_dir: PathBuf,
     pub settings: Settings,
@@ -80,6 +95,38 @@ pub fn now_secs() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Who a request comes from, as the sign-in throttle counts clients: the
+/// peer's IP address (an IPv6 client by its /64, the block one host
+/// usually has), or with `trust_forwarded_for` the address the proxy in
+/// front saw (the last entry of `X-Forwarded-For`, the one the proxy
+/// appended: entries before it are whatever the client sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddr(pub String);
+
+impl ClientAddr {
+    pub fn of(req: &HttpRequest, trust_forwarded_for: bool) -> Self {
+        let forwarded = trust_forwarded_for
+            .then(|| {
+                req.headers()
+                    .get_all("x-forwarded-for")
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(','))
+                    .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+                    .last()
+            })
+            .flatten();
+        match forwarded.or_else(|| req.peer_addr().map(|a| a.ip())) {
+            Some(std::net::IpAddr::V6(ip)) if ip.to_ipv4_mapped().is_none() => {
+                let s = ip.segments();
+                Self(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
+            }
+            Some(std::net::IpAddr::V6(ip)) => Self(ip.to_ipv4_mapped().unwrap().to_string()),
+            Some(ip) => Self(ip.to_string()),
+            None => Self("unknown".into()),
+        }
+    }
 }
 
 /// The bearer token of a request, if it sent one.
@@ -149,58 +196,85 @@ impl<S: Store> App<S> {
 
     /// Same answer and (one Argon2 verify) the same cost whether the user is
     /// unknown or the password is wrong.
-    /// Throttled per account (see [`auth::Throttle`]): a locked username is
-    /// answered 429 before any hashing, whether it exists or not.
-    pub async fn login(&self, username: &str, password: &str) -> Result<SignedIn, ApiError> {
+    /// Throttled per account and per client address (see
+    /// [`auth::Throttle`]): the attempt is reserved before any hashing, and
+    /// a locked username or address is answered 429 without a hash, whether
+    /// the account exists or not.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: &ClientAddr,
+    ) -> Result<SignedIn, ApiError> {
         let password = Password::for_login(password)?;
         if self.hasher.is_full() {
             return Err(auth::HashError::Saturated.into());
         }
         let throttle = self.settings.login_throttle;
-        let key = auth::throttle_key(username);
-        let strikes = if throttle.enabled() {
-            self.store.login_strikes(&key).await?
-        } else {
-            auth::Strikes::default()
-        };
-        if throttle.enabled() && strikes.count >= throttle.max_failures {
-            return Err(ApiError {
-                retry_after: Some(strikes.retry_after_secs.clamp(1, u32::MAX as u64) as u32),
-                ..ApiError::new(
-                    actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_attempts",
-                    "too many failed sign-ins for this username; wait and retry",
-                )
-            });
+        let limits = throttle.limits(username, &client.0);
+        if throttle.enabled() {
+            let reserved = self.store.reserve_sign_in(&limits, throttle.window).await?;
+            if let auth::Reservation::Locked {
+                limit,
+                retry_after_secs,
+            } = reserved
+            {
+                return Err(ApiError {
+                    retry_after: Some(retry_after_secs.clamp(1, u32::MAX as u64) as u32),
+                    ..ApiError::new(
+                        actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_attempts",
+                        if limit == 0 {
+                            "too many failed sign-ins for this username; wait and retry"
+                        } else {
+                            "too many failed sign-ins from your address; wait and retry"
+                        },
+                    )
+                });
+            }
         }
+        let verified = self.verify_sign_in(username, password).await;
+        if throttle.enabled() {
+            let (user_key, addr_key) = (limits[0].key.as_str(), limits[1].key.as_str());
+            // A wrong password keeps its reservation as a failure; a right
+            // one clears the username and gives the address its attempt
+            // back; an attempt that spent no verdict gives both back.
+            let settled = match &verified {
+                Ok(Some(_)) => self.store.release_sign_in(&[addr_key], &[user_key]).await,
+                Ok(None) => Ok(()),
+                Err(_) => self.store.release_sign_in(&[user_key, addr_key], &[]).await,
+            };
+            if let Err(e) = settled {
+                tracing::warn!(error = %e, "a sign-in reservation was not settled");
+            }
+        }
+        match verified? {
+            Some(user) => self.start_session(user).await,
+            None => Err(ApiError::new(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "wrong username or password",
+            )),
+        }
+    }
+
+    /// The user whose password this is, or `None` (unknown user or wrong
+    /// password: one verify either way).
+    async fn verify_sign_in(
+        &self,
+        username: &str,
+        password: Password,
+    ) -> Result<Option<SessionUser>, ApiError> {
         let credentials = match Username::parse(username) {
             Ok(name) => self.store.credentials_for(name.as_str()).await?,
             Err(_) => None,
         };
         let stored_hash = credentials.as_ref().map(|c| c.password_hash.clone());
         let ok = self.hasher.verify(password, stored_hash).await?;
-        match credentials {
-            Some(c) if ok => {
-                if strikes.count > 0 {
-                    self.store.clear_login_strikes(&key).await?;
-                }
-                self.start_session(SessionUser {
-                    user_id: c.user_id,
-                    username: c.username,
-                })
-                .await
-            }
-            _ => {
-                if throttle.enabled() {
-                    self.store.add_login_strike(&key, throttle.window).await?;
-                }
-                Err(ApiError::new(
-                    actix_web::http::StatusCode::UNAUTHORIZED,
-                    "invalid_credentials",
-                    "wrong username or password",
-                ))
-            }
-        }
+        Ok(credentials.filter(|_| ok).map(|c| SessionUser {
+            user_id: c.user_id,
+            username: c.username,
+        }))
     }
 
     async fn start_session(&self, user: SessionUser) -> Result<SignedIn, ApiError> {
@@ -234,11 +308,15 @@ impl<S: Store> App<S> {
         if bytes.is_empty() {
             return Err(image_error(ImageError::NotAnImage));
         }
+        // The header alone (a few bytes parsed, no pixels): a file that is
+        // not an image or is over the size limits is refused here, without
+        // taking a place in the image pool.
+        images::probe(&bytes).map_err(image_error)?;
         if self.store.queues_photos() {
             return self.upload_queued(user, caption, bytes).await;
         }
         let dir = self.uploads_dir.clone();
-        let processed = image_work(move || {
+        let processed = image_work(&self.images, move || {
             let processed = images::process(&bytes)?;
             images::store_file(&dir, &processed)
                 .map_err(|e| anyhow::Error::new(e).context("writing the uploaded image to disk"))?;
@@ -275,8 +353,7 @@ impl<S: Store> App<S> {
             ));
         }
         let incoming = images::incoming_dir(&self.uploads_dir);
-        let final_name = image_work(move || {
-            images::probe(&bytes)?;
+        let final_name = image_work(&self.images, move || {
             let (raw_name, final_name) = images::queued_names(&bytes);
             std::fs::create_dir_all(&incoming)
                 .and_then(|_| images::write_durably(&incoming, &raw_name, &bytes))
@@ -306,16 +383,24 @@ impl<S: Store> App<S> {
     }
 }
 
-/// Runs an upload's image and file work on a blocking thread, timed as
-/// `img` in Server-Timing; an image the checks refuse is a 4xx, an I/O
-/// failure a 500.
+/// Runs an upload's image and file work on the image pool, timed as `img`
+/// in Server-Timing; an image the checks refuse is a 4xx, a full pool a
+/// fast 503, an I/O failure a 500.
 async fn image_work<T: Send + 'static>(
+    pool: &ImagePool,
     work: impl FnOnce() -> Result<T, UploadFailure> + Send + 'static,
 ) -> Result<T, ApiError> {
     let started = Instant::now();
-    let done = actix_web::web::block(work)
+    let done = pool
+        .run(work)
         .await
-        .map_err(|e| ApiError::internal(&anyhow::anyhow!("image worker failed: {e}")))?
+        .map_err(|e| match e {
+            ImagePoolError::Saturated => ApiError::unavailable(
+                "overloaded",
+                "image processing is at its limit; retry shortly",
+            ),
+            ImagePoolError::Failed => ApiError::internal(&anyhow::Error::new(e)),
+        })?
         .map_err(|e| match e {
             UploadFailure::Image(e) => image_error(e),
             UploadFailure::Io(e) => ApiError::internal(&e),

@@ -232,6 +232,8 @@ struct HasherInner {
     max_queue: usize,
     /// Requests waiting for or holding a hashing thread.
     queued: AtomicUsize,
+    /// Hashes this hasher computed (the process-wide figure is [`hash_totals`]).
+    done: AtomicU64,
     /// Recent time of one hash (µs, moving average): with the queue length
     /// it predicts a new sign-in's wait.
     hash_micros: AtomicU64,
@@ -283,11 +285,17 @@ impl Hasher {
                 threads,
                 max_queue,
                 queued: AtomicUsize::new(0),
+                done: AtomicU64::new(0),
                 hash_micros: AtomicU64::new(first_hash.max(1)),
                 dummy_hash,
                 cost,
             }),
         })
+    }
+
+    /// Hashes (and verifies) this hasher has computed.
+    pub fn hashes_done(&self) -> u64 {
+        self.inner.done.load(Ordering::Relaxed)
     }
 
     /// Hashes currently running or waiting.
@@ -375,6 +383,7 @@ impl Hasher {
                 _ => took,
             };
             HASHES.fetch_add(1, Ordering::Relaxed);
+            averages.done.fetch_add(1, Ordering::Relaxed);
             HASH_CPU_MICROS.fetch_add(cpu, Ordering::Relaxed);
             let avg = &averages.hash_micros;
             let _ = avg.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
@@ -447,6 +456,11 @@ pub fn csrf_token(session_token: &str) -> String {
 
 /// Tokens live this long unless revoked by logout.
 pub const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Live sessions one user keeps at most: a new sign-in past this ends the
+/// oldest, so no client can grow storage by signing in forever. Far above
+/// what a person uses (one per device or browser).
+pub const MAX_SESSIONS_PER_USER: u32 = 50;
 
 #[cfg(test)]
 mod tests {
@@ -536,19 +550,37 @@ mod tests {
     }
 }
 
-/// Per-account sign-in throttling: after `max_failures` wrong passwords
-/// for one username within `window` (counted from the first failure), that
-/// username gets `429 too_many_attempts` with `Retry-After` until the window
-/// ends, before any hash is computed. Unknown usernames are counted the same
-/// way, so the answer never tells whether an account exists. A successful
-/// sign-in clears the count. `max_failures = 0` turns it off.
+/// Sign-in throttling, per account and per client address.
 ///
-/// The check and the count are separate steps, so a burst of parallel
-/// guesses may overshoot the limit by the number in flight (bounded by the
-/// hash queue); the next window starts only after that.
+/// - **Per account**: after `max_failures` wrong passwords for one username
+///   within `window` (counted from the first failure), that username gets
+///   `429 too_many_attempts` with `Retry-After` until the window ends.
+///   Unknown usernames are counted the same way, so the answer never tells
+///   whether an account exists. A successful sign-in clears the count.
+/// - **Per client address**: after `max_failures_per_client` failures from
+///   one address (any usernames) within `window`, that address gets the
+///   same 429. So one client cannot spray a password over every account,
+///   nor keep more than `max_failures_per_client / max_failures` accounts
+///   locked at once.
+///
+/// Each attempt is **reserved before its hash is spent**, atomically for
+/// both keys ([`crate::Store::reserve_sign_in`]): a parallel burst of
+/// guesses cannot all pass a check that is only counted afterwards. A
+/// reservation stands as a failure unless the password was right (the
+/// username's count is cleared, the address's attempt given back) or no
+/// hash was spent (both given back).
+///
+/// The trade (README, "Sign-in abuse"): a correct password for a locked
+/// account still gets the 429, so an outsider who knows a username can
+/// lock its owner out for one window at a time. The lock ends with the
+/// window, and the per-address limit bounds how many accounts one address
+/// can keep locked; many addresses (a botnet) can still lock an account,
+/// which is the price of never letting guesses through a lock.
+/// `max_failures = 0` turns both limits off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttle {
     pub max_failures: u32,
+    pub max_failures_per_client: u32,
     pub window: Duration,
 }
 
@@ -556,6 +588,7 @@ impl Default for Throttle {
     fn default() -> Self {
         Self {
             max_failures: 10,
+            max_failures_per_client: 100,
             window: Duration::from_secs(300),
         }
     }
@@ -565,14 +598,41 @@ impl Throttle {
     pub fn enabled(&self) -> bool {
         self.max_failures > 0
     }
+
+    /// The two counters one sign-in attempt reserves against.
+    pub fn limits(&self, username: &str, client: &str) -> [AttemptLimit; 2] {
+        [
+            AttemptLimit {
+                key: format!("user:{}", throttle_key(username)),
+                max: self.max_failures,
+            },
+            AttemptLimit {
+                key: format!("addr:{client}"),
+                max: if self.max_failures_per_client == 0 {
+                    u32::MAX
+                } else {
+                    self.max_failures_per_client
+                },
+            },
+        ]
+    }
 }
 
-/// Failed sign-ins counted for one username in its current window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Strikes {
-    pub count: u32,
-    /// Seconds until the window (and any lock) ends.
-    pub retry_after_secs: u64,
+/// One counter an attempt is reserved against, and its maximum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptLimit {
+    pub key: String,
+    pub max: u32,
+}
+
+/// The answer to a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// Counted on every key: go on and verify.
+    Granted,
+    /// Limit number `limit` (an index into the limits asked for) is full
+    /// until its window ends in `retry_after_secs`; nothing was counted.
+    Locked { limit: usize, retry_after_secs: u64 },
 }
 
 /// The key failures are counted under: the username as typed, case-folded
@@ -586,45 +646,60 @@ pub fn throttle_key(username: &str) -> String {
         .to_lowercase()
 }
 
-/// Failure counts kept in the process (stage 1 is one process). Bounded in
-/// practice: an entry is only created by a failed verify, and verifies are
-/// limited by the hasher (tens per second), and expired entries are dropped.
+/// Failure counts kept in the process (stage 1 is one process). Bounded:
+/// an entry is created only by a reservation, reservations are limited by
+/// the hasher (tens per second) and per address, and expired entries are
+/// dropped whenever the map reaches 4,096 entries.
 #[derive(Default)]
 pub struct LocalStrikes {
-    /// A std Mutex: held for a map lookup only, never across an await.
+    /// A std Mutex: held for a few map operations only, never across an
+    /// await; one lock makes check-and-count of both keys atomic.
     counts: Mutex<std::collections::HashMap<String, (u32, Instant)>>,
 }
 
 impl LocalStrikes {
-    pub fn get(&self, key: &str) -> Strikes {
-        let now = Instant::now();
-        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        match counts.get(key) {
-            Some(&(count, ends)) if ends > now => Strikes {
-                count,
-                retry_after_secs: (ends - now).as_secs().max(1),
-            },
-            _ => Strikes::default(),
-        }
-    }
-
-    pub fn add(&self, key: &str, window: Duration) -> Strikes {
+    /// See [`crate::Store::reserve_sign_in`].
+    pub fn reserve(&self, limits: &[AttemptLimit], window: Duration) -> Reservation {
         let now = Instant::now();
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if counts.len() >= 4096 {
             counts.retain(|_, (_, ends)| *ends > now);
         }
-        let entry = counts.entry(key.to_owned()).or_insert((0, now + window));
-        if entry.1 <= now {
-            *entry = (0, now + window);
+        for (i, limit) in limits.iter().enumerate() {
+            if let Some(&(count, ends)) = counts.get(&limit.key)
+                && ends > now
+                && count >= limit.max
+            {
+                return Reservation::Locked {
+                    limit: i,
+                    retry_after_secs: (ends - now).as_secs().max(1),
+                };
+            }
         }
-        entry.0 += 1;
-        Strikes {
-            count: entry.0,
-            retry_after_secs: (entry.1 - now).as_secs().max(1),
+        for limit in limits {
+            let entry = counts.entry(limit.key.clone()).or_insert((0, now + window));
+            if entry.1 <= now {
+                *entry = (0, now + window);
+            }
+            entry.0 += 1;
+        }
+        Reservation::Granted
+    }
+
+    /// Gives back one reserved attempt on each key.
+    pub fn release(&self, keys: &[&str]) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        for key in keys {
+            if let Some(entry) = counts.get_mut(*key) {
+                entry.0 = entry.0.saturating_sub(1);
+                if entry.0 == 0 {
+                    counts.remove(*key);
+                }
+            }
         }
     }
 
+    /// Forgets a key's failures (after a successful sign-in).
     pub fn clear(&self, key: &str) {
         self.counts
             .lock()
@@ -637,22 +712,68 @@ impl LocalStrikes {
 mod throttle_tests {
     use super::*;
 
+    fn limits(user: &str, max: u32, client_max: u32) -> Vec<AttemptLimit> {
+        vec![
+            AttemptLimit {
+                key: format!("user:{user}"),
+                max,
+            },
+            AttemptLimit {
+                key: "addr:1.2.3.4".into(),
+                max: client_max,
+            },
+        ]
+    }
+
     #[test]
-    fn strikes_count_within_a_window_and_reset_after_it() {
+    fn reservations_count_until_a_limit_and_reset_after_the_window() {
         let strikes = LocalStrikes::default();
-        assert_eq!(strikes.get("bob").count, 0);
-        strikes.add("bob", Duration::from_secs(60));
-        let two = strikes.add("bob", Duration::from_secs(60));
-        assert_eq!(two.count, 2);
-        assert!((59..=60).contains(&two.retry_after_secs));
-        assert_eq!(strikes.get("bob").count, 2);
-        assert_eq!(strikes.get("alice").count, 0);
-        strikes.add("short", Duration::from_millis(1));
+        let window = Duration::from_secs(60);
+        for _ in 0..3 {
+            assert_eq!(
+                strikes.reserve(&limits("bob", 3, 100), window),
+                Reservation::Granted
+            );
+        }
+        match strikes.reserve(&limits("bob", 3, 100), window) {
+            Reservation::Locked {
+                limit: 0,
+                retry_after_secs,
+            } => assert!((59..=60).contains(&retry_after_secs)),
+            other => panic!("{other:?}"),
+        }
+        // The address has 3 of 4: one more for another name, then locked.
+        assert_eq!(
+            strikes.reserve(&limits("carol", 3, 4), window),
+            Reservation::Granted
+        );
+        assert!(matches!(
+            strikes.reserve(&limits("dave", 3, 4), window),
+            Reservation::Locked { limit: 1, .. }
+        ));
+        // A refused reservation counted nothing: dave has no failures.
+        strikes.release(&["addr:1.2.3.4"]);
+        assert_eq!(
+            strikes.reserve(&limits("dave", 1, 4), window),
+            Reservation::Granted
+        );
+        strikes.clear("user:bob");
+        assert_eq!(
+            strikes.reserve(&limits("bob", 3, 100), window),
+            Reservation::Granted
+        );
+
+        let short = [AttemptLimit {
+            key: "user:short".into(),
+            max: 1,
+        }];
+        strikes.reserve(&short, Duration::from_millis(1));
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(strikes.get("short").count, 0, "window over");
-        assert_eq!(strikes.add("short", Duration::from_secs(60)).count, 1);
-        strikes.clear("bob");
-        assert_eq!(strikes.get("bob").count, 0);
+        assert_eq!(
+            strikes.reserve(&short, window),
+            Reservation::Granted,
+            "window over"
+        );
     }
 
     #[test]

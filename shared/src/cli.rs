@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::app::Settings;
 use crate::auth::Hasher;
+use crate::image_pool::ImagePool;
 
 /// Flags of the app itself (the same for both stages).
 #[derive(Debug, Clone, clap::Args)]
@@ -22,9 +23,22 @@ pub struct AppArgs {
     /// Sign-ins that may wait for a hashing slot before new ones get a 503.
     #[arg(long, env = "MINIGRAM_HASH_QUEUE", default_value_t = 256)]
     pub hash_queue: usize,
+    /// Images decoded at once (default: one per core). Each decode holds
+    /// at most 128 MiB, so this bounds image memory.
+    #[arg(long, env = "MINIGRAM_IMAGE_THREADS")]
+    pub image_threads: Option<usize>,
+    /// Uploads that may wait for an image thread before new ones get a 503.
+    /// (Their bytes are request bodies, bounded by --body-memory-mib.)
+    #[arg(long, env = "MINIGRAM_IMAGE_QUEUE", default_value_t = 64)]
+    pub image_queue: usize,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "MINIGRAM_WORKERS", default_value_t = 0)]
     pub workers: usize,
+    /// Load the demo dataset (accounts with the documented password) into
+    /// empty storage even when listening on a non-loopback address; on
+    /// loopback it is loaded without this.
+    #[arg(long, env = "MINIGRAM_DEMO")]
+    pub demo: bool,
     /// Mark the session cookie Secure (set when serving over TLS).
     #[arg(long, env = "MINIGRAM_COOKIE_SECURE")]
     pub cookie_secure: bool,
@@ -35,10 +49,34 @@ pub struct AppArgs {
     /// Seconds a request may take before it is answered 503 `timeout`.
     #[arg(long, env = "MINIGRAM_REQUEST_TIMEOUT_SECS", default_value_t = 15)]
     pub request_timeout_secs: u64,
+    /// Seconds a request body may take to arrive in full (after its
+    /// headers); a slower one gets 408 `body_timeout`. Bodies are read
+    /// before a request takes a slot, so keep this below the request timeout.
+    #[arg(long, env = "MINIGRAM_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_timeout_secs: u64,
+    /// MiB of request bodies the process holds at once; a body that would
+    /// exceed it gets 503 `overloaded` at once.
+    #[arg(long, env = "MINIGRAM_BODY_MEMORY_MIB", default_value_t = 64)]
+    pub body_memory_mib: usize,
     /// Failed sign-ins per username before it gets 429 for the rest of the
     /// window (0: no throttling).
     #[arg(long, env = "MINIGRAM_LOGIN_MAX_FAILURES", default_value_t = 10)]
     pub login_max_failures: u32,
+    /// Failed sign-ins from one client address (any usernames) before it
+    /// gets 429 for the rest of the window (0: no per-address limit).
+    #[arg(
+        long,
+        env = "MINIGRAM_LOGIN_MAX_FAILURES_PER_CLIENT",
+        default_value_t = 100
+    )]
+    pub login_max_failures_per_client: u32,
+    /// Take the client's address for the sign-in throttle from the last
+    /// entry of X-Forwarded-For: only behind a proxy that sets it.
+    #[arg(long, env = "MINIGRAM_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+    /// Seconds between two purges of expired sessions.
+    #[arg(long, env = "MINIGRAM_SESSION_PURGE_SECS", default_value_t = 60)]
+    pub session_purge_secs: u64,
     /// Seconds of the window failed sign-ins are counted in.
     #[arg(long, env = "MINIGRAM_LOGIN_WINDOW_SECS", default_value_t = 300)]
     pub login_window_secs: u64,
@@ -64,11 +102,24 @@ impl AppArgs {
                 max_in_flight: self.max_in_flight,
                 request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
             },
+            bodies: crate::body::BodyLimits {
+                deadline: std::time::Duration::from_secs(self.body_timeout_secs.max(1)),
+                memory: self.body_memory_mib.max(1) * 1024 * 1024,
+            },
+            trust_forwarded_for: self.trust_forwarded_for,
+            session_purge_every: std::time::Duration::from_secs(self.session_purge_secs.max(1)),
             login_throttle: crate::auth::Throttle {
                 max_failures: self.login_max_failures,
+                max_failures_per_client: self.login_max_failures_per_client,
                 window: std::time::Duration::from_secs(self.login_window_secs.max(1)),
             },
         }
+    }
+
+    /// The image pool (one per process: stage 2's photo worker shares it).
+    pub fn image_pool(&self) -> anyhow::Result<ImagePool> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        ImagePool::new(self.image_threads.unwrap_or(cores), self.image_queue)
     }
 
     pub fn hasher(&self) -> anyhow::Result<Hasher> {
@@ -97,7 +148,8 @@ pub fn init_logging() {
 }
 
 /// Serves `store` until stopped: loads the demo dataset into an empty
-/// storage first, then prints where it listens and the demo login.
+/// storage first (only on a loopback address, or with `--demo`: its
+/// accounts share a documented password), then prints where it listens.
 /// `stage` is e.g. "stage-1"; `describe` says how its storage is set up.
 pub async fn serve<S: crate::Store>(
     stage: &'static str,
@@ -105,11 +157,18 @@ pub async fn serve<S: crate::Store>(
     uploads: PathBuf,
     listen: &str,
     args: &AppArgs,
+    images: ImagePool,
     describe: &str,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&uploads)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", uploads.display()))?;
-    if store.is_empty().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+    let swept = crate::images::sweep_temporary_files(&uploads);
+    if swept > 0 {
+        eprintln!("removed {swept} temporary upload files left by an earlier run");
+    }
+    let demo = args.demo || is_loopback(listen);
+    let empty = store.is_empty().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    if empty && demo {
         eprintln!("empty database: loading the demo dataset");
         if let Err(e) = crate::seed::run(&store, &uploads, &crate::seed::SeedArgs::DEMO).await {
             // Several stage-2 processes may start on one empty database at
@@ -123,6 +182,7 @@ pub async fn serve<S: crate::Store>(
     let app = crate::App {
         store,
         hasher: args.hasher()?,
+        images,
         uploads_dir: uploads,
         settings: args.settings(stage),
     };
@@ -132,11 +192,15 @@ pub async fn serve<S: crate::Store>(
         "Minigram {} on {url}  ({describe})",
         stage.replace('-', " ")
     );
-    eprintln!("  live metrics: {url}/metrics.html");
-    eprintln!(
-        "  demo login: {}   API docs: {url}/api/openapi.json",
-        crate::seed::demo_login()
-    );
+    eprintln!("  live metrics: {url}/metrics.html   API docs: {url}/api/openapi.json");
+    if demo {
+        eprintln!("  demo login: {}", crate::seed::demo_login());
+    } else if empty {
+        eprintln!(
+            "  empty storage, no demo data: {listen} is not a loopback address, and demo accounts \
+             share a published password. Register, or `{stage} seed --help`, or start with --demo"
+        );
+    }
     server.run_until_stopped().await?;
     Ok(())
 }
@@ -198,6 +262,19 @@ pub async fn check_store<S: crate::Store>(
     Ok(())
 }
 
+/// Is `listen` an address only this machine can reach (127.0.0.0/8, ::1,
+/// or a name that resolves only to those)?
+pub fn is_loopback(listen: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match listen.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
 /// The address to print for `listen` once bound to `port` (a wildcard
 /// host is shown as 127.0.0.1).
 pub fn local_address(listen: &str, port: u16) -> String {
@@ -208,4 +285,24 @@ pub fn local_address(listen: &str, port: u16) -> String {
         host
     };
     format!("{host}:{port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_listeners_get_demo_data_by_default() {
+        for listen in [
+            "127.0.0.1:8080",
+            "127.0.0.2:0",
+            "[::1]:8080",
+            "localhost:8080",
+        ] {
+            assert!(is_loopback(listen), "{listen}");
+        }
+        for listen in ["0.0.0.0:8080", "[::]:8080", "10.1.2.3:80", "not an address"] {
+            assert!(!is_loopback(listen), "{listen}");
+        }
+    }
 }

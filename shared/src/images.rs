@@ -17,8 +17,16 @@ use std::path::{Path, PathBuf};
 pub const MAX_EDGE: u32 = 1080;
 /// Largest input accepted, in pixels per edge.
 pub const MAX_INPUT_EDGE: u32 = 8192;
-/// Decoder memory bound (bytes): a "decompression bomb" fails, not the server.
-pub const MAX_DECODE_ALLOC: u64 = 256 * 1024 * 1024;
+/// Largest input accepted, in pixels in all (width × height), checked from
+/// the header before anything is decoded: 24 megapixels, a 6000 × 4000
+/// camera photo. Each side alone is not enough: a single-colour PNG of
+/// 8192 × 8192 is ~200 kB on the wire and ~200 MiB decoded.
+pub const MAX_PIXELS: u64 = 24_000_000;
+/// Decoder memory bound per image (bytes): 24 megapixels of 8-bit RGBA fit
+/// (96 MiB); a deeper format that would need more fails as too large.
+/// [`crate::image_pool`] runs a fixed number of decodes at once, so this
+/// bounds the process's image memory.
+pub const MAX_DECODE_ALLOC: u64 = 128 * 1024 * 1024;
 const JPEG_QUALITY: u8 = 85;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,7 +35,7 @@ pub enum ImageError {
     NotAnImage,
     #[error("the image is damaged or truncated")]
     Corrupt,
-    #[error("the image is larger than 8192 pixels on a side")]
+    #[error("the image is larger than 8192 pixels on a side or 24 megapixels in all")]
     TooLarge,
 }
 
@@ -54,7 +62,7 @@ pub struct ProcessedImage {
 /// Decodes, bounds, downscales and re-encodes. CPU-heavy: run it on a
 /// blocking thread.
 pub fn process(bytes: &[u8]) -> Result<ProcessedImage, ImageError> {
-    let format = accepted_format(bytes)?;
+    let format = probe(bytes)?.format;
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_INPUT_EDGE);
@@ -81,21 +89,37 @@ fn accepted_format(bytes: &[u8]) -> Result<ImageFormat, ImageError> {
     }
 }
 
-/// The cheap check an upload gets when its processing is queued: a
-/// supported format whose header declares a size within the limits. The
-/// full decode happens in the worker.
-pub fn probe(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
+/// What an image's header says.
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    pub format: ImageFormat,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// The cheap check every upload gets before any pixel is decoded: a
+/// supported format whose header declares a size within the limits (each
+/// side, and the pixel count). A queued upload gets only this in its
+/// request; the full decode happens in the worker.
+pub fn probe(bytes: &[u8]) -> Result<Header, ImageError> {
     let format = accepted_format(bytes)?;
-    let (w, h) = ImageReader::with_format(Cursor::new(bytes), format)
+    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
         .map_err(|_| ImageError::Corrupt)?;
-    if w == 0 || h == 0 {
+    if width == 0 || height == 0 {
         return Err(ImageError::Corrupt);
     }
-    if w > MAX_INPUT_EDGE || h > MAX_INPUT_EDGE {
+    if width > MAX_INPUT_EDGE
+        || height > MAX_INPUT_EDGE
+        || u64::from(width) * u64::from(height) > MAX_PIXELS
+    {
         return Err(ImageError::TooLarge);
     }
-    Ok((w, h))
+    Ok(Header {
+        format,
+        width,
+        height,
+    })
 }
 
 /// The names of a queued upload: the raw bytes wait in `incoming/<sha256
@@ -138,7 +162,10 @@ pub fn process_queued(uploads: &Path, final_name: &str) -> std::io::Result<Queue
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && final_path.exists() => {
             let done = std::fs::read(&final_path)?;
             return Ok(match probe(&done) {
-                Ok((width, height)) => QueuedOutcome::Ready { width, height },
+                Ok(h) => QueuedOutcome::Ready {
+                    width: h.width,
+                    height: h.height,
+                },
                 Err(e) => QueuedOutcome::Failed(e),
             });
         }
@@ -210,7 +237,8 @@ pub fn store_file(dir: &Path, image: &ProcessedImage) -> std::io::Result<PathBuf
 
 /// Writes `bytes` as `dir/name` durably (temporary file, fsync, rename,
 /// fsync of the directory). Names are content-addressed: an existing file
-/// already holds the same bytes.
+/// already holds the same bytes. A failure leaves no temporary file behind
+/// (a crash may: [`sweep_temporary_files`] removes those at start).
 pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
     let path = dir.join(name);
     if path.exists() {
@@ -218,15 +246,44 @@ pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<Pa
     }
     // Unique per call: concurrent uploads of the same picture (same name)
     // must not share a temporary file.
-    let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
-    {
+    let tmp = dir.join(format!(".{name}.{:016x}{TEMPORARY}", rand::random::<u64>()));
+    let written = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, &path)?;
     std::fs::File::open(dir)?.sync_all()?;
     Ok(path)
+}
+
+/// How temporary upload files end (`.<name>.<random>.tmp`).
+const TEMPORARY: &str = ".tmp";
+
+/// Removes temporary files a crash left in the uploads directory and its
+/// `incoming/`; returns how many. Run at start, before anything writes.
+pub fn sweep_temporary_files(uploads: &Path) -> usize {
+    let mut removed = 0;
+    for dir in [uploads.to_owned(), incoming_dir(uploads)] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.')
+                && name.ends_with(TEMPORARY)
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 /// A generated picture for seeding and tests: a colour gradient with a few
@@ -327,6 +384,26 @@ mod tests {
         assert_eq!(process(&png(9000, 2)).unwrap_err(), ImageError::TooLarge);
     }
 
+    /// A small file whose pixels would be huge is refused from its header,
+    /// before a decode: 5000 × 5000 is within each side's limit but over
+    /// the pixel budget; 6000 × 4000 is exactly within it.
+    #[test]
+    fn the_pixel_budget_is_checked_from_the_header() {
+        let flat = |w, h| {
+            let mut out = Vec::new();
+            DynamicImage::ImageLuma8(image::GrayImage::new(w, h))
+                .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+                .unwrap();
+            out
+        };
+        let over = flat(5000, 5000);
+        assert!(over.len() < 100_000, "small on the wire: {}", over.len());
+        assert_eq!(probe(&over).unwrap_err(), ImageError::TooLarge);
+        assert_eq!(process(&over).unwrap_err(), ImageError::TooLarge);
+        let h = probe(&flat(6000, 4000)).unwrap();
+        assert_eq!((h.width, h.height), (6000, 4000));
+    }
+
     #[test]
     fn concurrent_stores_of_one_image_all_succeed() {
         let dir = std::env::temp_dir().join(format!("minigram-store-{:x}", rand::random::<u64>()));
@@ -415,6 +492,19 @@ mod tests {
             }
             bounded(&gif)?;
         }
+    }
+
+    #[test]
+    fn temporary_files_are_swept_and_photos_kept() {
+        let dir = std::env::temp_dir().join(format!("minigram-sweep-{:x}", rand::random::<u64>()));
+        std::fs::create_dir_all(incoming_dir(&dir)).unwrap();
+        let kept = store_file(&dir, &encode(&generated(2, 8, 8))).unwrap();
+        std::fs::write(dir.join(".a.jpg.0123.tmp"), b"half").unwrap();
+        std::fs::write(incoming_dir(&dir).join(".b.raw.4567.tmp"), b"half").unwrap();
+        assert_eq!(sweep_temporary_files(&dir), 2);
+        assert!(kept.exists());
+        assert_eq!(sweep_temporary_files(&dir), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

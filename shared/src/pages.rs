@@ -415,7 +415,8 @@ async fn login_submit<S: Store>(
     if !same_origin(&req) {
         return error_page(None, forbidden());
     }
-    match app.login(&form.username, &form.password).await {
+    let client = crate::app::ClientAddr::of(&req, app.settings.trust_forwarded_for);
+    match app.login(&form.username, &form.password, &client).await {
         Ok(signed_in) => signed_in_redirect(&app, &req, signed_in),
         Err(e) if e.status.is_client_error() => html(
             e.status,

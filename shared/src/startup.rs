@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::admission::{self, Admission};
 use crate::app::App;
+use crate::body::{self, BodyGate};
 use crate::error::{json_error, query_error};
 use crate::store::Store;
 use crate::telemetry::{self, Telemetry};
@@ -40,23 +41,31 @@ impl Application {
         if metrics_on {
             telemetry.start_sampler();
         }
+        purge_sessions_every(app.store.clone(), app.settings.session_purge_every);
         let telemetry = web::Data::new(telemetry);
         let admission = web::Data::new(Admission::new(app.settings.limits.clone()));
+        let bodies = web::Data::new(BodyGate::new(
+            app.settings.bodies.clone(),
+            app.settings.max_upload_bytes,
+        ));
         let data = web::Data::new(app);
         let mut server = HttpServer::new(move || {
             ActixApp::new()
                 .app_data(data.clone())
                 .app_data(telemetry.clone())
                 .app_data(admission.clone())
+                .app_data(bodies.clone())
                 .app_data(
                     web::JsonConfig::default()
-                        .limit(64 * 1024)
+                        .limit(body::SMALL_BODY_MAX)
                         .error_handler(|e, _| json_error(e).into()),
                 )
                 .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
-                .app_data(web::FormConfig::default().limit(64 * 1024))
+                .app_data(web::FormConfig::default().limit(body::SMALL_BODY_MAX))
                 .wrap(from_fn(timing::server_timing))
                 .wrap(from_fn(admission::admit))
+                // Outside admission: a slow body holds no permit (body.rs).
+                .wrap(from_fn(body::read_body))
                 .wrap(Condition::new(
                     metrics_on,
                     from_fn(telemetry::record_requests),
@@ -88,4 +97,22 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Removes expired sessions every `every` on the current runtime, so a
+/// store does not keep every session ever made.
+fn purge_sessions_every<S: Store>(store: S, every: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is at once: nothing expired yet
+        loop {
+            tick.tick().await;
+            match store.purge_expired_sessions().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(sessions = n, "expired sessions purged"),
+                Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+            }
+        }
+    });
 }

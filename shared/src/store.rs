@@ -303,6 +303,8 @@ pub trait Store: Clone + Send + Sync + 'static {
         username: &str,
     ) -> impl Future<Output = StoreResult<Option<Credentials>>> + Send;
 
+    /// Stores a session; the user's oldest sessions past
+    /// [`crate::auth::MAX_SESSIONS_PER_USER`] end.
     fn create_session(&self, session: NewSession) -> impl Future<Output = StoreResult<()>> + Send;
 
     /// The owner of an unexpired session, if any.
@@ -311,28 +313,37 @@ pub trait Store: Clone + Send + Sync + 'static {
         token_hash: [u8; 32],
     ) -> impl Future<Output = StoreResult<Option<SessionUser>>> + Send;
 
+    /// Removes sessions that have expired; how many it removed. Stage 2's
+    /// Redis expires them by itself (0).
+    fn purge_expired_sessions(&self) -> impl Future<Output = StoreResult<u64>> + Send;
+
     /// Revokes a session; false if it did not exist.
     fn revoke_session(
         &self,
         token_hash: [u8; 32],
     ) -> impl Future<Output = StoreResult<bool>> + Send;
 
-    /// Failed sign-ins counted for a throttle key (see [`crate::auth::Throttle`]).
-    fn login_strikes(
+    /// Reserves one sign-in attempt on every counter in `limits` as one
+    /// atomic step, before a password hash is spent (see
+    /// [`crate::auth::Throttle`]): if any counter already holds its maximum
+    /// in its current window, nothing is counted and the answer is
+    /// `Locked`; otherwise each counter goes up by one, a counter's window
+    /// (`window` long) starting with its first count.
+    fn reserve_sign_in(
         &self,
-        key: &str,
-    ) -> impl Future<Output = StoreResult<crate::auth::Strikes>> + Send;
-
-    /// Counts one more failed sign-in; a new window of `window` starts with
-    /// the first failure after the last one ended.
-    fn add_login_strike(
-        &self,
-        key: &str,
+        limits: &[crate::auth::AttemptLimit],
         window: std::time::Duration,
-    ) -> impl Future<Output = StoreResult<crate::auth::Strikes>> + Send;
+    ) -> impl Future<Output = StoreResult<crate::auth::Reservation>> + Send;
 
-    /// Forgets the failures of a key (after a successful sign-in).
-    fn clear_login_strikes(&self, key: &str) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Settles a granted reservation that was not a failure, in one step:
+    /// gives back one attempt on each counter of `release` and forgets
+    /// every failure of the counters in `clear` (a successful sign-in
+    /// clears its username's).
+    fn release_sign_in(
+        &self,
+        release: &[&str],
+        clear: &[&str],
+    ) -> impl Future<Output = StoreResult<()>> + Send;
 
     fn user_profile(
         &self,

@@ -453,8 +453,37 @@ impl Telemetry {
     }
 }
 
+/// The label value for a method, or a route, that is not one we know:
+/// OpenTelemetry's HTTP conventions name it `_OTHER`.
+pub const OTHER: &str = "_OTHER";
+
+/// The methods that become label values as they are (RFC 9110's, and
+/// PATCH); anything else a client invents is [`OTHER`]. Without this, every
+/// made-up method (no sign-in needed) would add new series to `/metrics`
+/// and new histograms to the live window, and nothing would drop them.
+///
+/// With it, series are bounded: `http_server_request_duration_seconds` has
+/// at most 10 methods × (route templates + [`OTHER`]) × the status codes
+/// the app answers with, and `http_server_active_requests` 10 series.
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => OTHER,
+    }
+}
+
 /// Middleware: counts active requests and records each one's duration by
-/// method, route template (never the raw path) and status.
+/// method (standard ones only, see [`method_label`]), route template (never
+/// the raw path; [`OTHER`] for a path that matched no route) and status.
 pub async fn record_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -462,7 +491,7 @@ pub async fn record_requests(
     let Some(t) = req.app_data::<web::Data<Arc<Telemetry>>>().cloned() else {
         return next.call(req).await;
     };
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method()).to_owned();
     t.active.fetch_add(1, Ordering::Relaxed);
     let active =
         metrics::gauge!("http_server_active_requests", "http_request_method" => method.clone());
@@ -474,12 +503,10 @@ pub async fn record_requests(
     active.decrement(1.0);
     let (route, status) = match &res {
         Ok(r) => (
-            r.request()
-                .match_pattern()
-                .unwrap_or_else(|| "unmatched".into()),
+            r.request().match_pattern().unwrap_or_else(|| OTHER.into()),
             r.status(),
         ),
-        Err(e) => ("unmatched".into(), e.as_response_error().status_code()),
+        Err(e) => (OTHER.into(), e.as_response_error().status_code()),
     };
     metrics::histogram!(
         "http_server_request_duration_seconds",

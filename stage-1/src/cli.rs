@@ -186,6 +186,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         uploads,
         &args.listen,
         &args.app,
+        args.app.image_pool()?,
         &describe,
     )
     .await

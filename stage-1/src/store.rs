@@ -14,7 +14,7 @@
 //! back.
 
 use anyhow::Context;
-use minigram::auth::{LocalStrikes, Strikes};
+use minigram::auth::{AttemptLimit, LocalStrikes, Reservation};
 use minigram::domain::{Email, PageQuery, PhotoId, UserId, Username};
 use minigram::store::{
     Credentials, Dataset, FollowState, ImportSummary, Integrity, LikeState, MyProfile, NewPhoto,
@@ -34,7 +34,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// The migrations, in order; `PRAGMA user_version` counts how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_session_limits.sql"),
+];
 
 /// SQLite's journal: how a commit is made atomic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -593,7 +596,28 @@ impl Store for SqliteStore {
                 session.user.user_id.0,
                 session.expires_at
             ])?;
+            // At most MAX_SESSIONS_PER_USER per user: the oldest go first.
+            conn.prepare_cached(
+                "DELETE FROM sessions WHERE user_id = ?1 AND token_hash IN (
+                     SELECT token_hash FROM sessions WHERE user_id = ?1
+                     ORDER BY expires_at DESC LIMIT -1 OFFSET ?2)",
+            )?
+            .execute(params![
+                session.user.user_id.0,
+                minigram::auth::MAX_SESSIONS_PER_USER
+            ])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn purge_expired_sessions(&self) -> StoreResult<u64> {
+        let now = minigram::app::now_secs();
+        self.write("purging expired sessions", move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")?
+                .execute([now])?;
+            Ok(n as u64)
         })
         .await
     }
@@ -628,16 +652,19 @@ impl Store for SqliteStore {
 
     // Stage 1 is one process: failures are counted in memory (a restart
     // forgets them, which only ever unlocks an account early).
-    async fn login_strikes(&self, key: &str) -> StoreResult<Strikes> {
-        Ok(self.inner.strikes.get(key))
+    async fn reserve_sign_in(
+        &self,
+        limits: &[AttemptLimit],
+        window: Duration,
+    ) -> StoreResult<Reservation> {
+        Ok(self.inner.strikes.reserve(limits, window))
     }
 
-    async fn add_login_strike(&self, key: &str, window: Duration) -> StoreResult<Strikes> {
-        Ok(self.inner.strikes.add(key, window))
-    }
-
-    async fn clear_login_strikes(&self, key: &str) -> StoreResult<()> {
-        self.inner.strikes.clear(key);
+    async fn release_sign_in(&self, release: &[&str], clear: &[&str]) -> StoreResult<()> {
+        self.inner.strikes.release(release);
+        for key in clear {
+            self.inner.strikes.clear(key);
+        }
         Ok(())
     }
 

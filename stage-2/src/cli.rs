@@ -166,8 +166,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         s.feed_cache,
         s.photo_processing
     );
+    let images = args.app.image_pool()?;
     if s.photo_processing == Processing::Queue {
-        crate::worker::start(store.clone(), uploads_dir(&s.data_dir));
+        crate::worker::start(store.clone(), uploads_dir(&s.data_dir), images.clone());
     }
     minigram::cli::serve(
         "stage-2",
@@ -175,6 +176,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         uploads_dir(&s.data_dir),
         &args.listen,
         &args.app,
+        images,
         &describe,
     )
     .await

@@ -35,8 +35,8 @@
 
 use anyhow::Context;
 use bb8_redis::RedisConnectionManager;
-use minigram::auth::Strikes;
-use minigram::domain::{Email, PageQuery, PhotoId, UserId, Username};
+use minigram::auth::{AttemptLimit, Reservation};
+use minigram::domain::{Email, PageLimit, PageQuery, PhotoId, UserId, Username};
 use minigram::store::{
     Credentials, Dataset, FollowState, ImportSummary, Integrity, LikeState, MyProfile, NewPhoto,
     NewSession, NewUser, Photo, PhotoPage, PhotoStatus, SessionUser, Store, StoreError,
@@ -57,6 +57,10 @@ use std::time::{Duration, Instant};
 /// How many of a viewer's newest feed photo ids the cache keeps. Pages
 /// beyond it are read from Postgres.
 pub const FEED_WINDOW: usize = 200;
+
+/// The most random time added to a cached feed's TTL (so keys made
+/// together do not expire together).
+pub const TTL_JITTER: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct Stage2Config {
@@ -428,7 +432,8 @@ impl Stage2Store {
     }
 
     /// A photo of `owner` became visible: drop the cached feeds of the
-    /// owner and of every follower.
+    /// owner and of every follower. An error means some may be stale (the
+    /// photo is committed either way): the queue worker retries.
     pub(crate) async fn invalidate_for_new_photo(&self, owner: UserId) -> StoreResult<()> {
         let mut viewers = self
             .db(
@@ -441,8 +446,9 @@ impl Stage2Store {
             )
             .await?;
         viewers.push(owner.0);
-        self.invalidate_feeds(&viewers).await;
-        Ok(())
+        self.invalidate_feeds(&viewers)
+            .await
+            .map_err(StoreError::Unavailable)
     }
 
     /// (owner, file name, upload time) of a photo that is still processing.
@@ -508,14 +514,18 @@ impl Stage2Store {
         format!("{}:photoq", self.inner.config.redis_prefix)
     }
 
-    /// Drops the cached feeds of `viewers`. A failure is logged and
-    /// counted: the change itself is committed; see the module docs for
-    /// the staleness this allows.
-    async fn invalidate_feeds(&self, viewers: &[i64]) {
+    /// Drops the cached feeds of `viewers`, as one atomic step (MULTI/EXEC):
+    /// a reader never sees a viewer's new generation beside the old id
+    /// list, so it cannot store a page built from that list under the new
+    /// generation. A failure is logged and counted, and returned: the
+    /// change itself is committed; see the module docs for the staleness
+    /// this allows.
+    async fn invalidate_feeds(&self, viewers: &[i64]) -> anyhow::Result<()> {
         if !self.inner.config.feed_cache || viewers.is_empty() {
-            return;
+            return Ok(());
         }
         let mut pipe = redis::pipe();
+        pipe.atomic();
         for v in viewers {
             let generation = self.key("feedgen", v);
             pipe.cmd("INCR").arg(&generation).ignore();
@@ -531,7 +541,9 @@ impl Stage2Store {
                 .cache_bypasses
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, viewers = viewers.len(), "feed cache invalidation failed");
+            return Err(e);
         }
+        Ok(())
     }
 
     /// The viewer's cached first page for `limit`: one command, the hot path.
@@ -586,8 +598,8 @@ impl Stage2Store {
             return Ok(None);
         }
         let ids = self.feed_ids_from_db(viewer).await?;
-        let ttl =
-            self.inner.config.feed_cache_ttl.as_secs().max(1) + rand::rng().random_range(0..=10);
+        let ttl = self.inner.config.feed_cache_ttl.as_secs().max(1)
+            + rand::rng().random_range(0..=TTL_JITTER.as_secs());
         let joined = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
         let mut script = self.inner.set_if_generation.prepare_invoke();
         script
@@ -637,7 +649,10 @@ impl Stage2Store {
     /// the cached id list hydrated from Postgres.
     async fn feed_cached(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {
         let stats = &self.inner.stats;
-        let first = page.before.is_none();
+        // Only the page size clients get by default is kept as a rendered
+        // page: a client choosing `limit` 1..=100 must not make up to a
+        // hundred cached pages per viewer. Other sizes come from the id list.
+        let first = page.before.is_none() && page.limit.get() == PageLimit::DEFAULT;
         let bypass = |e: anyhow::Error| {
             stats.cache_bypasses.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(error = %e, "feed cache unavailable, reading Postgres");
@@ -774,26 +789,69 @@ impl Stage2Store {
     }
 }
 
-/// Failed sign-ins are counted in Redis so every process sees them: one key
-/// per username, created by the first failure with the window as its expiry
-/// (KEYS: counter; ARGV: window in ms). Returns {count, ms left}.
-const ADD_STRIKE: &str = r"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return {n, redis.call('PTTL', KEYS[1])}
+/// A session is its key (`session:<token hash>` → `<user id>:<name>`, with
+/// the session's expiry) plus a member of the user's index (a sorted set
+/// `sessionsof:<user id>` of token hashes scored by expiry), in one step.
+/// The index drops expired members and, past ARGV[6] live ones, ends the
+/// oldest sessions; it expires with its newest session. (KEYS: session,
+/// index; ARGV: value, ttl s, token hash, expires at, now, cap, session key
+/// prefix. The old sessions' keys are derived in the script, which is fine
+/// on one Redis server, not on a cluster.)
+const CREATE_SESSION: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6])
+if extra > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, extra - 1)) do
+    redis.call('DEL', ARGV[7] .. old)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
+end
+local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('EXPIREAT', KEYS[2], newest[2])
+return 0
 ";
 
-/// {count, ms left} of a username's current window ({0, -2} if none).
-const READ_STRIKES: &str = r"
-return {tonumber(redis.call('GET', KEYS[1]) or '0'), redis.call('PTTL', KEYS[1])}
+/// Revokes a session and takes it out of its user's index (KEYS: session;
+/// ARGV: index key prefix, token hash). Returns 1 if it existed.
+const REVOKE_SESSION: &str = r"
+local value = redis.call('GET', KEYS[1])
+if not value then return 0 end
+redis.call('DEL', KEYS[1])
+local user = string.match(value, '^(%d+):')
+if user then redis.call('ZREM', ARGV[1] .. user, ARGV[2]) end
+return 1
 ";
 
-fn strikes(count: u32, ttl_ms: i64) -> Strikes {
-    Strikes {
-        count,
-        retry_after_secs: (ttl_ms.max(0) as u64).div_ceil(1000).max(1),
-    }
-}
+/// Sign-in attempts are reserved in Redis so every process sees them, in
+/// one script so the check and the count are one atomic step (KEYS:
+/// counters; ARGV[1]: window in ms, ARGV[1 + i]: the maximum of KEYS[i]).
+/// A counter's window starts with its first count (its expiry). Returns
+/// {0, 0} when granted (every counter counted), or {i, ms left} when
+/// counter i is full (nothing counted).
+const RESERVE_SIGN_IN: &str = r"
+for i, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') >= tonumber(ARGV[i + 1]) then
+    return {i, redis.call('PTTL', key)}
+  end
+end
+for _, key in ipairs(KEYS) do
+  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
+end
+return {0, 0}
+";
+
+/// Gives back one reserved attempt on each of the first ARGV[1] counters
+/// and forgets the rest (KEYS: counters).
+const RELEASE_SIGN_IN: &str = r"
+local release = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local n = tonumber(redis.call('GET', key) or '0')
+  if i <= release and n > 1 then redis.call('DECR', key) else redis.call('DEL', key) end
+end
+return 0
+";
 
 /// Store the rebuilt feed only if no invalidation happened since the reader
 /// read the generation (KEYS: feed, generation, lock; ARGV: generation as
@@ -1012,16 +1070,30 @@ impl Store for Stage2Store {
         if ttl <= 0 {
             return Ok(()); // already expired: nothing to keep
         }
-        let cmd = redis::cmd("SET")
-            .arg(self.key("session", hex::encode(session.token_hash)))
+        let token = hex::encode(session.token_hash);
+        let cmd = redis::cmd("EVAL")
+            .arg(CREATE_SESSION)
+            .arg(2)
+            .arg(self.key("session", &token))
+            .arg(self.key("sessionsof", session.user.user_id.0))
             .arg(format!(
                 "{}:{}",
                 session.user.user_id.0, session.user.username
             ))
-            .arg("EX")
             .arg(ttl)
+            .arg(&token)
+            .arg(session.expires_at)
+            .arg(minigram::app::now_secs())
+            .arg(minigram::auth::MAX_SESSIONS_PER_USER)
+            .arg(self.key("session", ""))
             .clone();
         self.session_redis::<()>(&cmd).await
+    }
+
+    async fn purge_expired_sessions(&self) -> StoreResult<u64> {
+        // Session keys carry their expiry (EX): Redis drops them itself,
+        // and each user's index is trimmed by expiry on every sign-in.
+        Ok(0)
     }
 
     async fn session_user(&self, token_hash: [u8; 32]) -> StoreResult<Option<SessionUser>> {
@@ -1039,36 +1111,49 @@ impl Store for Stage2Store {
     }
 
     async fn revoke_session(&self, token_hash: [u8; 32]) -> StoreResult<bool> {
-        let cmd = redis::cmd("DEL")
-            .arg(self.key("session", hex::encode(token_hash)))
+        let token = hex::encode(token_hash);
+        let cmd = redis::cmd("EVAL")
+            .arg(REVOKE_SESSION)
+            .arg(1)
+            .arg(self.key("session", &token))
+            .arg(self.key("sessionsof", ""))
+            .arg(&token)
             .clone();
         let removed: i64 = self.session_redis(&cmd).await?;
         Ok(removed > 0)
     }
 
-    async fn login_strikes(&self, key: &str) -> StoreResult<Strikes> {
-        let cmd = redis::cmd("EVAL")
-            .arg(READ_STRIKES)
-            .arg(1)
-            .arg(self.key("loginfail", key))
-            .clone();
-        let (count, ttl_ms): (u32, i64) = self.session_redis(&cmd).await?;
-        Ok(strikes(count, ttl_ms))
+    async fn reserve_sign_in(
+        &self,
+        limits: &[AttemptLimit],
+        window: Duration,
+    ) -> StoreResult<Reservation> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RESERVE_SIGN_IN).arg(limits.len());
+        for limit in limits {
+            cmd.arg(self.key("loginfail", &limit.key));
+        }
+        cmd.arg(window.as_millis().max(1) as u64);
+        for limit in limits {
+            cmd.arg(limit.max);
+        }
+        let (locked, ttl_ms): (usize, i64) = self.session_redis(&cmd).await?;
+        Ok(match locked {
+            0 => Reservation::Granted,
+            i => Reservation::Locked {
+                limit: i - 1,
+                retry_after_secs: (ttl_ms.max(0) as u64).div_ceil(1000).max(1),
+            },
+        })
     }
 
-    async fn add_login_strike(&self, key: &str, window: Duration) -> StoreResult<Strikes> {
-        let cmd = redis::cmd("EVAL")
-            .arg(ADD_STRIKE)
-            .arg(1)
-            .arg(self.key("loginfail", key))
-            .arg(window.as_millis().max(1) as u64)
-            .clone();
-        let (count, ttl_ms): (u32, i64) = self.session_redis(&cmd).await?;
-        Ok(strikes(count, ttl_ms))
-    }
-
-    async fn clear_login_strikes(&self, key: &str) -> StoreResult<()> {
-        let cmd = redis::cmd("DEL").arg(self.key("loginfail", key)).clone();
+    async fn release_sign_in(&self, release: &[&str], clear: &[&str]) -> StoreResult<()> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RELEASE_SIGN_IN).arg(release.len() + clear.len());
+        for key in release.iter().chain(clear) {
+            cmd.arg(self.key("loginfail", key));
+        }
+        cmd.arg(release.len());
         self.session_redis::<()>(&cmd).await
     }
 
@@ -1144,7 +1229,8 @@ impl Store for Stage2Store {
         let followers = result
             .map_err(|e| self.pg_error(e, "following"))?
             .ok_or(StoreError::NotFound)?;
-        self.invalidate_feeds(&[follower.0]).await;
+        // Logged and counted inside; the follow is committed either way.
+        let _ = self.invalidate_feeds(&[follower.0]).await;
         Ok(FollowState {
             following: on,
             followers,
@@ -1172,9 +1258,13 @@ impl Store for Stage2Store {
             )
             .await?;
         // A queued photo is invisible until the worker has processed it;
-        // the worker invalidates then.
-        if photo.status == PhotoStatus::Ready {
-            self.invalidate_for_new_photo(photo.user_id).await?;
+        // the worker invalidates then. The photo is committed: a failed
+        // invalidation must not turn its answer into an error (the client
+        // would retry and post it twice); it is logged and counted.
+        if photo.status == PhotoStatus::Ready
+            && let Err(e) = self.invalidate_for_new_photo(photo.user_id).await
+        {
+            tracing::warn!(error = %e, "feeds of a new photo not invalidated");
         }
         Ok(Photo {
             id: PhotoId(row.0),
@@ -1230,7 +1320,8 @@ impl Store for Stage2Store {
             Ok(Some(like_count)) => {
                 // The liker's cached pages show likedByMe and the count:
                 // drop them so the liker's next read is fresh.
-                self.invalidate_feeds(&[user.0]).await;
+                // Logged and counted inside; the like is committed either way.
+                let _ = self.invalidate_feeds(&[user.0]).await;
                 Ok(LikeState {
                     liked: on,
                     like_count,

@@ -4,8 +4,12 @@
 //! `processing` photo row and LPUSHes its id on a Redis list; it answers
 //! 202 without decoding anything. Each stage-2 process runs
 //! `--photo-workers` tasks that RPOP ids (FIFO), decode, bound, downscale
-//! and re-encode the image on a blocking thread (`images::process_queued`),
-//! mark the row `ready` (or `failed`) and drop the feeds that now show it.
+//! and re-encode the image (`images::process_queued`) on the process's
+//! image pool (`image_pool`, shared with the uploads' header checks, so
+//! image memory stays bounded however many workers run), mark the row
+//! `ready` (or `failed`) and drop the feeds that now show it. A failure to
+//! drop them (Redis briefly unreachable) is retried until it succeeds or
+//! the cached feeds have expired by themselves, not left stale.
 //!
 //! Postgres, not Redis, is the record: Redis runs without persistence in
 //! this lab, so a job can be lost with it, and a worker can be killed
@@ -16,6 +20,7 @@
 //! they may become visible late.
 
 use minigram::domain::{PhotoId, UserId};
+use minigram::image_pool::{ImagePool, ImagePoolError};
 use minigram::images::{self, QueuedOutcome};
 use minigram::store::PhotoStatus;
 use std::path::PathBuf;
@@ -31,20 +36,23 @@ const IDLE_POLL: Duration = Duration::from_millis(50);
 pub const SWEEP_AFTER: Duration = Duration::from_secs(30);
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// How long to wait for room on a full image pool before trying again.
+const POOL_FULL_WAIT: Duration = Duration::from_millis(100);
+
 /// Starts the workers of this process; they run until the process exits.
-pub fn start(store: Stage2Store, uploads: PathBuf) {
+pub fn start(store: Stage2Store, uploads: PathBuf, images: ImagePool) {
     for n in 0..store.config().photo_workers.max(1) {
-        let (store, uploads) = (store.clone(), uploads.clone());
-        tokio::spawn(async move { run(store, uploads, n == 0).await });
+        let (store, uploads, images) = (store.clone(), uploads.clone(), images.clone());
+        tokio::spawn(async move { run(store, uploads, images, n == 0).await });
     }
 }
 
-async fn run(store: Stage2Store, uploads: PathBuf, sweeper: bool) {
+async fn run(store: Stage2Store, uploads: PathBuf, images: ImagePool, sweeper: bool) {
     let mut last_sweep = std::time::Instant::now();
     loop {
         match next_job(&store).await {
             Ok(Some(id)) => {
-                if let Err(e) = process(&store, &uploads, id).await {
+                if let Err(e) = process(&store, &uploads, &images, id).await {
                     tracing::warn!(photo = id.0, error = %e, "photo processing failed; the sweep will retry");
                 }
             }
@@ -82,14 +90,24 @@ async fn next_job(store: &Stage2Store) -> anyhow::Result<Option<PhotoId>> {
 pub async fn process(
     store: &Stage2Store,
     uploads: &std::path::Path,
+    images: &ImagePool,
     id: PhotoId,
 ) -> anyhow::Result<()> {
     let Some((owner, file_name, created_at)) = store.processing_photo(id).await? else {
         return Ok(());
     };
-    let dir = uploads.to_owned();
-    let outcome =
-        tokio::task::spawn_blocking(move || images::process_queued(&dir, &file_name)).await??;
+    // The job is ours until it is done: a full pool means wait, not drop.
+    let outcome = loop {
+        let (dir, name) = (uploads.to_owned(), file_name.clone());
+        match images
+            .run(move || images::process_queued(&dir, &name))
+            .await
+        {
+            Ok(outcome) => break outcome?,
+            Err(ImagePoolError::Saturated) => tokio::time::sleep(POOL_FULL_WAIT).await,
+            Err(e) => return Err(e.into()),
+        }
+    };
     let (status, width, height) = match outcome {
         QueuedOutcome::Ready { width, height } => (PhotoStatus::Ready, width, height),
         QueuedOutcome::Failed(e) => {
@@ -98,13 +116,34 @@ pub async fn process(
         }
     };
     if store.finish_photo(id, status, width, height).await? && status == PhotoStatus::Ready {
-        store.invalidate_for_new_photo(UserId(owner)).await?;
+        invalidate_until_done(store, UserId(owner)).await?;
     }
     let st = store.stats();
     st.photos_processed.fetch_add(1, Ordering::Relaxed);
     let lag = (crate::store::now_ms() - created_at).max(0) as u64;
     st.photo_lag_ms.store(lag, Ordering::Relaxed);
     Ok(())
+}
+
+/// Drops the feeds that now show a new photo, retrying while Redis is
+/// unreachable: the photo is already `ready` in Postgres, so no later job
+/// or sweep would drop them. After the cache's TTL (plus jitter) a cached
+/// feed has expired by itself, so retrying longer than that is pointless.
+async fn invalidate_until_done(store: &Stage2Store, owner: UserId) -> anyhow::Result<()> {
+    let give_up =
+        std::time::Instant::now() + store.config().feed_cache_ttl + crate::store::TTL_JITTER;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match store.invalidate_for_new_photo(owner).await {
+            Ok(()) => return Ok(()),
+            Err(e) if std::time::Instant::now() + wait < give_up => {
+                tracing::warn!(owner = owner.0, error = %e, "feeds not invalidated yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Re-queues photos still processing long after their upload, when the

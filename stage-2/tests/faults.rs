@@ -199,6 +199,7 @@ async fn serve(config: Stage2Config, uploads: &Path) -> (String, actix_web::dev:
     let app = App {
         store,
         hasher: minigram::auth::Hasher::new(2, 64).unwrap(),
+        images: minigram::image_pool::ImagePool::new(2, 64).unwrap(),
         uploads_dir: uploads.to_owned(),
         settings: Settings::default(),
     };

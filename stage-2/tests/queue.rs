@@ -193,7 +193,8 @@ async fn a_lost_job_is_found_by_the_sweep() {
         .execute(store.pg())
         .await
         .unwrap();
-    stage_2::worker::start(store.clone(), uploads.clone());
+    let images = minigram::image_pool::ImagePool::new(1, 4).unwrap();
+    stage_2::worker::start(store.clone(), uploads.clone(), images);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let p = store.photo(None, photo.id).await.unwrap().unwrap();

@@ -10,6 +10,7 @@ pub mod abuse;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod crash;
+pub mod hostile;
 pub mod http;
 pub mod load;
 pub mod observe;
@@ -36,6 +37,10 @@ macro_rules! contract_tests {
         mod observability {
             use super::*;
             $crate::observe_contract_tests!($backend);
+        }
+        mod hostile {
+            use super::*;
+            $crate::hostile_contract_tests!($backend);
         }
     };
 }
@@ -87,6 +92,8 @@ pub struct TestApp<B: Backend> {
     pub address: String,
     pub client: Client,
     pub store: B::Store,
+    /// The app's password hasher (to count the hashes a test spent).
+    pub hasher: Hasher,
     pub backend: B,
     handle: actix_web::dev::ServerHandle,
 }
@@ -106,9 +113,11 @@ pub async fn spawn_app_with<B: Backend>(settings: Settings) -> TestApp<B> {
     let uploads = backend.uploads_dir();
     std::fs::create_dir_all(&uploads).expect("create uploads dir");
     let store = backend.store();
+    let hasher = Hasher::new(2, 256).expect("hasher");
     let app = App {
         store: store.clone(),
-        hasher: Hasher::new(2, 256).expect("hasher"),
+        hasher: hasher.clone(),
+        images: crate::image_pool::ImagePool::new(2, 64).expect("image pool"),
         uploads_dir: uploads,
         settings,
     };
@@ -124,6 +133,7 @@ pub async fn spawn_app_with<B: Backend>(settings: Settings) -> TestApp<B> {
         address,
         client,
         store,
+        hasher,
         backend,
         handle,
     }

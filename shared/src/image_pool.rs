@@ -1,0 +1,192 @@
+//! Image work (decode, downscale, re-encode; stage 2's header probe and
+//! queued worker too) runs on a pool of its own: a fixed number of
+//! threads and a bounded queue. When the queue is full an upload is
+//! answered `503 overloaded` with Retry-After at once.
+//!
+//! Why not actix's blocking pool (`web::block`): it has hundreds of
+//! threads and no bound of its own, so a burst of uploads decoded all at
+//! once. Eight parallel uploads of a small single-colour PNG of 8192 × 8192
+//! pixels (~200 MiB each decoded) pushed stage 1 past 1.5 GiB and the
+//! kernel killed it; stage 1's SQLite reads also queue on that pool.
+//!
+//! Together with the limits in [`crate::images`] this bounds the memory of
+//! image work: each running job decodes at most [`images::MAX_PIXELS`]
+//! pixels into at most [`images::MAX_DECODE_ALLOC`] bytes, so image work
+//! never holds more than `threads × MAX_DECODE_ALLOC` of pixels (256 MiB
+//! with the default two threads on two cores), plus the encoded inputs of
+//! the jobs running or queued: copies of request bodies, which
+//! [`crate::body`] bounds (64 MiB by default) until their requests end.
+//!
+//! Like the password hasher, a job whose request has already gone (timed
+//! out, client left) is skipped when a thread reaches it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use tokio::sync::oneshot;
+
+use crate::images;
+
+/// Why a job did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ImagePoolError {
+    /// Every thread is busy and the queue is full: shed (503).
+    #[error("image processing is saturated")]
+    Saturated,
+    /// A job panicked, or the threads are gone.
+    #[error("an image worker failed")]
+    Failed,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The pool; cheap to clone (all clones share the threads).
+#[derive(Clone)]
+pub struct ImagePool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// A std sync channel: `try_send` fails at once when `queue` jobs wait.
+    jobs: mpsc::SyncSender<Job>,
+    threads: usize,
+    queue: usize,
+    /// Jobs waiting or running.
+    in_flight: AtomicUsize,
+}
+
+impl std::fmt::Debug for ImagePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImagePool")
+            .field("threads", &self.inner.threads)
+            .field("queue", &self.inner.queue)
+            .finish()
+    }
+}
+
+impl ImagePool {
+    /// `threads` jobs run at once; `queue` more may wait.
+    pub fn new(threads: usize, queue: usize) -> anyhow::Result<Self> {
+        let threads = threads.max(1);
+        let (tx, rx) = mpsc::sync_channel::<Job>(queue);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("image-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = rx
+                            .lock()
+                            .map_err(|_| ())
+                            .and_then(|r| r.recv().map_err(|_| ()));
+                        match job {
+                            Ok(job) => job(),
+                            Err(()) => return, // the pool was dropped
+                        }
+                    }
+                })?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                jobs: tx,
+                threads,
+                queue,
+                in_flight: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// Jobs waiting or running now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The most memory image work can hold for decoding (see the module docs).
+    pub fn decode_memory_bound(&self) -> u64 {
+        self.inner.threads as u64 * images::MAX_DECODE_ALLOC
+    }
+
+    /// Runs `work` on a pool thread, or refuses at once when the pool is full.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ImagePoolError> {
+        let (tx, rx) = oneshot::channel();
+        let inner = Arc::clone(&self.inner);
+        inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        let counted = Arc::clone(&inner);
+        let job: Job = Box::new(move || {
+            let _done = InFlight(&counted.in_flight);
+            if tx.is_closed() {
+                return; // nobody waits for this any more
+            }
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            let _ = tx.send(result.ok());
+        });
+        match inner.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::TrySendError::Full(_)) => {
+                inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+                return Err(ImagePoolError::Saturated);
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+                return Err(ImagePoolError::Failed);
+            }
+        }
+        rx.await.ok().flatten().ok_or(ImagePoolError::Failed)
+    }
+}
+
+/// Counts a job out when it ends (or is skipped, or panics).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn runs_jobs_and_refuses_past_the_queue() {
+        let pool = ImagePool::new(1, 1).unwrap();
+        assert_eq!(pool.run(|| 2 + 2).await.unwrap(), 4);
+        let mut jobs = Vec::new();
+        for _ in 0..6 {
+            let p = pool.clone();
+            jobs.push(tokio::spawn(async move {
+                p.run(|| std::thread::sleep(Duration::from_millis(200)))
+                    .await
+            }));
+        }
+        let mut done = 0;
+        let mut refused = 0;
+        for j in jobs {
+            match j.await.unwrap() {
+                Ok(()) => done += 1,
+                Err(ImagePoolError::Saturated) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(done >= 2, "one running and one queued complete: {done}");
+        assert!(refused >= 1, "six at once with room for two: some refused");
+        assert_eq!(pool.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone() {
+        let pool = ImagePool::new(1, 4).unwrap();
+        assert!(matches!(
+            pool.run(|| panic!("bad image")).await,
+            Err(ImagePoolError::Failed)
+        ));
+        assert_eq!(pool.run(|| 7).await.unwrap(), 7);
+        assert_eq!(pool.in_flight(), 0);
+    }
+}
