@@ -323,6 +323,11 @@ impl<S: Store> App<S> {
             Ok(processed)
         })
         .await?;
+        // If the row insert fails, the file stays: names are content
+        // hashes, so a concurrent upload of the same bytes (on this or
+        // another stage-2 process) may have found this file and be about
+        // to commit its own row; removing it would lose that photo's
+        // image. An orphan file costs disk, never an acknowledged upload.
         Ok(self
             .store
             .insert_photo(NewPhoto {

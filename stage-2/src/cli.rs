@@ -69,8 +69,14 @@ pub struct StorageArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/minigram"
     )]
     pub database_url: String,
+    /// Redis for sessions, sign-in throttling and the photo queue: state
+    /// that must never be evicted (run it with `--maxmemory-policy noeviction`).
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// Redis for the feed cache, if not the --redis-url server: a cache can
+    /// run with `allkeys-lru` under memory pressure there.
+    #[arg(long, env = "CACHE_REDIS_URL")]
+    pub cache_redis_url: Option<String>,
     /// Prefix of every Redis key (several labs can share one Redis).
     #[arg(long, env = "MINIGRAM_REDIS_PREFIX", default_value = "minigram")]
     pub redis_prefix: String,
@@ -127,6 +133,7 @@ impl StorageArgs {
         Stage2Config {
             database_url: self.database_url.clone(),
             redis_url: self.redis_url.clone(),
+            cache_redis_url: self.cache_redis_url.clone(),
             redis_prefix: self.redis_prefix.clone(),
             pg_pool_size: self.pg_pool,
             redis_pool_size: self.redis_pool,

@@ -2,7 +2,15 @@
 //! pool): what changes when Minigram scales out.
 //!
 //! - **Sessions live in Redis**, with an expiry, so any stage-2 process can
-//!   serve any user and a logout on one process is seen by all.
+//!   serve any user and a logout on one process is seen by all. Each user
+//!   keeps at most `auth::MAX_SESSIONS_PER_USER` (an index per user).
+//! - **Two Redis roles.** Sessions, sign-in throttle counters and the photo
+//!   queue are state: evicting them would sign people out or forget
+//!   failed guesses, so their server runs with `noeviction`. The feed cache
+//!   may be evicted at any time; given `--cache-redis-url` it lives on its
+//!   own server, which can run `allkeys-lru` under memory pressure
+//!   (docker-compose.yml does). One server for both is fine while memory
+//!   is not short.
 //! - **Feeds are cached in Redis (cache-aside)** as the list of the newest
 //!   [`FEED_WINDOW`] photo ids of each viewer's feed. A page is then
 //!   "hydrated" from Postgres by primary key, so like counts and "liked by
@@ -11,8 +19,9 @@
 //!   commit and before its answer: a new photo invalidates the cached feeds
 //!   of its owner and every follower; a follow or unfollow invalidates the
 //!   follower's. So the user who made a change sees it on their very next
-//!   read, and followers see a new photo on their next read. Likes need no
-//!   invalidation (hydration reads them).
+//!   read, and followers see a new photo on their next read. A like drops
+//!   the liker's cached feed (its first page carries "liked by me"). Each
+//!   invalidation is one atomic step (MULTI/EXEC).
 //! - **Races.** A reader that missed the cache records the viewer's feed
 //!   generation before querying Postgres, and stores its result only if the
 //!   generation is unchanged (one Lua script): an invalidation that lands
@@ -65,7 +74,13 @@ pub const TTL_JITTER: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct Stage2Config {
     pub database_url: String,
+    /// Redis for state that must not be evicted: sessions, sign-in
+    /// throttle counters, the photo queue. Run it with `noeviction`.
     pub redis_url: String,
+    /// Redis for the feed cache, if not the same server: the cache can
+    /// then run under memory pressure with `allkeys-lru` without ever
+    /// evicting a session or a throttle counter (docker-compose.yml does).
+    pub cache_redis_url: Option<String>,
     /// Every Redis key starts with `<prefix>:`, so several labs (or tests)
     /// can share one Redis.
     pub redis_prefix: String,
@@ -96,6 +111,7 @@ impl Stage2Config {
         Self {
             database_url: database_url.into(),
             redis_url: redis_url.into(),
+            cache_redis_url: None,
             redis_prefix: "minigram".into(),
             pg_pool_size: 10,
             redis_pool_size: 16,
@@ -180,7 +196,11 @@ pub struct Stage2Store {
 
 struct Inner {
     pg: PgPool,
+    /// Sessions, throttle counters, the photo queue.
     redis: bb8::Pool<RedisManager>,
+    /// The feed cache: the same pool as `redis` unless `cache_redis_url`
+    /// names another server.
+    cache: bb8::Pool<RedisManager>,
     config: Stage2Config,
     stats: Stage2Stats,
     set_if_generation: redis::Script,
@@ -228,6 +248,47 @@ fn server_of(url: &str) -> String {
     host.split(['/', '?']).next().unwrap_or(host).to_owned()
 }
 
+/// A bounded pool of connections to the Redis at `url`, after one direct
+/// connection that fails with a precise message if Redis is not there
+/// (`flag` names the setting that points to it).
+async fn connect_redis(
+    config: &Stage2Config,
+    url: &str,
+    flag: &str,
+) -> anyhow::Result<bb8::Pool<RedisManager>> {
+    let redis_server = server_of(url);
+    let unreachable = |why: String| {
+        anyhow::anyhow!(
+            "cannot reach Redis at {redis_server} ({flag}): {why}; \
+             start it (e.g. `docker compose up -d redis`) or point to another server"
+        )
+    };
+    let client = redis::Client::open(url).with_context(|| format!("bad Redis URL {url}"))?;
+    let mut probe = tokio::time::timeout(
+        config.acquire_timeout,
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| unreachable("timed out".into()))?
+    .map_err(|e| unreachable(e.to_string()))?;
+    let _: String = redis::cmd("PING")
+        .query_async(&mut probe)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let manager =
+        RedisConnectionManager::new(url).with_context(|| format!("bad Redis URL {url}"))?;
+    Ok(bb8::Pool::builder()
+        .max_size(config.redis_pool_size.max(1))
+        .connection_timeout(config.acquire_timeout)
+        // While Redis is down, fail at once (503) instead of retrying
+        // the connection for the whole acquire timeout.
+        .retry_connection(false)
+        // Broken connections are detected by their failed command
+        // instead (see `RedisManager`).
+        .test_on_check_out(false)
+        .build_unchecked(RedisManager(manager)))
+}
+
 impl Stage2Store {
     /// Connects to Postgres (creating the database if missing, running
     /// migrations) and to Redis. Fails with a message naming the server
@@ -260,43 +321,18 @@ impl Stage2Store {
             .await
             .context("running the Postgres migrations")?;
 
-        let redis_server = server_of(&config.redis_url);
-        let unreachable = |why: String| {
-            anyhow::anyhow!(
-                "cannot reach Redis at {redis_server} (--redis-url / REDIS_URL): {why}; \
-                 start it (e.g. `docker compose up -d redis`) or point to another server"
-            )
+        let redis = connect_redis(&config, &config.redis_url, "--redis-url / REDIS_URL").await?;
+        let cache = match &config.cache_redis_url {
+            Some(url) if *url != config.redis_url => {
+                connect_redis(&config, url, "--cache-redis-url / CACHE_REDIS_URL").await?
+            }
+            _ => redis.clone(),
         };
-        // One direct connection first, for a precise error if Redis is not there.
-        let client = redis::Client::open(config.redis_url.as_str())
-            .with_context(|| format!("bad --redis-url {}", config.redis_url))?;
-        let mut probe = tokio::time::timeout(
-            config.acquire_timeout,
-            client.get_multiplexed_async_connection(),
-        )
-        .await
-        .map_err(|_| unreachable("timed out".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
-        let _: String = redis::cmd("PING")
-            .query_async(&mut probe)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let manager = RedisConnectionManager::new(config.redis_url.as_str())
-            .with_context(|| format!("bad --redis-url {}", config.redis_url))?;
-        let redis = bb8::Pool::builder()
-            .max_size(config.redis_pool_size.max(1))
-            .connection_timeout(config.acquire_timeout)
-            // While Redis is down, fail at once (503) instead of retrying
-            // the connection for the whole acquire timeout.
-            .retry_connection(false)
-            // Broken connections are detected by their failed command
-            // instead (see `RedisManager`).
-            .test_on_check_out(false)
-            .build_unchecked(RedisManager(manager));
         Ok(Self {
             inner: Arc::new(Inner {
                 pg,
                 redis,
+                cache,
                 config,
                 stats: Stage2Stats::default(),
                 set_if_generation: redis::Script::new(SET_IF_GENERATION),
@@ -381,13 +417,15 @@ impl Stage2Store {
         }
     }
 
-    /// Runs Redis work on a pooled connection, timing it; a connection-level
-    /// failure retires the connection.
+    /// Runs Redis work on a connection of `pool`, timing it; a
+    /// connection-level failure retires the connection.
     async fn on_redis<T>(
         &self,
+        pool: &bb8::Pool<RedisManager>,
         work: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
     ) -> anyhow::Result<T> {
-        // The same bounded queue as Postgres's (see `timed`).
+        // The same bounded queue as Postgres's (see `timed`), counted over
+        // both Redis pools when the cache has its own server.
         let stats = &self.inner.stats;
         let limit = i64::from(self.inner.config.redis_pool_size.max(1))
             + i64::from(self.inner.config.pool_queue_max);
@@ -397,7 +435,7 @@ impl Stage2Store {
         };
         let started = Instant::now();
         let result = async {
-            let mut pooled = self.inner.redis.get().await.map_err(|e| {
+            let mut pooled = pool.get().await.map_err(|e| {
                 if matches!(e, bb8::RunError::TimedOut) {
                     self.inner
                         .stats
@@ -419,15 +457,31 @@ impl Stage2Store {
         result
     }
 
+    /// One command on the state Redis (sessions, throttle, photo queue).
     async fn redis<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
-        self.on_redis(async |c| cmd.query_async::<T>(c).await).await
+        self.on_redis(&self.inner.redis, async |c| cmd.query_async::<T>(c).await)
+            .await
     }
 
     pub(crate) async fn redis_pipe<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> anyhow::Result<T> {
-        self.on_redis(async |c| pipe.query_async::<T>(c).await)
+        self.on_redis(&self.inner.redis, async |c| pipe.query_async::<T>(c).await)
+            .await
+    }
+
+    /// One command on the feed cache's Redis.
+    async fn cache<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> anyhow::Result<T> {
+        self.on_redis(&self.inner.cache, async |c| cmd.query_async::<T>(c).await)
+            .await
+    }
+
+    async fn cache_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> anyhow::Result<T> {
+        self.on_redis(&self.inner.cache, async |c| pipe.query_async::<T>(c).await)
             .await
     }
 
@@ -535,7 +589,7 @@ impl Stage2Store {
                 .arg(self.key("feedpage", v))
                 .ignore();
         }
-        if let Err(e) = self.redis_pipe::<()>(&pipe).await {
+        if let Err(e) = self.cache_pipe::<()>(&pipe).await {
             self.inner
                 .stats
                 .cache_bypasses
@@ -552,7 +606,7 @@ impl Stage2Store {
             .arg(self.key("feedpage", viewer.0))
             .arg(limit)
             .clone();
-        self.redis(&cmd).await
+        self.cache(&cmd).await
     }
 
     /// The viewer's feed generation and cached id list, in one round trip.
@@ -561,7 +615,7 @@ impl Stage2Store {
             .arg(self.key("feedgen", viewer.0))
             .arg(self.key("feed", viewer.0))
             .clone();
-        let (generation, ids): (Option<String>, Option<String>) = self.redis(&cmd).await?;
+        let (generation, ids): (Option<String>, Option<String>) = self.cache(&cmd).await?;
         Ok(CacheRead { generation, ids })
     }
 
@@ -583,13 +637,13 @@ impl Stage2Store {
             .arg("PX")
             .arg(3000)
             .clone();
-        let got_lock: Option<String> = self.redis(&lock).await.unwrap_or(None);
+        let got_lock: Option<String> = self.cache(&lock).await.unwrap_or(None);
         if got_lock.is_none() {
             // Someone else is rebuilding this feed: wait briefly for it.
             for _ in 0..5 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let get = redis::cmd("GET").arg(&feed_key).clone();
-                if let Ok(Some(ids)) = self.redis::<Option<String>>(&get).await {
+                if let Ok(Some(ids)) = self.cache::<Option<String>>(&get).await {
                     stats.stampede_waits.fetch_add(1, Ordering::Relaxed);
                     return Ok(Some(parse_ids(&ids)));
                 }
@@ -609,7 +663,7 @@ impl Stage2Store {
             .arg(generation.clone().unwrap_or_default())
             .arg(joined)
             .arg(ttl);
-        if let Err(e) = self.redis_script(&script).await {
+        if let Err(e) = self.cache_script(&script).await {
             tracing::debug!(error = %e, "could not store a feed in the cache");
         }
         Ok(Some(ids))
@@ -635,14 +689,16 @@ impl Stage2Store {
             .arg(limit)
             .arg(json)
             .arg(self.inner.config.feed_page_ttl.as_millis().max(1) as u64);
-        if let Err(e) = self.redis_script(&script).await {
+        if let Err(e) = self.cache_script(&script).await {
             tracing::debug!(error = %e, "could not store a feed page in the cache");
         }
     }
 
-    async fn redis_script(&self, script: &redis::ScriptInvocation<'_>) -> anyhow::Result<i64> {
-        self.on_redis(async |c| script.invoke_async::<i64>(c).await)
-            .await
+    async fn cache_script(&self, script: &redis::ScriptInvocation<'_>) -> anyhow::Result<i64> {
+        self.on_redis(&self.inner.cache, async |c| {
+            script.invoke_async::<i64>(c).await
+        })
+        .await
     }
 
     /// The feed through the cache: the first page as cached (hot path), or

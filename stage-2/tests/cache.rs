@@ -226,3 +226,40 @@ async fn cache_off_reads_postgres_only() {
     assert_eq!(b.redis_keys("feed:*").await, 0);
     assert_eq!(b.store.stats().cache_misses.load(Ordering::Relaxed), 0);
 }
+
+/// A client choosing its page size cannot multiply what the cache holds:
+/// first pages of every `limit` are served right, but only the default
+/// size (20) is kept as a rendered page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_default_page_size_is_kept_rendered() {
+    let app = spawn_app::<Pg>().await;
+    let me = app.make_user("sizes").await;
+    for i in 0..3 {
+        app.posted_photo(&me, &format!("p{i}")).await;
+    }
+    for limit in [1, 2, 7, 20, 55, 100] {
+        let page: Value = app
+            .get(&format!("/api/feed?limit={limit}"), Some(&me.token))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let want = 3.min(limit);
+        assert_eq!(
+            page["photos"].as_array().unwrap().len(),
+            want,
+            "limit {limit}"
+        );
+    }
+    let mut conn = app.backend.store.redis_pool().get().await.expect("redis");
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(format!(
+            "{}:feedpage:{}",
+            app.backend.store.config().redis_prefix,
+            me.id
+        ))
+        .query_async(&mut conn.conn)
+        .await
+        .expect("HKEYS");
+    assert_eq!(fields, vec!["20".to_owned()]);
+}

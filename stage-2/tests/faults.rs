@@ -493,3 +493,83 @@ async fn postgres_restarts() {
     handle.stop(false).await;
     drop(pg);
 }
+
+/// Keys of `pattern` (after the prefix) on the Redis at `url`.
+async fn keys_on(url: &str, prefix: &str, pattern: &str) -> usize {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:{pattern}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.len()
+}
+
+/// With the feed cache on its own Redis (`--cache-redis-url`), cached
+/// feeds live only there and sessions only on the state Redis, so cache
+/// pressure (an `allkeys-lru` cache server) can never evict a session.
+/// Losing the cache server costs nothing but the cache: sessions and feed
+/// reads keep answering 200 (the cache is bypassed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_feed_cache_on_its_own_redis() {
+    let mut cache = Redis::start(free_port());
+    let cache_url = format!("redis://127.0.0.1:{}", cache.port);
+    let (mut config, name) = common::fresh_config();
+    config.cache_redis_url = Some(cache_url.clone());
+    let prefix = config.redis_prefix.clone();
+    let db = common::Pg::with_config(config.clone(), name).await;
+    let (url, handle) = serve(config, &db.uploads_dir()).await;
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{url}/api/register"))
+        .json(&json!({"username": "split", "password": "password123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let token = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let feed = || {
+        client
+            .get(format!("{url}/api/feed"))
+            .bearer_auth(&token)
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(feed().await.unwrap().status(), 200);
+    }
+    assert!(
+        keys_on(&cache_url, &prefix, "feed*").await >= 2,
+        "cache keys on the cache server"
+    );
+    assert_eq!(
+        db.redis_keys("feed*").await,
+        0,
+        "no cache key on the state server"
+    );
+    assert_eq!(
+        db.redis_keys("session:*").await,
+        1,
+        "the session on the state server"
+    );
+    assert_eq!(keys_on(&cache_url, &prefix, "session*").await, 0);
+
+    cache.kill();
+    assert_eq!(
+        feed().await.unwrap().status(),
+        200,
+        "feed without its cache"
+    );
+    let me = client
+        .get(format!("{url}/api/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200, "the session is untouched");
+    assert_eq!(login(&client, &url, "split").await.status(), 200);
+    handle.stop(true).await;
+}

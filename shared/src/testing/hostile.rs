@@ -119,6 +119,11 @@ pub async fn slow_bodies_hold_no_slot<B: Backend>() {
         answers
     };
     let ((), answers) = tokio::join!(trickle, bystander);
+    let slowest = answers.iter().map(|a| a.1).max().unwrap_or_default();
+    eprintln!(
+        "{TRICKLERS} trickling bodies: {} reads by a bystander, slowest {slowest:?}",
+        answers.len()
+    );
     assert!(answers.len() >= 10, "{} reads", answers.len());
     for (status, took) in &answers {
         assert_eq!(
@@ -213,6 +218,10 @@ pub async fn invented_methods_add_no_series<B: Backend>() {
         !other.is_empty() && other.len() <= 4,
         "the invented methods fill at most a handful of series: {other:?}"
     );
+    eprintln!(
+        "300 invented methods: {} `_OTHER` series in /metrics: {other:?}",
+        other.len()
+    );
     // The live window: one row per (method, route) it saw.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let live: Value = app.get("/api/metrics", None).await.json().await.unwrap();
@@ -277,6 +286,7 @@ pub async fn parallel_guesses_spend_bounded_hashes<B: Backend>() {
     assert_eq!(wrong + locked, 40, "only 401 or 429: {answers:?}");
     assert!((1..=5).contains(&wrong), "{wrong} guesses were verified");
     assert!(spent <= 5, "{spent} hashes spent on a burst limited to 5");
+    eprintln!("40 parallel guesses, limit 5: {spent} hashes, {wrong} × 401, {locked} × 429");
     assert_error(
         app.login("alice", "password123").await,
         429,
