@@ -2,7 +2,9 @@
 //! long.
 //!
 //! Past its breaking point a stage must shed, not queue. Every request
-//! takes one of `max_in_flight` permits before it runs; when none is free it
+//! takes one of `max_in_flight` permits before it runs (after its body has
+//! arrived in full: [`crate::body`], so a slow client holds no permit
+//! while it sends); when none is free it
 //! is answered at once with `503 overloaded` and `Retry-After`, without
 //! touching storage or the hasher. Each admitted request also gets a
 //! deadline (`request_timeout`): if it has not answered by then it gets
