@@ -82,15 +82,6 @@ impl BodyGate {
         }
     }
 
-    /// Bytes of bodies buffered right now.
-    pub fn buffered(&self) -> usize {
-        let total = self
-            .limits
-            .memory
-            .clamp(SMALL_BODY_MAX, Semaphore::MAX_PERMITS);
-        total - self.bytes.available_permits()
-    }
-
     /// The most a body of this request may hold.
     fn limit_for(&self, req: &ServiceRequest) -> usize {
         let multipart = req

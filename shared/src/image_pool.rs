@@ -10,8 +10,8 @@
 //! kernel killed it; stage 1's SQLite reads also queue on that pool.
 //!
 //! Together with the limits in [`crate::images`] this bounds the memory of
-//! image work: each running job decodes at most [`images::MAX_PIXELS`]
-//! pixels into at most [`images::MAX_DECODE_ALLOC`] bytes, so image work
+//! image work: each running job decodes at most [`crate::images::MAX_PIXELS`]
+//! pixels into at most [`crate::images::MAX_DECODE_ALLOC`] bytes, so image work
 //! never holds more than `threads × MAX_DECODE_ALLOC` of pixels (256 MiB
 //! with the default two threads on two cores), plus the encoded inputs of
 //! the jobs running or queued: copies of request bodies, which
@@ -23,8 +23,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
-
-use crate::images;
 
 /// Why a job did not run.
 #[derive(Debug, thiserror::Error)]
@@ -100,11 +98,6 @@ impl ImagePool {
     /// Jobs waiting or running now.
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// The most memory image work can hold for decoding (see the module docs).
-    pub fn decode_memory_bound(&self) -> u64 {
-        self.inner.threads as u64 * images::MAX_DECODE_ALLOC
     }
 
     /// Runs `work` on a pool thread, or refuses at once when the pool is full.
