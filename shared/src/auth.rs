@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::domain::Password;
+use crate::job_threads;
 use crate::timing;
 
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +214,7 @@ impl PasswordWork {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut PasswordWork) + Send>;
+type Job = job_threads::Job<PasswordWork>;
 
 /// The longest a sign-in is allowed to wait for a hashing thread: a longer
 /// wait predicted when it arrives gets an immediate 503, and one that turns
@@ -254,26 +255,7 @@ impl Hasher {
     pub fn with_cost(threads: usize, max_queue: usize, cost: PasswordCost) -> anyhow::Result<Self> {
         let threads = threads.max(1);
         let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..threads {
-            let rx = Arc::clone(&rx);
-            std::thread::Builder::new()
-                .name(format!("argon2-{i}"))
-                .spawn(move || {
-                    let mut work = PasswordWork::default();
-                    loop {
-                        // The lock is held only while waiting for the next job.
-                        let job = rx
-                            .lock()
-                            .map_err(|_| ())
-                            .and_then(|r| r.recv().map_err(|_| ()));
-                        match job {
-                            Ok(job) => job(&mut work),
-                            Err(()) => return, // the Hasher was dropped
-                        }
-                    }
-                })?;
-        }
+        job_threads::spawn("argon2", threads, rx)?;
         let mut random = [0u8; 32];
         rand::rng().fill_bytes(&mut random);
         let timed = Instant::now();
@@ -352,7 +334,7 @@ impl Hasher {
     ) -> Result<T, HashError> {
         let inner = &self.inner;
         let before = inner.queued.fetch_add(1, Ordering::SeqCst);
-        let _guard = QueueGuard(&inner.queued);
+        let _guard = job_threads::Leaving(&inner.queued);
         if self.refuses(before) {
             return Err(HashError::Saturated);
         }
@@ -405,14 +387,6 @@ impl Hasher {
             .map_err(|_| HashError::Unexpected(anyhow::anyhow!("a hashing thread panicked")))?;
         timing::record(timing::Phase::Hash, started.elapsed());
         Ok(result.ok_or(HashError::Saturated)??)
-    }
-}
-
-struct QueueGuard<'a>(&'a AtomicUsize);
-
-impl Drop for QueueGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

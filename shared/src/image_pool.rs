@@ -21,8 +21,10 @@
 //! out, client left) is skipped when a thread reaches it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use tokio::sync::oneshot;
+
+use crate::job_threads;
 
 /// Why a job did not run.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +37,7 @@ pub enum ImagePoolError {
     Failed,
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+type Job = job_threads::Job<()>;
 
 /// The pool; cheap to clone (all clones share the threads).
 #[derive(Clone)]
@@ -66,25 +68,7 @@ impl ImagePool {
     pub fn new(threads: usize, queue: usize) -> anyhow::Result<Self> {
         let threads = threads.max(1);
         let (tx, rx) = mpsc::sync_channel::<Job>(queue);
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..threads {
-            let rx = Arc::clone(&rx);
-            std::thread::Builder::new()
-                .name(format!("image-{i}"))
-                .spawn(move || {
-                    loop {
-                        // The lock is held only while waiting for the next job.
-                        let job = rx
-                            .lock()
-                            .map_err(|_| ())
-                            .and_then(|r| r.recv().map_err(|_| ()));
-                        match job {
-                            Ok(job) => job(),
-                            Err(()) => return, // the pool was dropped
-                        }
-                    }
-                })?;
-        }
+        job_threads::spawn("image", threads, rx)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 jobs: tx,
@@ -109,12 +93,15 @@ impl ImagePool {
         let inner = Arc::clone(&self.inner);
         inner.in_flight.fetch_add(1, Ordering::SeqCst);
         let counted = Arc::clone(&inner);
-        let job: Job = Box::new(move || {
-            let _done = InFlight(&counted.in_flight);
+        let job: Job = Box::new(move |_: &mut ()| {
+            let done = job_threads::Leaving(&counted.in_flight);
             if tx.is_closed() {
                 return; // nobody waits for this any more
             }
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            // Counted out before the answer: whoever gets it sees the pool
+            // without this job.
+            drop(done);
             let _ = tx.send(result.ok());
         });
         match inner.jobs.try_send(job) {
@@ -132,43 +119,46 @@ impl ImagePool {
     }
 }
 
-/// Counts a job out when it ends (or is skipped, or panics).
-struct InFlight<'a>(&'a AtomicUsize);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[tokio::test]
+    /// With one thread and room for one more, a job running and one
+    /// queued both complete, and a third is refused at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn runs_jobs_and_refuses_past_the_queue() {
         let pool = ImagePool::new(1, 1).unwrap();
         assert_eq!(pool.run(|| 2 + 2).await.unwrap(), 4);
-        let mut jobs = Vec::new();
-        for _ in 0..6 {
-            let p = pool.clone();
-            jobs.push(tokio::spawn(async move {
-                p.run(|| std::thread::sleep(Duration::from_millis(200)))
-                    .await
-            }));
-        }
-        let mut done = 0;
-        let mut refused = 0;
-        for j in jobs {
-            match j.await.unwrap() {
-                Ok(()) => done += 1,
-                Err(ImagePoolError::Saturated) => refused += 1,
-                Err(e) => panic!("{e}"),
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let running = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.run(move || {
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                })
+                .await
             }
+        });
+        tokio::task::spawn_blocking(move || started.recv().unwrap())
+            .await
+            .unwrap();
+        let queued = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.run(|| ()).await }
+        });
+        while pool.in_flight() < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert!(done >= 2, "one running and one queued complete: {done}");
-        assert!(refused >= 1, "six at once with room for two: some refused");
+        assert!(matches!(
+            pool.run(|| ()).await,
+            Err(ImagePoolError::Saturated)
+        ));
+        release.send(()).unwrap();
+        assert!(running.await.unwrap().is_ok(), "the running job completes");
+        assert!(queued.await.unwrap().is_ok(), "the queued job completes");
         assert_eq!(pool.in_flight(), 0);
     }
 

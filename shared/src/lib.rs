@@ -20,6 +20,7 @@ pub mod domain;
 pub mod error;
 pub mod image_pool;
 pub mod images;
+pub mod job_threads;
 pub mod machine;
 pub mod openapi;
 pub mod pages;
