@@ -117,12 +117,15 @@ impl ClientAddr {
                     .last()
             })
             .flatten();
-        match forwarded.or_else(|| req.peer_addr().map(|a| a.ip())) {
-            Some(std::net::IpAddr::V6(ip)) if ip.to_ipv4_mapped().is_none() => {
+        // `to_canonical`: an IPv4 client on a dual-stack socket is itself.
+        match forwarded
+            .or_else(|| req.peer_addr().map(|a| a.ip()))
+            .map(|ip| ip.to_canonical())
+        {
+            Some(std::net::IpAddr::V6(ip)) => {
                 let s = ip.segments();
                 Self(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
             }
-            Some(std::net::IpAddr::V6(ip)) => Self(ip.to_ipv4_mapped().unwrap().to_string()),
             Some(ip) => Self(ip.to_string()),
             None => Self("unknown".into()),
         }

@@ -101,12 +101,6 @@ impl BodyGate {
     }
 }
 
-/// Does the request say it carries a body (a non-zero length, or chunks)?
-fn has_body(req: &ServiceRequest) -> bool {
-    let headers = req.headers();
-    headers.contains_key(header::TRANSFER_ENCODING) || declared_length(req).is_some_and(|n| n > 0)
-}
-
 fn declared_length(req: &ServiceRequest) -> Option<usize> {
     req.headers()
         .get(header::CONTENT_LENGTH)?
@@ -186,11 +180,13 @@ pub async fn read_body(
     let Some(gate) = req.app_data::<web::Data<BodyGate>>().cloned() else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    if !has_body(&req) {
+    // A body comes with a non-zero length or in chunks.
+    let declared = declared_length(&req);
+    if !req.headers().contains_key(header::TRANSFER_ENCODING) && declared.unwrap_or(0) == 0 {
         return Ok(next.call(req).await?.map_into_left_body());
     }
     let limit = gate.limit_for(&req);
-    let refused = if declared_length(&req).is_some_and(|n| n > limit) {
+    let refused = if declared.is_some_and(|n| n > limit) {
         too_large(limit)
     } else {
         let mut payload = req.take_payload();

@@ -14,14 +14,11 @@ use crate::auth::{self, Throttle};
 use crate::store::{NewSession, SessionUser, Store};
 
 fn throttled(max_failures: u32, window: Duration) -> Settings {
-    Settings {
-        login_throttle: Throttle {
-            max_failures,
-            window,
-            ..Throttle::default()
-        },
-        ..Settings::default()
-    }
+    super::throttled(Throttle {
+        max_failures,
+        window,
+        ..Throttle::default()
+    })
 }
 
 /// Three wrong passwords lock a username: the fourth try, even with the
@@ -155,11 +152,7 @@ pub async fn slow_requests_get_a_deadline<B: Backend>() {
         },
         // Sign-ins in flight count against the per-account limit until
         // they end (hostile.rs): 30 at once for one account would be 429s.
-        login_throttle: Throttle {
-            max_failures: 0,
-            ..Throttle::default()
-        },
-        ..Settings::default()
+        ..throttled(0, Duration::from_secs(1))
     })
     .await;
     app.make_user("alice").await;

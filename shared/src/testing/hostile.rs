@@ -252,14 +252,11 @@ pub async fn invented_methods_add_no_series<B: Backend>() {
 }
 
 fn throttled(max_failures: u32, per_client: u32) -> Settings {
-    Settings {
-        login_throttle: Throttle {
-            max_failures,
-            max_failures_per_client: per_client,
-            window: Duration::from_secs(60),
-        },
-        ..Settings::default()
-    }
+    super::throttled(Throttle {
+        max_failures,
+        max_failures_per_client: per_client,
+        window: Duration::from_secs(60),
+    })
 }
 
 /// Forty wrong passwords for one account sent at once, with the limit at

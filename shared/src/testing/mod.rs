@@ -104,6 +104,14 @@ pub struct TestUser {
     pub token: String,
 }
 
+/// The default settings with another sign-in throttle.
+pub fn throttled(throttle: crate::auth::Throttle) -> Settings {
+    Settings {
+        login_throttle: throttle,
+        ..Settings::default()
+    }
+}
+
 pub async fn spawn_app<B: Backend>() -> TestApp<B> {
     spawn_app_with::<B>(Settings::default()).await
 }
