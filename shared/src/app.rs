@@ -11,7 +11,9 @@ use crate::domain::{Caption, Email, Password, Username};
 use crate::error::ApiError;
 use crate::image_pool::{ImagePool, ImagePoolError};
 use crate::images::{self, ImageError};
-use crate::store::{NewPhoto, NewSession, NewUser, Photo, PhotoStatus, SessionUser, Store};
+use crate::store::{
+    NewPhoto, NewSession, NewUser, Photo, PhotoQueue, PhotoStatus, SessionUser, Store,
+};
 use crate::timing;
 
 /// Knobs of the app that are the same for both stages.
@@ -315,8 +317,8 @@ impl<S: Store> App<S> {
         // not an image or is over the size limits is refused here, without
         // taking a place in the image pool.
         images::probe(&bytes).map_err(image_error)?;
-        if self.store.queues_photos() {
-            return self.upload_queued(user, caption, bytes).await;
+        if let Some(queue) = self.store.photo_queue() {
+            return self.upload_queued(queue, user, caption, bytes).await;
         }
         let dir = self.uploads_dir.clone();
         let processed = image_work(&self.images, move || {
@@ -350,11 +352,12 @@ impl<S: Store> App<S> {
     /// processed it (`status` says which).
     async fn upload_queued(
         &self,
+        queue: &S::PhotoQueue,
         user: &SessionUser,
         caption: Caption,
         bytes: Vec<u8>,
     ) -> Result<Photo, ApiError> {
-        if self.store.photo_queue_full().await? {
+        if queue.is_full().await? {
             return Err(ApiError::unavailable(
                 "overloaded",
                 "the photo queue is full: try again in a moment",
@@ -380,7 +383,7 @@ impl<S: Store> App<S> {
                 status: PhotoStatus::Processing,
             })
             .await?;
-        if let Err(e) = self.store.enqueue_photo(photo.id).await {
+        if let Err(e) = queue.enqueue(photo.id).await {
             // Committed already: the worker's sweep will find it.
             tracing::warn!(
                 "photo {:?} not queued ({e}); the sweep will pick it up",

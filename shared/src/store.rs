@@ -142,11 +142,14 @@ impl PhotoStatus {
         }
     }
 
-    pub fn parse(s: &str) -> Self {
+    /// The status stored as `s`; `None` for anything else (a row this
+    /// code does not understand is an error, not silently `ready`).
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
-            "processing" => Self::Processing,
-            "failed" => Self::Failed,
-            _ => Self::Ready,
+            "ready" => Some(Self::Ready),
+            "processing" => Some(Self::Processing),
+            "failed" => Some(Self::Failed),
+            _ => None,
         }
     }
 }
@@ -414,26 +417,36 @@ pub trait Store: Clone + Send + Sync + 'static {
         Vec::new()
     }
 
-    /// Whether uploads are handed to a background worker (stage 2 with
-    /// `--photo-processing queue`) instead of processed in the request.
-    fn queues_photos(&self) -> bool {
-        false
+    /// What processes uploads in the background, if anything does (stage 2
+    /// with `--photo-processing queue`); `None`: every upload is processed
+    /// in its request.
+    type PhotoQueue: PhotoQueue;
+    fn photo_queue(&self) -> Option<&Self::PhotoQueue>;
+}
+
+/// A queue that hands uploads to background workers: the upload commits a
+/// `processing` row and queues its id; a worker makes it `ready`.
+pub trait PhotoQueue: Send + Sync + 'static {
+    /// Whether the queue is at its bound: the upload is refused with 503
+    /// before anything is stored.
+    fn is_full(&self) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// Hands a `processing` photo to the workers. The row is already
+    /// committed, so a failure here loses nothing (the workers also sweep
+    /// for photos whose job was lost).
+    fn enqueue(&self, photo: PhotoId) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// The photo queue of a store that has none: no value of it exists.
+#[derive(Debug)]
+pub enum NoPhotoQueue {}
+
+impl PhotoQueue for NoPhotoQueue {
+    async fn is_full(&self) -> StoreResult<bool> {
+        match *self {}
     }
 
-    /// Whether the photo queue is at its bound: the upload is refused with
-    /// 503 before anything is stored. Only asked when `queues_photos`.
-    fn photo_queue_full(&self) -> impl Future<Output = StoreResult<bool>> + Send {
-        async { Ok(false) }
-    }
-
-    /// Hands a `processing` photo to the background worker. Only called
-    /// when `queues_photos`; the row is already committed, so a failure
-    /// here loses nothing (the worker also sweeps for unqueued photos).
-    fn enqueue_photo(&self, photo: PhotoId) -> impl Future<Output = StoreResult<()>> + Send {
-        async move {
-            Err(StoreError::Unexpected(anyhow::anyhow!(
-                "this storage processes photo {photo:?} inline and has no queue"
-            )))
-        }
+    async fn enqueue(&self, _: PhotoId) -> StoreResult<()> {
+        match *self {}
     }
 }

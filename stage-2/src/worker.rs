@@ -24,10 +24,11 @@ use minigram::image_pool::{ImagePool, ImagePoolError};
 use minigram::images::{self, QueuedOutcome};
 use minigram::store::PhotoStatus;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::store::Stage2Store;
+use anyhow::Context;
+
+use crate::store::{PhotoQueue, Stage2Store};
 
 /// How long to sleep when the queue is empty.
 const IDLE_POLL: Duration = Duration::from_millis(50);
@@ -39,9 +40,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// How long to wait for room on a full image pool before trying again.
 const POOL_FULL_WAIT: Duration = Duration::from_millis(100);
 
-/// Starts the workers of this process; they run until the process exits.
+/// Starts the workers of this process (none without a photo queue); they
+/// run until the process exits.
 pub fn start(store: Stage2Store, uploads: PathBuf, images: ImagePool) {
-    for n in 0..store.config().photo_workers.max(1) {
+    let Some(queue) = store.queue() else {
+        return;
+    };
+    for n in 0..queue.workers {
         let (store, uploads, images) = (store.clone(), uploads.clone(), images.clone());
         tokio::spawn(async move { run(store, uploads, images, n == 0).await });
     }
@@ -50,7 +55,10 @@ pub fn start(store: Stage2Store, uploads: PathBuf, images: ImagePool) {
 async fn run(store: Stage2Store, uploads: PathBuf, images: ImagePool, sweeper: bool) {
     let mut last_sweep = std::time::Instant::now();
     loop {
-        match next_job(&store).await {
+        let Some(queue) = store.queue() else {
+            return;
+        };
+        match queue.next_job().await {
             Ok(Some(id)) => {
                 if let Err(e) = process(&store, &uploads, &images, id).await {
                     tracing::warn!(photo = id.0, error = %e, "photo processing failed; the sweep will retry");
@@ -59,7 +67,7 @@ async fn run(store: Stage2Store, uploads: PathBuf, images: ImagePool, sweeper: b
             Ok(None) => {
                 if sweeper && last_sweep.elapsed() >= SWEEP_EVERY {
                     last_sweep = std::time::Instant::now();
-                    if let Err(e) = sweep(&store).await {
+                    if let Err(e) = sweep(queue).await {
                         tracing::warn!(error = %e, "photo sweep failed");
                     }
                 }
@@ -73,18 +81,6 @@ async fn run(store: Stage2Store, uploads: PathBuf, images: ImagePool, sweeper: b
     }
 }
 
-async fn next_job(store: &Stage2Store) -> anyhow::Result<Option<PhotoId>> {
-    let key = store.photo_queue_key();
-    let mut pipe = redis::pipe();
-    pipe.cmd("RPOP").arg(&key).cmd("LLEN").arg(&key);
-    let (id, depth): (Option<i64>, i64) = store.redis_pipe(&pipe).await?;
-    store
-        .stats()
-        .photo_queue_depth
-        .store(depth, Ordering::Relaxed);
-    Ok(id.map(PhotoId))
-}
-
 /// Processes one queued photo; a photo that is no longer `processing`
 /// (done by another worker) is skipped.
 pub async fn process(
@@ -93,7 +89,10 @@ pub async fn process(
     images: &ImagePool,
     id: PhotoId,
 ) -> anyhow::Result<()> {
-    let Some((owner, file_name, created_at)) = store.processing_photo(id).await? else {
+    let queue = store
+        .queue()
+        .context("photo processing without a photo queue")?;
+    let Some((owner, file_name, created_at)) = queue.processing_photo(id).await? else {
         return Ok(());
     };
     // The job is ours until it is done: a full pool means wait, not drop.
@@ -115,13 +114,10 @@ pub async fn process(
             (PhotoStatus::Failed, 0, 0)
         }
     };
-    if store.finish_photo(id, status, width, height).await? && status == PhotoStatus::Ready {
+    if queue.finish_photo(id, status, width, height).await? && status == PhotoStatus::Ready {
         invalidate_until_done(store, UserId(owner)).await?;
     }
-    let st = store.stats();
-    st.photos_processed.fetch_add(1, Ordering::Relaxed);
-    let lag = (crate::store::now_ms() - created_at).max(0) as u64;
-    st.photo_lag_ms.store(lag, Ordering::Relaxed);
+    queue.record_processed(created_at);
     Ok(())
 }
 
@@ -148,18 +144,11 @@ async fn invalidate_until_done(store: &Stage2Store, owner: UserId) -> anyhow::Re
 
 /// Re-queues photos still processing long after their upload, when the
 /// queue is empty (their job was lost).
-async fn sweep(store: &Stage2Store) -> anyhow::Result<()> {
-    let lost = store.stale_processing(SWEEP_AFTER).await?;
+async fn sweep(queue: &PhotoQueue) -> anyhow::Result<()> {
+    let lost = queue.stale_processing(SWEEP_AFTER).await?;
     if !lost.is_empty() {
         tracing::warn!(photos = lost.len(), "re-queueing photos whose job was lost");
-        let mut pipe = redis::pipe();
-        for id in &lost {
-            pipe.cmd("LPUSH")
-                .arg(store.photo_queue_key())
-                .arg(id.0)
-                .ignore();
-        }
-        store.redis_pipe::<()>(&pipe).await?;
+        queue.requeue(&lost).await?;
     }
     Ok(())
 }

@@ -1,0 +1,61 @@
+//! What a stage-2 process is told about its storage: where Postgres and
+//! the two Redis roles are, how big each pool is, and which of the
+//! optional components (the feed cache, the photo queue) are switched on.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Stage2Config {
+    pub database_url: String,
+    /// Redis for state that must not be evicted: sessions, sign-in
+    /// throttle counters, the photo queue. Run it with `noeviction`.
+    pub redis_url: String,
+    /// Redis for the feed cache, if not the same server: the cache can
+    /// then run under memory pressure with `allkeys-lru` without ever
+    /// evicting a session or a throttle counter (docker-compose.yml does).
+    pub cache_redis_url: Option<String>,
+    /// Every Redis key starts with `<prefix>:`, so several labs (or tests)
+    /// can share one Redis.
+    pub redis_prefix: String,
+    pub pg_pool_size: u32,
+    pub redis_pool_size: u32,
+    /// How long a request waits for a pooled connection before a 503.
+    pub acquire_timeout: Duration,
+    /// Calls that may wait for a connection of each pool at once; one more
+    /// is refused at once (503) instead of waiting out the timeout.
+    pub pool_queue_max: u32,
+    pub feed_cache: bool,
+    /// How long a cached feed id list lives (plus up to 10 s of jitter).
+    pub feed_cache_ttl: Duration,
+    /// How long a cached first page lives: the longest that others' likes
+    /// can take to show in a viewer's first feed page.
+    pub feed_page_ttl: Duration,
+    /// Hand uploads to background workers through a Redis queue instead of
+    /// processing them in the request (`--photo-processing queue`).
+    pub photo_queue: bool,
+    /// Worker tasks per process (queue mode).
+    pub photo_workers: usize,
+    /// Queued photos at most; past it an upload is refused with 503.
+    pub photo_queue_max: u64,
+}
+
+impl Stage2Config {
+    pub fn new(database_url: impl Into<String>, redis_url: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            redis_url: redis_url.into(),
+            cache_redis_url: None,
+            redis_prefix: "minigram".into(),
+            pg_pool_size: 10,
+            redis_pool_size: 16,
+            acquire_timeout: Duration::from_secs(2),
+            pool_queue_max: 64,
+            feed_cache: true,
+            feed_cache_ttl: Duration::from_secs(60),
+            feed_page_ttl: Duration::from_secs(10),
+            photo_queue: false,
+            photo_workers: 1,
+            photo_queue_max: 1000,
+        }
+    }
+}

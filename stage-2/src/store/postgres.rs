@@ -1,0 +1,595 @@
+//! The Postgres store: the record of users, photos, follows and likes,
+//! behind a bounded pool.
+//!
+//! Every query goes through [`Postgres::run`] (or [`Postgres::timed`] when
+//! the caller reads a database error itself): at most `pg_pool_size +
+//! pool_queue_max` calls hold or wait for a connection, one more is
+//! refused at once (503 `overloaded`); each is timed as `db` in
+//! Server-Timing; a lost connection, a pool timeout or a server shutting
+//! down is `Unavailable` (503), anything else `Unexpected` (500).
+//!
+//! This file knows nothing of Redis: the feed cache and the photo queue
+//! call the queries they need, and the store's `mod.rs` invalidates the
+//! cache after the writes here.
+
+use anyhow::Context;
+use minigram::domain::{Email, PageQuery, PhotoId, UserId, Username};
+use minigram::store::{
+    Credentials, Dataset, FollowState, ImportSummary, Integrity, LikeState, MyProfile, NewPhoto,
+    NewUser, Photo, PhotoPage, PhotoStatus, StoreError, StoreResult, UserProfile,
+};
+use minigram::timing::{self, Phase};
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Postgres as Pg};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::{InFlight, Stage2Config, Stage2Stats, server_of};
+
+/// The Postgres pool and its gate. Cheap to clone.
+#[derive(Clone)]
+pub struct Postgres {
+    pool: PgPool,
+    /// Calls that may hold or wait for a connection at once.
+    limit: i64,
+    stats: Arc<Stage2Stats>,
+}
+
+impl Postgres {
+    /// Connects (creating the database if missing, running migrations);
+    /// fails with a message naming the server that could not be reached.
+    pub async fn connect(config: &Stage2Config, stats: Arc<Stage2Stats>) -> anyhow::Result<Self> {
+        let pg_server = server_of(&config.database_url);
+        let exists = Pg::database_exists(&config.database_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach Postgres at {pg_server} (--database-url / DATABASE_URL): \
+                     start it (e.g. `docker compose up -d postgres`) or point to another server"
+                )
+            })?;
+        if !exists {
+            Pg::create_database(&config.database_url)
+                .await
+                .with_context(|| {
+                    format!("cannot create the database of {}", config.database_url)
+                })?;
+        }
+        let pg = PgPoolOptions::new()
+            .max_connections(config.pg_pool_size.max(1))
+            .acquire_timeout(config.acquire_timeout)
+            .connect(&config.database_url)
+            .await
+            .with_context(|| format!("cannot connect to Postgres at {pg_server}"))?;
+        sqlx::migrate!("./migrations")
+            .run(&pg)
+            .await
+            .context("running the Postgres migrations")?;
+
+        Ok(Self {
+            pool: pg,
+            limit: i64::from(config.pg_pool_size.max(1)) + i64::from(config.pool_queue_max),
+            stats,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs a Postgres step, counted in flight (for the pool-waiter figure)
+    /// and timed (for Server-Timing). Callers that must read a database
+    /// error themselves (unique or foreign-key violations) use this.
+    pub async fn timed<T>(
+        &self,
+        step: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> StoreResult<Result<T, sqlx::Error>> {
+        // A bounded queue in front of the pool: under overload, waiting up
+        // to the acquire timeout only to fail makes every answer slow, so a
+        // call that would find the queue full is refused at once (a fast
+        // 503, as the admission limit and the hash queue do).
+        let stats = &self.stats;
+        let Some(_in_flight) = InFlight::join(&stats.pg_in_flight, self.limit) else {
+            stats.pg_shed.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::Overloaded);
+        };
+        let started = Instant::now();
+        let result = step.await;
+        timing::record(Phase::Db, started.elapsed());
+        if matches!(result, Err(sqlx::Error::PoolTimedOut)) {
+            stats.pg_timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(result)
+    }
+
+    /// A timed Postgres step whose error is classified (503 or 500).
+    pub async fn run<T>(
+        &self,
+        doing: &'static str,
+        step: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> StoreResult<T> {
+        self.timed(step).await?.map_err(|e| self.error(e, doing))
+    }
+
+    pub fn error(&self, e: sqlx::Error, doing: &'static str) -> StoreError {
+        let unavailable = match &e {
+            sqlx::Error::PoolTimedOut => true,
+            sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+            sqlx::Error::Protocol(_) => true,
+            // 08: connection exception; 57P0x: shutting down / starting up;
+            // 53300: too many connections.
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300"),
+            _ => false,
+        };
+        let e = anyhow::Error::new(e).context(doing);
+        if unavailable {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Unexpected(e)
+        }
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.run("ping", sqlx::query("SELECT 1").execute(&self.pool))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn integrity(&self) -> StoreResult<Integrity> {
+        let pg = &self.pool;
+        let count = |sql: &'static str| async move {
+            self.run(
+                "checking integrity",
+                sqlx::query_scalar::<_, i64>(sql).fetch_one(pg),
+            )
+            .await
+        };
+        let mut problems = Vec::new();
+        // Foreign keys are enforced by Postgres; the like counter is ours.
+        let wrong = count(minigram::store::LIKE_COUNT_MISMATCHES).await?;
+        if wrong > 0 {
+            problems.push(format!(
+                "{wrong} photos' like_count differs from their like rows"
+            ));
+        }
+        let files = self
+            .run(
+                "checking integrity",
+                sqlx::query_scalar::<_, String>(
+                    "SELECT DISTINCT file_name FROM photos WHERE status = 'ready'",
+                )
+                .fetch_all(pg),
+            )
+            .await?;
+        Ok(Integrity {
+            users: count("SELECT COUNT(*) FROM users").await?,
+            photos: count("SELECT COUNT(*) FROM photos").await?,
+            likes: count("SELECT COUNT(*) FROM likes").await?,
+            follows: count("SELECT COUNT(*) FROM follows").await?,
+            problems,
+            files,
+        })
+    }
+
+    pub async fn is_empty(&self) -> StoreResult<bool> {
+        self.run(
+            "counting users",
+            sqlx::query_scalar::<_, bool>("SELECT NOT EXISTS (SELECT 1 FROM users)")
+                .fetch_one(&self.pool),
+        )
+        .await
+    }
+
+    pub async fn create_user(&self, user: NewUser) -> StoreResult<UserId> {
+        let inserted = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO users (username, email, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(user.username.as_str())
+        .bind(user.email.as_ref().map(Email::as_str))
+        .bind(&user.password_hash)
+        .bind(now_ms())
+        .fetch_one(&self.pool);
+        match self.timed(inserted).await? {
+            Ok(id) => Ok(UserId(id)),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                Err(StoreError::UsernameTaken)
+            }
+            Err(e) => Err(self.error(e, "creating a user")),
+        }
+    }
+
+    pub async fn credentials_for(&self, username: &str) -> StoreResult<Option<Credentials>> {
+        let row = self
+            .run(
+                "reading credentials",
+                sqlx::query_as::<_, (i64, String, String)>(
+                    "SELECT id, username, password_hash FROM users WHERE lower(username) = lower($1)",
+                )
+                .bind(username)
+                .fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(row.map(|(id, username, password_hash)| Credentials {
+            user_id: UserId(id),
+            username: Username::from_trusted(username),
+            password_hash,
+        }))
+    }
+
+    pub async fn user_profile(
+        &self,
+        viewer: Option<UserId>,
+        user: UserId,
+    ) -> StoreResult<Option<UserProfile>> {
+        let row = self
+            .run(
+                "reading a profile",
+                sqlx::query_as::<_, ProfileRow>(PROFILE)
+                    .bind(user.0)
+                    .bind(viewer.map_or(0, |v| v.0))
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(row.map(|r| r.profile()))
+    }
+
+    pub async fn my_profile(&self, me: UserId) -> StoreResult<Option<MyProfile>> {
+        let row = self
+            .run(
+                "reading my profile",
+                sqlx::query_as::<_, ProfileRow>(PROFILE)
+                    .bind(me.0)
+                    .bind(0i64)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(row.map(|r| MyProfile {
+            profile: r.profile(),
+            email: r.email.map(Email::from_trusted),
+        }))
+    }
+
+    pub async fn set_follow(
+        &self,
+        follower: UserId,
+        followee: UserId,
+        on: bool,
+    ) -> StoreResult<FollowState> {
+        let result: Result<Option<i64>, sqlx::Error> = self
+            .timed(async {
+            let mut tx = self.pool.begin().await?;
+            let exists = sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE id = $1")
+                .bind(followee.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Ok(None);
+            }
+            let sql = if on {
+                "INSERT INTO follows (follower_id, followee_id, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2 AND $3::bigint IS NOT NULL"
+            };
+            sqlx::query(sql)
+                .bind(follower.0)
+                .bind(followee.0)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            let followers = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM follows WHERE followee_id = $1")
+                .bind(followee.0)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(followers))
+        })
+        .await?;
+        let followers = result
+            .map_err(|e| self.error(e, "following"))?
+            .ok_or(StoreError::NotFound)?;
+        Ok(FollowState {
+            following: on,
+            followers,
+        })
+    }
+
+    pub async fn insert_photo(&self, photo: NewPhoto) -> StoreResult<Photo> {
+        let created_at = now_ms();
+        let row = self
+            .run(
+                "inserting a photo",
+                sqlx::query_as::<_, (i64, String)>(
+                    "INSERT INTO photos (user_id, caption, file_name, width, height, created_at, status)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     RETURNING id, (SELECT username FROM users WHERE id = $1)",
+                )
+                .bind(photo.user_id.0)
+                .bind(photo.caption.as_str())
+                .bind(&photo.file_name)
+                .bind(photo.width as i32)
+                .bind(photo.height as i32)
+                .bind(created_at)
+                .bind(photo.status.as_str())
+                .fetch_one(&self.pool),
+            )
+            .await?;
+        Ok(Photo {
+            id: PhotoId(row.0),
+            user_id: photo.user_id,
+            username: row.1,
+            caption: photo.caption.as_str().to_owned(),
+            url: Photo::url_for(&photo.file_name),
+            width: photo.width,
+            height: photo.height,
+            created_at,
+            like_count: 0,
+            liked_by_me: false,
+            status: photo.status,
+        })
+    }
+
+    pub async fn photo(
+        &self,
+        viewer: Option<UserId>,
+        photo: PhotoId,
+    ) -> StoreResult<Option<Photo>> {
+        let row = self
+            .run(
+                "reading a photo",
+                sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(format!(
+                    "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id WHERE p.id = $2"
+                )))
+                .bind(viewer.map_or(0, |v| v.0))
+                .bind(photo.0)
+                .fetch_optional(&self.pool),
+            )
+            .await?;
+        row.map(Photo::try_from).transpose()
+    }
+
+    pub async fn set_like(&self, user: UserId, photo: PhotoId, on: bool) -> StoreResult<LikeState> {
+        // One statement: the like row and the counter change together, and
+        // the UPDATE's row lock serializes concurrent likes of one photo.
+        let sql = if on {
+            "WITH changed AS (
+                 INSERT INTO likes (photo_id, user_id, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING RETURNING 1)
+             UPDATE photos SET like_count = like_count + (SELECT COUNT(*) FROM changed)
+             WHERE id = $1 RETURNING like_count"
+        } else {
+            "WITH changed AS (
+                 DELETE FROM likes WHERE photo_id = $1 AND user_id = $2 AND $3::bigint IS NOT NULL RETURNING 1)
+             UPDATE photos SET like_count = like_count - (SELECT COUNT(*) FROM changed)
+             WHERE id = $1 RETURNING like_count"
+        };
+        let liked = sqlx::query_scalar::<_, i64>(sql)
+            .bind(photo.0)
+            .bind(user.0)
+            .bind(now_ms())
+            .fetch_optional(&self.pool);
+        match self.timed(liked).await? {
+            Ok(Some(like_count)) => Ok(LikeState {
+                liked: on,
+                like_count,
+            }),
+            Ok(None) => Err(StoreError::NotFound),
+            Err(e) if is_fk_violation(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(self.error(e, "liking")),
+        }
+    }
+
+    pub async fn explore(&self, viewer: Option<UserId>, page: PageQuery) -> StoreResult<PhotoPage> {
+        let rows = self
+            .run(
+                "reading explore",
+                sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(format!(
+                    "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id
+                     WHERE p.status = 'ready' AND p.id < $2 ORDER BY p.id DESC LIMIT $3"
+                )))
+                .bind(viewer.map_or(0, |v| v.0))
+                .bind(before(page))
+                .bind(fetch(page))
+                .fetch_all(&self.pool),
+            )
+            .await?;
+        Ok(PhotoPage::from_rows(
+            rows.into_iter()
+                .map(Photo::try_from)
+                .collect::<StoreResult<_>>()?,
+            page,
+        ))
+    }
+
+    pub async fn user_photos(
+        &self,
+        viewer: Option<UserId>,
+        owner: UserId,
+        page: PageQuery,
+    ) -> StoreResult<Option<PhotoPage>> {
+        let exists = self
+            .run(
+                "checking a user",
+                sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE id = $1")
+                    .bind(owner.0)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let rows = self
+            .run(
+                "reading a user's photos",
+                sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(format!(
+                    "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id
+                     WHERE p.user_id = $4 AND p.status = 'ready' AND p.id < $2
+                     ORDER BY p.id DESC LIMIT $3"
+                )))
+                .bind(viewer.map_or(0, |v| v.0))
+                .bind(before(page))
+                .bind(fetch(page))
+                .bind(owner.0)
+                .fetch_all(&self.pool),
+            )
+            .await?;
+        Ok(Some(PhotoPage::from_rows(
+            rows.into_iter()
+                .map(Photo::try_from)
+                .collect::<StoreResult<_>>()?,
+            page,
+        )))
+    }
+
+    /// A feed page straight from Postgres (no cache, or past its window).
+    pub async fn feed(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {
+        let rows = self
+            .run(
+                "reading a feed",
+                sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(format!(
+                    "SELECT {PHOTO_COLUMNS}
+                     FROM (SELECT $1::bigint AS uid UNION ALL
+                           SELECT followee_id FROM follows WHERE follower_id = $1) f
+                     CROSS JOIN LATERAL (
+                         SELECT * FROM photos WHERE user_id = f.uid AND status = 'ready' AND id < $2
+                         ORDER BY id DESC LIMIT $3
+                     ) p
+                     JOIN users u ON u.id = p.user_id
+                     ORDER BY p.id DESC LIMIT $3"
+                )))
+                .bind(viewer.0)
+                .bind(before(page))
+                .bind(fetch(page))
+                .fetch_all(&self.pool),
+            )
+            .await?;
+        Ok(PhotoPage::from_rows(
+            rows.into_iter()
+                .map(Photo::try_from)
+                .collect::<StoreResult<_>>()?,
+            page,
+        ))
+    }
+
+    pub async fn import(&self, data: Dataset) -> StoreResult<ImportSummary> {
+        self.run(
+            "importing a dataset",
+            crate::import::copy_dataset(&self.pool, &data),
+        )
+        .await
+    }
+
+    /// Who follows `owner` (whose feeds a new photo of theirs changes).
+    pub async fn followers(&self, owner: UserId) -> StoreResult<Vec<i64>> {
+        self.run(
+            "reading followers",
+            sqlx::query_scalar::<_, i64>("SELECT follower_id FROM follows WHERE followee_id = $1")
+                .bind(owner.0)
+                .fetch_all(&self.pool),
+        )
+        .await
+    }
+}
+
+pub(super) fn before(page: PageQuery) -> i64 {
+    page.before.map_or(i64::MAX, |c| c.0.0)
+}
+
+pub(super) fn fetch(page: PageQuery) -> i64 {
+    i64::from(page.limit.get()) + 1
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The columns of a `Photo` for `p` joined with its owner `u`; `$1` is the
+/// viewer (0 when anonymous: no user has id 0).
+pub(super) const PHOTO_COLUMNS: &str = "p.id, p.user_id, u.username, p.caption, p.file_name, p.width, \
+     p.height, p.created_at, p.like_count, p.status, \
+     EXISTS (SELECT 1 FROM likes l WHERE l.photo_id = p.id AND l.user_id = $1) AS liked";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct PhotoRow {
+    id: i64,
+    user_id: i64,
+    username: String,
+    caption: String,
+    file_name: String,
+    width: i32,
+    height: i32,
+    created_at: i64,
+    like_count: i64,
+    status: String,
+    liked: bool,
+}
+
+impl TryFrom<PhotoRow> for Photo {
+    type Error = StoreError;
+
+    fn try_from(r: PhotoRow) -> StoreResult<Self> {
+        let status = PhotoStatus::parse(&r.status).ok_or_else(|| {
+            StoreError::Unexpected(anyhow::anyhow!(
+                "photo {} has a status this code does not know: {:?}",
+                r.id,
+                r.status
+            ))
+        })?;
+        Ok(Photo {
+            id: PhotoId(r.id),
+            user_id: UserId(r.user_id),
+            username: r.username,
+            caption: r.caption,
+            url: Photo::url_for(&r.file_name),
+            width: r.width.max(0) as u32,
+            height: r.height.max(0) as u32,
+            created_at: r.created_at,
+            like_count: r.like_count,
+            liked_by_me: r.liked,
+            status,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ProfileRow {
+    id: i64,
+    username: String,
+    followers: i64,
+    following: i64,
+    photos: i64,
+    followed_by_me: bool,
+    email: Option<String>,
+}
+
+const PROFILE: &str = "SELECT u.id, u.username, u.email,
+        (SELECT COUNT(*) FROM follows WHERE followee_id = u.id) AS followers,
+        (SELECT COUNT(*) FROM follows WHERE follower_id = u.id) AS following,
+        (SELECT COUNT(*) FROM photos WHERE user_id = u.id AND status = 'ready') AS photos,
+        EXISTS (SELECT 1 FROM follows WHERE follower_id = $2 AND followee_id = u.id) AS followed_by_me
+     FROM users u WHERE u.id = $1";
+
+impl ProfileRow {
+    fn profile(&self) -> UserProfile {
+        UserProfile {
+            id: UserId(self.id),
+            username: Username::from_trusted(self.username.clone()),
+            followers: self.followers,
+            following: self.following,
+            photos: self.photos,
+            followed_by_me: self.followed_by_me,
+        }
+    }
+}
+
+fn is_fk_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}

@@ -1,0 +1,210 @@
+//! Sessions and sign-in counters in the state Redis: what lets any
+//! stage-2 process serve any user.
+//!
+//! A session is a key with the session's expiry, so a logout on one
+//! process is seen by all at once, plus a member of its user's index (a
+//! sorted set), which keeps at most `auth::MAX_SESSIONS_PER_USER` live
+//! sessions per user. Sign-in attempts are reserved here too, so every
+//! process counts the same failures (see `auth::Throttle`). Both are state,
+//! not cache: their Redis runs with `noeviction`. When it cannot be
+//! reached nobody's token can be checked: 503 `sessions_unavailable`.
+
+use minigram::auth::{AttemptLimit, Reservation};
+use minigram::domain::{UserId, Username};
+use minigram::store::{NewSession, SessionUser, StoreError, StoreResult};
+use std::time::Duration;
+
+use super::redis_pool::{Keys, QueueFull, RedisPool};
+
+pub struct Sessions {
+    redis: RedisPool,
+    keys: Keys,
+    create: redis::Script,
+    revoke: redis::Script,
+    reserve: redis::Script,
+    release: redis::Script,
+}
+
+fn unavailable(e: anyhow::Error) -> StoreError {
+    if e.is::<QueueFull>() {
+        StoreError::Overloaded
+    } else {
+        StoreError::SessionsUnavailable(e.context("session store (Redis)"))
+    }
+}
+
+impl Sessions {
+    pub fn new(redis: RedisPool, keys: Keys) -> Self {
+        Self {
+            redis,
+            keys,
+            create: redis::Script::new(CREATE_SESSION),
+            revoke: redis::Script::new(REVOKE_SESSION),
+            reserve: redis::Script::new(RESERVE_SIGN_IN),
+            release: redis::Script::new(RELEASE_SIGN_IN),
+        }
+    }
+
+    /// Whether the state Redis answers (for `/ready`).
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.session_redis::<String>(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    pub async fn create(&self, session: NewSession) -> StoreResult<()> {
+        let ttl = session.expires_at - minigram::app::now_secs();
+        if ttl <= 0 {
+            return Ok(()); // already expired: nothing to keep
+        }
+        let token = hex::encode(session.token_hash);
+        let mut script = self.create.prepare_invoke();
+        script
+            .key(self.keys.of("session", &token))
+            .key(self.keys.of("sessionsof", session.user.user_id.0))
+            .arg(format!(
+                "{}:{}",
+                session.user.user_id.0, session.user.username
+            ))
+            .arg(ttl)
+            .arg(&token)
+            .arg(session.expires_at)
+            .arg(minigram::app::now_secs())
+            .arg(minigram::auth::MAX_SESSIONS_PER_USER)
+            .arg(self.keys.of("session", ""));
+        self.session_script::<()>(&script).await
+    }
+
+    pub async fn user(&self, token_hash: [u8; 32]) -> StoreResult<Option<SessionUser>> {
+        let cmd = redis::cmd("GET")
+            .arg(self.keys.of("session", hex::encode(token_hash)))
+            .clone();
+        let value: Option<String> = self.session_redis(&cmd).await?;
+        Ok(value.and_then(|v| {
+            let (id, name) = v.split_once(':')?;
+            Some(SessionUser {
+                user_id: UserId(id.parse().ok()?),
+                username: Username::from_trusted(name.to_owned()),
+            })
+        }))
+    }
+
+    pub async fn revoke(&self, token_hash: [u8; 32]) -> StoreResult<bool> {
+        let token = hex::encode(token_hash);
+        let mut script = self.revoke.prepare_invoke();
+        script
+            .key(self.keys.of("session", &token))
+            .arg(self.keys.of("sessionsof", ""))
+            .arg(&token);
+        let removed: i64 = self.session_script(&script).await?;
+        Ok(removed > 0)
+    }
+
+    pub async fn reserve_sign_in(
+        &self,
+        limits: &[AttemptLimit],
+        window: Duration,
+    ) -> StoreResult<Reservation> {
+        let mut script = self.reserve.prepare_invoke();
+        for limit in limits {
+            script.key(self.keys.of("loginfail", &limit.key));
+        }
+        script.arg(window.as_millis().max(1) as u64);
+        for limit in limits {
+            script.arg(limit.max);
+        }
+        let (locked, ttl_ms): (usize, i64) = self.session_script(&script).await?;
+        Ok(match locked {
+            0 => Reservation::Granted,
+            i => Reservation::Locked {
+                limit: i - 1,
+                retry_after_secs: (ttl_ms.max(0) as u64).div_ceil(1000).max(1),
+            },
+        })
+    }
+
+    pub async fn release_sign_in(&self, release: &[&str], clear: &[&str]) -> StoreResult<()> {
+        let mut script = self.release.prepare_invoke();
+        for key in release.iter().chain(clear) {
+            script.key(self.keys.of("loginfail", key));
+        }
+        script.arg(release.len());
+        self.session_script::<()>(&script).await
+    }
+
+    /// Runs `cmd`; a full pool is `Overloaded`, any other failure
+    /// `SessionsUnavailable` (nobody's token can be checked).
+    async fn session_redis<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> StoreResult<T> {
+        self.redis.query(cmd).await.map_err(unavailable)
+    }
+
+    async fn session_script<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::ScriptInvocation<'_>,
+    ) -> StoreResult<T> {
+        self.redis.script(script).await.map_err(unavailable)
+    }
+}
+
+/// A session is its key (`session:<token hash>` → `<user id>:<name>`, with
+/// the session's expiry) plus a member of the user's index (a sorted set
+/// `sessionsof:<user id>` of token hashes scored by expiry), in one step.
+/// The index drops expired members and, past ARGV[6] live ones, ends the
+/// oldest sessions; it expires with its newest session. (KEYS: session,
+/// index; ARGV: value, ttl s, token hash, expires at, now, cap, session key
+/// prefix. The old sessions' keys are derived in the script, which is fine
+/// on one Redis server, not on a cluster.)
+const CREATE_SESSION: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6])
+if extra > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, extra - 1)) do
+    redis.call('DEL', ARGV[7] .. old)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
+end
+local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+redis.call('EXPIREAT', KEYS[2], newest[2])
+return 0
+";
+
+/// Revokes a session and takes it out of its user's index (KEYS: session;
+/// ARGV: index key prefix, token hash). Returns 1 if it existed.
+const REVOKE_SESSION: &str = r"
+local value = redis.call('GET', KEYS[1])
+if not value then return 0 end
+redis.call('DEL', KEYS[1])
+local user = string.match(value, '^(%d+):')
+if user then redis.call('ZREM', ARGV[1] .. user, ARGV[2]) end
+return 1
+";
+
+/// Sign-in attempts are reserved in Redis so every process sees them, in
+/// one script so the check and the count are one atomic step (KEYS:
+/// counters; ARGV[1]: window in ms, ARGV[1 + i]: the maximum of KEYS[i]).
+/// A counter's window starts with its first count (its expiry). Returns
+/// {0, 0} when granted (every counter counted), or {i, ms left} when
+/// counter i is full (nothing counted).
+const RESERVE_SIGN_IN: &str = r"
+for i, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') >= tonumber(ARGV[i + 1]) then
+    return {i, redis.call('PTTL', key)}
+  end
+end
+for _, key in ipairs(KEYS) do
+  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
+end
+return {0, 0}
+";
+
+/// Gives back one reserved attempt on each of the first ARGV[1] counters
+/// and forgets the rest (KEYS: counters).
+const RELEASE_SIGN_IN: &str = r"
+local release = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local n = tonumber(redis.call('GET', key) or '0')
+  if i <= release and n > 1 then redis.call('DECR', key) else redis.call('DEL', key) end
+end
+return 0
+";
