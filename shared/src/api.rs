@@ -1,8 +1,8 @@
 //! The JSON API: route table and handlers (DESIGN.md, "HTTP contract").
 //!
-//! Each handler: parse the request into domain types, call one use case on
-//! the store, shape the answer. Paths carry ids as strings and are parsed
-//! here so that `abc`, `-1` or an overflowing id is a clean 400.
+//! Each handler: its extractors parse the request into domain types
+//! ([`crate::extract`]: the caller's session, the page, path ids), it calls
+//! one use case of [`App`], and shapes the answer.
 
 use actix_multipart::Multipart;
 use actix_web::http::{StatusCode, header};
@@ -11,14 +11,12 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::{App, ClientAddr, SignedIn, UploadParts};
-use crate::domain::{PageQuery, PhotoId, UserId, parse_id};
+use crate::app::{App, SignedIn, UploadParts};
 use crate::error::ApiError;
+use crate::extract::{ClientAddr, MaybeSession, Page, PageParams, PathId, Session};
 use crate::images;
 use crate::openapi::ApiDoc;
-use crate::store::{
-    FollowState, LikeState, MyProfile, Photo, PhotoPage, Store, StoreError, UserProfile,
-};
+use crate::store::{FollowState, LikeState, MyProfile, Photo, PhotoPage, Store, UserProfile};
 use crate::telemetry::{HISTORY, Snapshot, Telemetry};
 
 type Data<S> = web::Data<App<S>>;
@@ -108,36 +106,9 @@ impl From<SignedIn> for AuthBody {
     }
 }
 
-/// `?limit=20&before=<cursor>`; both optional.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageParams {
-    /// Items per page, 1–100 (default 20).
-    pub limit: Option<String>,
-    /// The `next` cursor of the previous page.
-    pub before: Option<String>,
-}
-
-impl PageParams {
-    pub fn parse(&self) -> Result<PageQuery, ApiError> {
-        Ok(PageQuery::parse(
-            self.limit.as_deref(),
-            self.before.as_deref(),
-        )?)
-    }
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatusBody {
     pub status: String,
-}
-
-fn user_id(raw: &str) -> Result<UserId, ApiError> {
-    Ok(UserId(parse_id(raw)?))
-}
-
-fn photo_id(raw: &str) -> Result<PhotoId, ApiError> {
-    Ok(PhotoId(parse_id(raw)?))
 }
 
 #[utoipa::path(post, path = "/api/register", tag = "auth", request_body = RegisterForm,
@@ -186,8 +157,7 @@ pub async fn login<S: Store>(
         (status = 204, description = "The token is revoked for every server"),
         (status = 401, description = "`unauthorized`", body = crate::error::ErrorBody),
     ))]
-pub async fn logout<S: Store>(app: Data<S>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let session = app.require_session(&req).await?;
+pub async fn logout<S: Store>(app: Data<S>, session: Session) -> Result<HttpResponse, ApiError> {
     app.logout(&session).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -199,11 +169,9 @@ pub async fn logout<S: Store>(app: Data<S>, req: HttpRequest) -> Result<HttpResp
     ))]
 pub async fn me<S: Store>(
     app: Data<S>,
-    req: HttpRequest,
+    session: Session,
 ) -> Result<web::Json<MyProfile>, ApiError> {
-    let session = app.require_session(&req).await?;
-    let profile = app.store.my_profile(session.user.user_id).await?;
-    Ok(web::Json(profile.ok_or_else(ApiError::unauthorized)?))
+    Ok(web::Json(app.my_profile(&session).await?))
 }
 
 #[utoipa::path(get, path = "/api/users/{id}", tag = "users",
@@ -216,15 +184,10 @@ pub async fn me<S: Store>(
     ))]
 pub async fn get_user<S: Store>(
     app: Data<S>,
-    req: HttpRequest,
-    id: web::Path<String>,
+    id: web::Path<PathId>,
+    viewer: MaybeSession,
 ) -> Result<web::Json<UserProfile>, ApiError> {
-    let id = user_id(&id)?;
-    let viewer = app.optional_session(&req).await?.map(|s| s.user.user_id);
-    let profile = app.store.user_profile(viewer, id).await?;
-    Ok(web::Json(
-        profile.ok_or_else(|| ApiError::not_found("user"))?,
-    ))
+    Ok(web::Json(app.profile(viewer.viewer(), id.user()).await?))
 }
 
 #[utoipa::path(post, path = "/api/users/{id}/follow", tag = "users", security(("bearer" = [])),
@@ -238,10 +201,10 @@ pub async fn get_user<S: Store>(
     ))]
 pub async fn follow<S: Store>(
     app: Data<S>,
-    req: HttpRequest,
-    id: web::Path<String>,
+    id: web::Path<PathId>,
+    session: Session,
 ) -> Result<web::Json<FollowState>, ApiError> {
-    set_follow(app, req, &id, true).await
+    Ok(web::Json(app.follow(&session, id.user(), true).await?))
 }
 
 #[utoipa::path(delete, path = "/api/users/{id}/follow", tag = "users", security(("bearer" = [])),
@@ -255,42 +218,10 @@ pub async fn follow<S: Store>(
     ))]
 pub async fn unfollow<S: Store>(
     app: Data<S>,
-    req: HttpRequest,
-    id: web::Path<String>,
+    id: web::Path<PathId>,
+    session: Session,
 ) -> Result<web::Json<FollowState>, ApiError> {
-    set_follow(app, req, &id, false).await
-}
-
-async fn set_follow<S: Store>(
-    app: Data<S>,
-    req: HttpRequest,
-    id: &str,
-    on: bool,
-) -> Result<web::Json<FollowState>, ApiError> {
-    let followee = user_id(id)?;
-    let session = app.require_session(&req).await?;
-    Ok(web::Json(
-        follow_user(&app, session.user.user_id, followee, on).await?,
-    ))
-}
-
-/// Follow or unfollow, shared with the HTML pages.
-pub async fn follow_user<S: Store>(
-    app: &App<S>,
-    follower: UserId,
-    followee: UserId,
-    on: bool,
-) -> Result<FollowState, ApiError> {
-    if follower == followee {
-        return Err(ApiError::unprocessable(
-            "cannot_follow_self",
-            "you cannot follow yourself",
-        ));
-    }
-    match app.store.set_follow(follower, followee, on).await {
-        Err(StoreError::NotFound) => Err(ApiError::not_found("user")),
-        other => Ok(other?),
-    }
+    Ok(web::Json(app.follow(&session, id.user(), false).await?))
 }
 
 #[utoipa::path(get, path = "/api/users/{id}/photos", tag = "photos",
@@ -304,16 +235,12 @@ pub async fn follow_user<S: Store>(
     ))]
 pub async fn user_photos<S: Store>(
     app: Data<S>,
-    req: HttpRequest,
-    id: web::Path<String>,
-    params: web::Query<PageParams>,
+    id: web::Path<PathId>,
+    page: Page,
+    viewer: MaybeSession,
 ) -> Result<web::Json<PhotoPage>, ApiError> {
-    let owner = user_id(&id)?;
-    let page = params.parse()?;
-    let viewer = app.optional_session(&req).await?.map(|s| s.user.user_id);
-    let photos = app.store.user_photos(viewer, owner, page).await?;
     Ok(web::Json(
-        photos.ok_or_else(|| ApiError::not_found("user"))?,
+        app.user_photos(viewer.viewer(), id.user(), page.0).await?,
     ))
 }
 
@@ -342,9 +269,9 @@ pub struct UploadForm {
 pub async fn upload<S: Store>(
     app: Data<S>,
     req: HttpRequest,
+    session: Session,
     body: Multipart,
 ) -> Result<HttpResponse, ApiError> {
-    let session = app.require_session(&req).await?;
     let parts = read_upload(&req, body, app.settings.max_upload_bytes).await?;
     let photo = app.upload(&session.user, parts).await?;
     // 202: stored and queued; the photo becomes visible when processed.
@@ -437,15 +364,10 @@ pub async fn read_upload(
     ))]
 pub async fn get_photo<S: Store>(
     app: Data<S>,
-    req: HttpRequest,
-    id: web::Path<String>,
+    id: web::Path<PathId>,
+    viewer: MaybeSession,
 ) -> Result<web::Json<Photo>, ApiError> {
-    let id = photo_id(&id)?;
-    let viewer = app.optional_session(&req).await?.map(|s| s.user.user_id);
-    let photo = app.store.photo(viewer, id).await?;
-    Ok(web::Json(
-        photo.ok_or_else(|| ApiError::not_found("photo"))?,
-    ))
+    Ok(web::Json(app.photo(viewer.viewer(), id.photo()).await?))
 }
 
 #[utoipa::path(post, path = "/api/photos/{id}/like", tag = "photos", security(("bearer" = [])),
@@ -458,10 +380,10 @@ pub async fn get_photo<S: Store>(
     ))]
 pub async fn like<S: Store>(
     app: Data<S>,
-    req: HttpRequest,
-    id: web::Path<String>,
+    id: web::Path<PathId>,
+    session: Session,
 ) -> Result<web::Json<LikeState>, ApiError> {
-    set_like(app, req, &id, true).await
+    Ok(web::Json(app.like(&session, id.photo(), true).await?))
 }
 
 #[utoipa::path(delete, path = "/api/photos/{id}/like", tag = "photos", security(("bearer" = [])),
@@ -474,36 +396,10 @@ pub async fn like<S: Store>(
     ))]
 pub async fn unlike<S: Store>(
     app: Data<S>,
-    req: HttpRequest,
-    id: web::Path<String>,
+    id: web::Path<PathId>,
+    session: Session,
 ) -> Result<web::Json<LikeState>, ApiError> {
-    set_like(app, req, &id, false).await
-}
-
-async fn set_like<S: Store>(
-    app: Data<S>,
-    req: HttpRequest,
-    id: &str,
-    on: bool,
-) -> Result<web::Json<LikeState>, ApiError> {
-    let photo = photo_id(id)?;
-    let session = app.require_session(&req).await?;
-    Ok(web::Json(
-        like_photo(&app, session.user.user_id, photo, on).await?,
-    ))
-}
-
-/// Like or unlike, shared with the HTML pages.
-pub async fn like_photo<S: Store>(
-    app: &App<S>,
-    user: UserId,
-    photo: PhotoId,
-    on: bool,
-) -> Result<LikeState, ApiError> {
-    match app.store.set_like(user, photo, on).await {
-        Err(StoreError::NotFound) => Err(ApiError::not_found("photo")),
-        other => Ok(other?),
-    }
+    Ok(web::Json(app.like(&session, id.photo(), false).await?))
 }
 
 #[utoipa::path(get, path = "/api/feed", tag = "photos", security(("bearer" = [])), params(PageParams),
@@ -514,12 +410,10 @@ pub async fn like_photo<S: Store>(
     ))]
 pub async fn feed<S: Store>(
     app: Data<S>,
-    req: HttpRequest,
-    params: web::Query<PageParams>,
+    page: Page,
+    session: Session,
 ) -> Result<web::Json<PhotoPage>, ApiError> {
-    let page = params.parse()?;
-    let session = app.require_session(&req).await?;
-    Ok(web::Json(app.store.feed(session.user.user_id, page).await?))
+    Ok(web::Json(app.feed(&session, page.0).await?))
 }
 
 #[utoipa::path(get, path = "/api/explore", tag = "photos", params(PageParams),
@@ -530,12 +424,10 @@ pub async fn feed<S: Store>(
     ))]
 pub async fn explore<S: Store>(
     app: Data<S>,
-    req: HttpRequest,
-    params: web::Query<PageParams>,
+    page: Page,
+    viewer: MaybeSession,
 ) -> Result<web::Json<PhotoPage>, ApiError> {
-    let page = params.parse()?;
-    let viewer = app.optional_session(&req).await?.map(|s| s.user.user_id);
-    Ok(web::Json(app.store.explore(viewer, page).await?))
+    Ok(web::Json(app.explore(viewer.viewer(), page.0).await?))
 }
 
 #[utoipa::path(get, path = "/uploads/{name}", tag = "photos",

@@ -1,18 +1,21 @@
-//! The application state shared by every handler, and the use cases that
-//! both the JSON API and the HTML pages run (register, login, upload...).
+//! The application state shared by every handler, and every use case the
+//! JSON API and the HTML pages run (register, login, upload, follow, like,
+//! the feed...): a handler parses its request, calls one of these, and
+//! shapes the answer. Each use case says which storage outcome becomes
+//! which client error.
 
-use actix_web::HttpRequest;
-use actix_web::http::header;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::auth::{self, Hasher};
-use crate::domain::{Caption, Email, Password, Username};
+use crate::domain::{Caption, Email, PageQuery, Password, PhotoId, UserId, Username};
 use crate::error::ApiError;
+use crate::extract::{ClientAddr, Session};
 use crate::image_pool::{ImagePool, ImagePoolError};
 use crate::images::{self, ImageError};
 use crate::store::{
-    NewPhoto, NewSession, NewUser, Photo, PhotoQueue, PhotoStatus, SessionUser, Store,
+    FollowState, LikeState, MyProfile, NewPhoto, NewSession, NewUser, Photo, PhotoPage, PhotoQueue,
+    PhotoStatus, SessionUser, Store, StoreError, UserProfile,
 };
 use crate::timing;
 
@@ -70,13 +73,6 @@ pub struct App<S> {
     pub settings: Settings,
 }
 
-/// A signed-in user and the token they presented.
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub user: SessionUser,
-    pub token: String,
-}
-
 /// What register and login hand back.
 pub struct SignedIn {
     pub token: String,
@@ -99,48 +95,6 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Who a request comes from, as the sign-in throttle counts clients: the
-/// peer's IP address (an IPv6 client by its /64, the block one host
-/// usually has), or with `trust_forwarded_for` the address the proxy in
-/// front saw (the last entry of `X-Forwarded-For`, the one the proxy
-/// appended: entries before it are whatever the client sent).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientAddr(pub String);
-
-impl ClientAddr {
-    pub fn of(req: &HttpRequest, trust_forwarded_for: bool) -> Self {
-        let forwarded = trust_forwarded_for
-            .then(|| {
-                req.headers()
-                    .get_all("x-forwarded-for")
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(|v| v.split(','))
-                    .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
-                    .last()
-            })
-            .flatten();
-        // `to_canonical`: an IPv4 client on a dual-stack socket is itself.
-        match forwarded
-            .or_else(|| req.peer_addr().map(|a| a.ip()))
-            .map(|ip| ip.to_canonical())
-        {
-            Some(std::net::IpAddr::V6(ip)) => {
-                let s = ip.segments();
-                Self(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
-            }
-            Some(ip) => Self(ip.to_string()),
-            None => Self("unknown".into()),
-        }
-    }
-}
-
-/// The bearer token of a request, if it sent one.
-pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
 impl<S: Store> App<S> {
     /// Who owns `token`: `None` for a malformed, unknown, expired or revoked one.
     pub async fn session_for(&self, token: &str) -> Result<Option<Session>, ApiError> {
@@ -152,27 +106,6 @@ impl<S: Store> App<S> {
             user,
             token: token.to_owned(),
         }))
-    }
-
-    /// The API's caller: 401 without a valid bearer token.
-    pub async fn require_session(&self, req: &HttpRequest) -> Result<Session, ApiError> {
-        let token = bearer_token(req).ok_or_else(ApiError::unauthorized)?;
-        self.session_for(token)
-            .await?
-            .ok_or_else(ApiError::unauthorized)
-    }
-
-    /// The API's caller where signing in is optional; a token that is sent
-    /// must still be valid (401 otherwise), so a client learns it expired.
-    pub async fn optional_session(&self, req: &HttpRequest) -> Result<Option<Session>, ApiError> {
-        match bearer_token(req) {
-            None => Ok(None),
-            Some(token) => Ok(Some(
-                self.session_for(token)
-                    .await?
-                    .ok_or_else(ApiError::unauthorized)?,
-            )),
-        }
     }
 
     pub async fn register(
@@ -299,6 +232,98 @@ impl<S: Store> App<S> {
             .revoke_session(auth::token_hash(&session.token))
             .await?;
         Ok(())
+    }
+
+    /// The signed-in user's own profile.
+    pub async fn my_profile(&self, me: &Session) -> Result<MyProfile, ApiError> {
+        // A session whose user is gone is as good as none.
+        self.store
+            .my_profile(me.user.user_id)
+            .await?
+            .ok_or_else(ApiError::unauthorized)
+    }
+
+    /// A user's profile with counts, as `viewer` sees it.
+    pub async fn profile(
+        &self,
+        viewer: Option<UserId>,
+        user: UserId,
+    ) -> Result<UserProfile, ApiError> {
+        self.store
+            .user_profile(viewer, user)
+            .await?
+            .ok_or_else(|| ApiError::not_found("user"))
+    }
+
+    /// One user's photos, newest first.
+    pub async fn user_photos(
+        &self,
+        viewer: Option<UserId>,
+        owner: UserId,
+        page: PageQuery,
+    ) -> Result<PhotoPage, ApiError> {
+        self.store
+            .user_photos(viewer, owner, page)
+            .await?
+            .ok_or_else(|| ApiError::not_found("user"))
+    }
+
+    /// Follows (`on`) or unfollows a user; idempotent.
+    pub async fn follow(
+        &self,
+        follower: &Session,
+        followee: UserId,
+        on: bool,
+    ) -> Result<FollowState, ApiError> {
+        if follower.user.user_id == followee {
+            return Err(ApiError::unprocessable(
+                "cannot_follow_self",
+                "you cannot follow yourself",
+            ));
+        }
+        match self
+            .store
+            .set_follow(follower.user.user_id, followee, on)
+            .await
+        {
+            Err(StoreError::NotFound) => Err(ApiError::not_found("user")),
+            other => Ok(other?),
+        }
+    }
+
+    /// One photo, as `viewer` sees it.
+    pub async fn photo(&self, viewer: Option<UserId>, photo: PhotoId) -> Result<Photo, ApiError> {
+        self.store
+            .photo(viewer, photo)
+            .await?
+            .ok_or_else(|| ApiError::not_found("photo"))
+    }
+
+    /// Likes (`on`) or unlikes a photo; idempotent; the exact count.
+    pub async fn like(
+        &self,
+        user: &Session,
+        photo: PhotoId,
+        on: bool,
+    ) -> Result<LikeState, ApiError> {
+        match self.store.set_like(user.user.user_id, photo, on).await {
+            Err(StoreError::NotFound) => Err(ApiError::not_found("photo")),
+            other => Ok(other?),
+        }
+    }
+
+    /// Photos of the users the viewer follows and the viewer's own.
+    pub async fn feed(&self, viewer: &Session, page: PageQuery) -> Result<PhotoPage, ApiError> {
+        Ok(self.store.feed(viewer.user.user_id, page).await?)
+    }
+
+    /// Everyone's photos, newest first.
+    pub async fn explore(
+        &self,
+        viewer: Option<UserId>,
+        page: PageQuery,
+    ) -> Result<PhotoPage, ApiError> {
+        Ok(self.store.explore(viewer, page).await?)
     }
 
     /// Validates, re-encodes and stores a photo, then records it.

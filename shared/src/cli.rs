@@ -1,5 +1,6 @@
 //! Command-line pieces both stages share: app flags and logging.
 
+use anyhow::Context;
 use std::path::PathBuf;
 
 use crate::app::Settings;
@@ -167,7 +168,7 @@ pub async fn serve<S: crate::Store>(
         eprintln!("removed {swept} temporary upload files left by an earlier run");
     }
     let demo = args.demo || is_loopback(listen);
-    let empty = store.is_empty().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let empty = store.is_empty().await.context("reading the store")?;
     if empty && demo {
         eprintln!("empty database: loading the demo dataset");
         if let Err(e) = crate::seed::run(&store, &uploads, &crate::seed::SeedArgs::DEMO).await {
@@ -212,7 +213,7 @@ pub async fn seed_into<S: crate::Store>(
     args: &crate::seed::SeedArgs,
     storage: &str,
 ) -> anyhow::Result<()> {
-    if !store.is_empty().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+    if !store.is_empty().await.context("reading the store")? {
         anyhow::bail!("{storage} already has users: seed into new, empty storage (or delete it)");
     }
     crate::seed::run(store, uploads, args).await?;
@@ -230,7 +231,7 @@ pub async fn check_store<S: crate::Store>(
     let mut report = store
         .integrity()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot check {storage}: {e}"))?;
+        .with_context(|| format!("cannot check {storage}"))?;
     let missing = report
         .files
         .iter()

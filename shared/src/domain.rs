@@ -8,11 +8,24 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A value the client sent that does not parse. `code` is the stable
-/// snake_case code of the error body; `message` is for people.
+/// snake_case code of the error body; `message` is for people; `kind`
+/// says which status answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
     pub code: &'static str,
     pub message: String,
+    pub kind: InvalidKind,
+}
+
+/// How wrong a value is, which decides its status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidKind {
+    /// Well-formed but against a rule (a short password, a long caption): 422.
+    Unacceptable,
+    /// Not even of the right shape (an id that is not a number): 400.
+    Malformed,
+    /// A sign-in that cannot succeed, answered as a wrong password: 401.
+    WrongCredentials,
 }
 
 impl Invalid {
@@ -20,6 +33,14 @@ impl Invalid {
         Self {
             code,
             message: message.into(),
+            kind: InvalidKind::Unacceptable,
+        }
+    }
+
+    fn of_kind(kind: InvalidKind, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            ..Self::new(code, message)
         }
     }
 }
@@ -46,7 +67,13 @@ pub struct PhotoId(pub i64);
 /// Parses a path id: a positive decimal integer that fits in an i64.
 /// Anything else (letters, signs, overflow, empty) is `invalid_id`.
 pub fn parse_id(raw: &str) -> Result<i64, Invalid> {
-    let invalid = || Invalid::new("invalid_id", "ids are positive integers");
+    let invalid = || {
+        Invalid::of_kind(
+            InvalidKind::Malformed,
+            "invalid_id",
+            "ids are positive integers",
+        )
+    };
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid());
     }
@@ -141,7 +168,8 @@ impl Password {
     /// predate them), only a length bound so a huge body cannot buy a hash.
     pub fn for_login(raw: &str) -> Result<Self, Invalid> {
         if raw.is_empty() || raw.len() > 4 * Self::MAX_LEN {
-            return Err(Invalid::new(
+            return Err(Invalid::of_kind(
+                InvalidKind::WrongCredentials,
                 "invalid_credentials",
                 "wrong username or password",
             ));

@@ -14,7 +14,7 @@ use std::fmt;
 use utoipa::ToSchema;
 
 use crate::auth::HashError;
-use crate::domain::Invalid;
+use crate::domain::{Invalid, InvalidKind};
 use crate::store::StoreError;
 
 /// The JSON body of every error response.
@@ -123,10 +123,10 @@ impl ResponseError for ApiError {
 
 impl From<Invalid> for ApiError {
     fn from(e: Invalid) -> Self {
-        let status = match e.code {
-            "invalid_id" => StatusCode::BAD_REQUEST,
-            "invalid_credentials" => StatusCode::UNAUTHORIZED,
-            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        let status = match e.kind {
+            InvalidKind::Malformed => StatusCode::BAD_REQUEST,
+            InvalidKind::WrongCredentials => StatusCode::UNAUTHORIZED,
+            InvalidKind::Unacceptable => StatusCode::UNPROCESSABLE_ENTITY,
         };
         Self::new(status, e.code, e.message)
     }

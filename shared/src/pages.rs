@@ -13,11 +13,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::api::{self, PageParams, follow_user, like_photo};
-use crate::app::{App, Session, SignedIn};
+use crate::api;
+use crate::app::{App, SignedIn};
 use crate::auth;
 use crate::domain::{PhotoId, UserId, parse_id};
 use crate::error::ApiError;
+use crate::extract::{ClientAddr, PageParams, Session};
 use crate::store::{Photo, Store, UserProfile};
 
 pub const SESSION_COOKIE: &str = "minigram_session";
@@ -248,7 +249,7 @@ async fn feed_page<S: Store>(
         Ok(p) => p,
         Err(e) => return error_page(Some(&session), e),
     };
-    match app.store.feed(session.user.user_id, page).await {
+    match app.feed(&session, page).await {
         Ok(page) => html(
             StatusCode::OK,
             &PhotosPage {
@@ -261,7 +262,7 @@ async fn feed_page<S: Store>(
                 next: page.next,
             },
         ),
-        Err(e) => error_page(Some(&session), e.into()),
+        Err(e) => error_page(Some(&session), e),
     }
 }
 
@@ -276,11 +277,8 @@ async fn explore_page<S: Store>(
     };
     let result = async {
         let page = q.parse()?;
-        Ok::<_, ApiError>(
-            app.store
-                .explore(session.as_ref().map(|s| s.user.user_id), page)
-                .await?,
-        )
+        app.explore(session.as_ref().map(|s| s.user.user_id), page)
+            .await
     }
     .await;
     match result {
@@ -314,16 +312,8 @@ async fn profile_page<S: Store>(
     let result = async {
         let user = UserId(parse_id(&id)?);
         let page = q.parse()?;
-        let profile = app
-            .store
-            .user_profile(viewer, user)
-            .await?
-            .ok_or_else(|| ApiError::not_found("user"))?;
-        let photos = app
-            .store
-            .user_photos(viewer, user, page)
-            .await?
-            .ok_or_else(|| ApiError::not_found("user"))?;
+        let profile = app.profile(viewer, user).await?;
+        let photos = app.user_photos(viewer, user, page).await?;
         Ok::<_, ApiError>((profile, photos))
     }
     .await;
@@ -415,7 +405,7 @@ async fn login_submit<S: Store>(
     if !same_origin(&req) {
         return error_page(None, forbidden());
     }
-    let client = crate::app::ClientAddr::of(&req, app.settings.trust_forwarded_for);
+    let client = ClientAddr::of(&req, app.settings.trust_forwarded_for);
     match app.login(&form.username, &form.password, &client).await {
         Ok(signed_in) => signed_in_redirect(&app, &req, signed_in),
         Err(e) if e.status.is_client_error() => html(
@@ -520,20 +510,10 @@ async fn like_submit<S: Store>(
     id: web::Path<String>,
     form: web::Form<ActionForm>,
 ) -> HttpResponse {
-    let session = match form_session(&app, &req, form.csrf.as_deref()).await {
-        Ok(s) => s,
-        Err(res) => return res,
-    };
-    let result = async {
-        let photo = PhotoId(parse_id(&id)?);
-        let on = form.action.as_deref() != Some("unlike");
-        like_photo(&app, session.user.user_id, photo, on).await
-    }
-    .await;
-    match result {
-        Ok(_) => see_other(local_path(form.next.as_deref())),
-        Err(e) => error_page(Some(&session), e),
-    }
+    form_action(&app, &req, &id, &form, "unlike", async |session, id, on| {
+        app.like(session, PhotoId(id), on).await
+    })
+    .await
 }
 
 async fn follow_submit<S: Store>(
@@ -542,14 +522,35 @@ async fn follow_submit<S: Store>(
     id: web::Path<String>,
     form: web::Form<ActionForm>,
 ) -> HttpResponse {
-    let session = match form_session(&app, &req, form.csrf.as_deref()).await {
+    form_action(
+        &app,
+        &req,
+        &id,
+        &form,
+        "unfollow",
+        async |session, id, on| app.follow(session, UserId(id), on).await,
+    )
+    .await
+}
+
+/// A form that switches one thing on or off (like, follow): the session
+/// and its CSRF value, the id in the path, the change (off when the form's
+/// `action` is `off`), then back to the page it was posted from.
+async fn form_action<S: Store, T>(
+    app: &App<S>,
+    req: &HttpRequest,
+    id: &str,
+    form: &ActionForm,
+    off: &str,
+    change: impl AsyncFnOnce(&Session, i64, bool) -> Result<T, ApiError>,
+) -> HttpResponse {
+    let session = match form_session(app, req, form.csrf.as_deref()).await {
         Ok(s) => s,
         Err(res) => return res,
     };
     let result = async {
-        let user = UserId(parse_id(&id)?);
-        let on = form.action.as_deref() != Some("unfollow");
-        follow_user(&app, session.user.user_id, user, on).await
+        let id = parse_id(id)?;
+        change(&session, id, form.action.as_deref() != Some(off)).await
     }
     .await;
     match result {

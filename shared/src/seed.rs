@@ -8,6 +8,7 @@
 //! Photos are real generated JPEGs; a pool of distinct images is reused
 //! (files are content-addressed, so each is stored once).
 
+use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
@@ -227,7 +228,7 @@ pub async fn run<S: Store>(
     let summary = store
         .import(data)
         .await
-        .map_err(|e| anyhow::anyhow!("importing the dataset failed: {e}"))?;
+        .context("importing the dataset failed")?;
     eprintln!(
         "seeded {} users, {} photos, {} follows, {} likes in {:.1} s; every account's password is {SEED_PASSWORD:?}",
         summary.users,

@@ -11,6 +11,7 @@ use crate::admission::{self, Admission};
 use crate::app::App;
 use crate::body::{self, BodyGate};
 use crate::error::{json_error, query_error};
+use crate::extract::{SessionLookup, path_error};
 use crate::store::Store;
 use crate::telemetry::{self, Telemetry};
 use crate::{api, pages, timing};
@@ -49,12 +50,15 @@ impl Application {
             app.settings.max_upload_bytes,
         ));
         let data = web::Data::new(app);
+        let sessions = SessionLookup::of(data.clone());
         let mut server = HttpServer::new(move || {
             ActixApp::new()
                 .app_data(data.clone())
                 .app_data(telemetry.clone())
                 .app_data(admission.clone())
                 .app_data(bodies.clone())
+                .app_data(sessions.clone())
+                .app_data(web::PathConfig::default().error_handler(|e, _| path_error(e).into()))
                 .app_data(
                     web::JsonConfig::default()
                         .limit(body::SMALL_BODY_MAX)
