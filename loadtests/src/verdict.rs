@@ -16,6 +16,7 @@
 //! periods, is named first, and a full generator host means the run
 //! measured the generator.
 
+use minigram::figure_keys as keys;
 use serde_json::{Value, json};
 
 use crate::hosts::HostUse;
@@ -93,7 +94,7 @@ pub fn figure_peak(server: &Value, key: &str, secs: f64) -> f64 {
 /// core), strongest first; then shedding, the generator's late starts and
 /// the machine's CPU, which are consequences or context.
 pub fn saturated(s: &Step) -> String {
-    let cores = minigram::machine::machine_cores() as f64;
+    let cores = measure::machine::machine_cores() as f64;
     // On simulated hosts each budget is judged by itself: a host that used
     // nearly all of it is saturated, whatever the machine as a whole did.
     let full_hosts: Vec<&HostUse> = {
@@ -129,29 +130,29 @@ pub fn saturated(s: &Step) -> String {
         let secs = s.duration_secs;
         let mean = |key: &str| figure_mean(server, key, secs);
         let peak = |key: &str| figure_peak(server, key, secs);
-        let writers = mean("sqlite.writersWaiting");
-        let wait = mean("sqlite.writeWaitMs");
+        let writers = mean(keys::SQLITE_WRITERS_WAITING);
+        let wait = mean(keys::SQLITE_WRITE_WAIT_MS);
         if writers >= 1.0 || wait >= 500.0 {
             queues.push((
                 writers.max(wait / 1000.0),
                 format!(
                     "the SQLite writer (mean {writers:.1}, peak {:.0} writes queued for the one writer; {wait:.0} ms of queueing per second; {:.0} writes/s in {:.0} commits/s, {:.1} per commit)",
-                    peak("sqlite.writersWaiting"),
-                    mean("sqlite.writes"),
-                    mean("sqlite.commits"),
-                    mean("sqlite.writes") / mean("sqlite.commits").max(1e-9)
+                    peak(keys::SQLITE_WRITERS_WAITING),
+                    mean(keys::SQLITE_WRITES),
+                    mean(keys::SQLITE_COMMITS),
+                    mean(keys::SQLITE_WRITES) / mean(keys::SQLITE_COMMITS).max(1e-9)
                 ),
             ));
         }
-        let readers = mean("sqlite.readersBusy");
-        let readers_peak = peak("sqlite.readersBusy");
+        let readers = mean(keys::SQLITE_READERS_BUSY);
+        let readers_peak = peak(keys::SQLITE_READERS_BUSY);
         // A read holds its connection's slot from before its blocking
         // thread runs: on a machine short of CPU most of that is waiting
         // for a core, not reading. Only connections running SQL
         // (`sqlite.readMs`) say the readers are the limit; a server
         // without that figure is judged by slots held, as before.
-        let reading = if figure_peak(server, "sqlite.readMs", secs) > 0.0 {
-            mean("sqlite.readMs") / 1000.0
+        let reading = if figure_peak(server, keys::SQLITE_READ_MS, secs) > 0.0 {
+            mean(keys::SQLITE_READ_MS) / 1000.0
         } else {
             readers
         };
@@ -163,13 +164,13 @@ pub fn saturated(s: &Step) -> String {
                 ),
             ));
         }
-        let pg = mean("postgres.waiting");
-        let pg_peak = peak("postgres.waiting");
+        let pg = mean(keys::POSTGRES_WAITING);
+        let pg_peak = peak(keys::POSTGRES_WAITING);
         if pg >= 1.0 || pg_peak >= 4.0 {
-            let size = (mean("postgres.used") + mean("postgres.idle")).max(1.0);
+            let size = (mean(keys::POSTGRES_USED) + mean(keys::POSTGRES_IDLE)).max(1.0);
             // Calls refused because its queue was full waited for nothing:
             // they are what the queue would have grown by.
-            let refused = mean("postgres.shed");
+            let refused = mean(keys::POSTGRES_SHED);
             let refused = if refused >= 0.5 {
                 format!("; {refused:.0} calls/s refused at once, its queue full")
             } else {
@@ -179,15 +180,15 @@ pub fn saturated(s: &Step) -> String {
                 pg / size,
                 format!(
                     "the Postgres pool (mean {pg:.1}, peak {pg_peak:.0} requests waiting for a connection; {:.1} of its connections in use{refused})",
-                    mean("postgres.used")
+                    mean(keys::POSTGRES_USED)
                 ),
             ));
         }
-        let redis = mean("redis.waiting");
+        let redis = mean(keys::REDIS_WAITING);
         if redis >= 1.0 {
             // Under load nearly every connection is in use: that is its size.
-            let size = mean("redis.used").max(1.0);
-            let refused = mean("redis.shed");
+            let size = mean(keys::REDIS_USED).max(1.0);
+            let refused = mean(keys::REDIS_SHED);
             let refused = if refused >= 0.5 {
                 format!("; {refused:.0} calls/s refused at once, its queue full")
             } else {
@@ -200,20 +201,20 @@ pub fn saturated(s: &Step) -> String {
         }
         // Queued photo processing: a backlog means photos become visible
         // late (the requests themselves may still be fast).
-        let queued = mean("photos.queued");
-        let lag = peak("photos.lagMs");
+        let queued = mean(keys::PHOTOS_QUEUED);
+        let lag = peak(keys::PHOTOS_LAG_MS);
         if queued >= 5.0 || lag >= 5_000.0 {
             queues.push((
                 queued.max(lag / 1000.0),
                 format!(
                     "the photo queue (mean {queued:.0}, peak {:.0} photos waiting; up to {:.1} s from upload to visible)",
-                    peak("photos.queued"),
+                    peak(keys::PHOTOS_QUEUED),
                     lag / 1000.0
                 ),
             ));
         }
-        let hash = mean("hash.inFlight");
-        let hash_peak = peak("hash.inFlight");
+        let hash = mean(keys::HASH_IN_FLIGHT);
+        let hash_peak = peak(keys::HASH_IN_FLIGHT);
         // More hashes in flight than cores: sign-ins queue for the CPU. The
         // peak matters too: logins arrive in bursts that a mean hides.
         if hash > cores || (hash_peak >= 2.0 * cores && hash >= 0.5 * cores) {
@@ -474,7 +475,7 @@ pub fn usl_of(steps: &[Step]) -> Value {
             None => (s.users as f64, s.rps),
         })
         .collect();
-    match minigram::usl::fit(&points) {
+    match measure::usl::fit(&points) {
         Some(f) => serde_json::to_value(f).unwrap_or(Value::Null),
         None => Value::Null,
     }

@@ -15,6 +15,7 @@
 //! HdrHistograms per route; a sampler task turns each finished second into
 //! a history sample and refreshes the gauges.
 
+use crate::figure_keys as keys;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
@@ -404,7 +405,7 @@ impl Telemetry {
         }
         let hashing = (self.hash_in_flight)() as f64;
         metrics::gauge!("minigram_password_hash_queue").set(hashing);
-        levels.insert("hash.inFlight", hashing);
+        levels.insert(keys::HASH_IN_FLIGHT, hashing);
         let (cpu, rss) = process_usage();
         // A float running total: exported as a gauge (metrics' counters are integers).
         metrics::gauge!("process_cpu_seconds_total").set(cpu);

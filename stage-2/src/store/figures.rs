@@ -2,6 +2,7 @@
 //! trouble, cache effectiveness, the photo queue) and the figures the
 //! metrics read from them every second, with their Prometheus names.
 
+use minigram::figure_keys as keys;
 use minigram::telemetry::Figure;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -50,103 +51,103 @@ pub fn figures(db: &Postgres, redis: &RedisPool, st: &Stage2Stats) -> Vec<Figure
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
     vec![
         Figure::gauge(
-            "postgres.used",
+            keys::POSTGRES_USED,
             "Postgres connections in use",
             "db_client_connection_count",
             pg_used,
         )
         .labels(&[("pool", "postgres"), ("state", "used")]),
         Figure::gauge(
-            "postgres.idle",
+            keys::POSTGRES_IDLE,
             "Postgres connections idle",
             "db_client_connection_count",
             pg_idle,
         )
         .labels(&[("pool", "postgres"), ("state", "idle")]),
         Figure::gauge(
-            "postgres.waiting",
+            keys::POSTGRES_WAITING,
             "Postgres pool waiters",
             "db_client_connection_pending_requests",
             pg_waiting,
         )
         .labels(&[("pool", "postgres")]),
         Figure::counter(
-            "postgres.timeouts",
+            keys::POSTGRES_TIMEOUTS,
             "Postgres pool timeouts (503)",
             "db_client_connection_timeouts_total",
             load(&st.pg_timeouts),
         )
         .labels(&[("pool", "postgres")]),
         Figure::counter(
-            "postgres.shed",
+            keys::POSTGRES_SHED,
             "Postgres calls refused at once: the pool's queue was full (503)",
             "db_client_connection_shed_total",
             load(&st.pg_shed),
         )
         .labels(&[("pool", "postgres")]),
         Figure::gauge(
-            "redis.used",
+            keys::REDIS_USED,
             "Redis connections in use",
             "db_client_connection_count",
             redis_used,
         )
         .labels(&[("pool", "redis"), ("state", "used")]),
         Figure::gauge(
-            "redis.waiting",
+            keys::REDIS_WAITING,
             "Redis pool waiters",
             "db_client_connection_pending_requests",
             redis.statistics.pending_gets() as f64,
         )
         .labels(&[("pool", "redis")]),
         Figure::counter(
-            "redis.timeouts",
+            keys::REDIS_TIMEOUTS,
             "Redis pool timeouts (503)",
             "db_client_connection_timeouts_total",
             load(&st.redis_timeouts),
         )
         .labels(&[("pool", "redis")]),
         Figure::counter(
-            "redis.shed",
+            keys::REDIS_SHED,
             "Redis calls refused at once: the pool's queue was full (503)",
             "db_client_connection_shed_total",
             load(&st.redis_shed),
         )
         .labels(&[("pool", "redis")]),
         Figure::counter(
-            "cache.hits",
+            keys::CACHE_HITS,
             "Feed cache hits",
             "minigram_feed_cache_requests_total",
             load(&st.cache_hits),
         )
         .labels(&[("result", "hit")]),
         Figure::counter(
-            "cache.misses",
+            keys::CACHE_MISSES,
             "Feed cache misses (rebuilt from Postgres)",
             "minigram_feed_cache_requests_total",
             load(&st.cache_misses),
         )
         .labels(&[("result", "miss")]),
         Figure::counter(
-            "cache.bypasses",
+            keys::CACHE_BYPASSES,
             "Feed cache bypassed (Redis failing or busy)",
             "minigram_feed_cache_requests_total",
             load(&st.cache_bypasses),
         )
         .labels(&[("result", "bypass")]),
         Figure::gauge(
-            "photos.queued",
+            keys::PHOTOS_QUEUED,
             "Photos waiting for the background worker",
             "minigram_photo_queue_depth",
             st.photo_queue_depth.load(Ordering::Relaxed) as f64,
         ),
         Figure::counter(
-            "photos.processed",
+            keys::PHOTOS_PROCESSED,
             "Photos processed by the background worker",
             "minigram_photos_processed_total",
             load(&st.photos_processed),
         ),
         Figure::gauge(
-            "photos.lagMs",
+            keys::PHOTOS_LAG_MS,
             "Upload to visible, last queued photo (ms)",
             "minigram_photo_visible_lag_milliseconds",
             load(&st.photo_lag_ms),

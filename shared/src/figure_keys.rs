@@ -1,0 +1,53 @@
+//! The keys of the saturation figures (`/api/metrics`'s `figures`, the
+//! live page, the load tests' server samples): written by the stores and
+//! the telemetry sampler, read by the verdicts and the lab's report. One
+//! list, so a renamed figure fails to compile instead of silently reading
+//! zero.
+
+/// Password hashes running or queued (the hash pool).
+pub const HASH_IN_FLIGHT: &str = "hash.inFlight";
+
+/// Stage 1: writes queued for the one SQLite writer.
+pub const SQLITE_WRITERS_WAITING: &str = "sqlite.writersWaiting";
+/// Stage 1: milliseconds writes spent queued (a counter).
+pub const SQLITE_WRITE_WAIT_MS: &str = "sqlite.writeWaitMs";
+/// Stage 1: write transactions or savepoints (a counter).
+pub const SQLITE_WRITES: &str = "sqlite.writes";
+/// Stage 1: commits, one per group of writes (a counter).
+pub const SQLITE_COMMITS: &str = "sqlite.commits";
+/// Stage 1: writes per commit over the last second.
+pub const SQLITE_BATCH_SIZE: &str = "sqlite.batchSize";
+/// Stage 1: writes in the largest commit so far.
+pub const SQLITE_LARGEST_BATCH: &str = "sqlite.largestBatch";
+/// Stage 1: SQLITE_BUSY / LOCKED errors (a counter).
+pub const SQLITE_BUSY: &str = "sqlite.busy";
+/// Stage 1: milliseconds reads spent running SQL (a counter).
+pub const SQLITE_READ_MS: &str = "sqlite.readMs";
+/// Stage 1: read connections in use.
+pub const SQLITE_READERS_BUSY: &str = "sqlite.readersBusy";
+
+/// Stage 2: Postgres connections in use, idle, and calls waiting for one.
+pub const POSTGRES_USED: &str = "postgres.used";
+pub const POSTGRES_IDLE: &str = "postgres.idle";
+pub const POSTGRES_WAITING: &str = "postgres.waiting";
+/// Stage 2: Postgres pool timeouts and calls refused at once (counters).
+pub const POSTGRES_TIMEOUTS: &str = "postgres.timeouts";
+pub const POSTGRES_SHED: &str = "postgres.shed";
+
+/// Stage 2: Redis connections in use, and calls waiting for one.
+pub const REDIS_USED: &str = "redis.used";
+pub const REDIS_WAITING: &str = "redis.waiting";
+/// Stage 2: Redis pool timeouts and calls refused at once (counters).
+pub const REDIS_TIMEOUTS: &str = "redis.timeouts";
+pub const REDIS_SHED: &str = "redis.shed";
+
+/// Stage 2: feed reads the cache answered, missed, or bypassed (counters).
+pub const CACHE_HITS: &str = "cache.hits";
+pub const CACHE_MISSES: &str = "cache.misses";
+pub const CACHE_BYPASSES: &str = "cache.bypasses";
+
+/// Stage 2 (photo queue): photos waiting, processed (a counter), and the
+/// upload-to-visible time of the last one.
+pub const PHOTOS_QUEUED: &str = "photos.queued";
+pub const PHOTOS_PROCESSED: &str = "photos.processed";
+pub const PHOTOS_LAG_MS: &str = "photos.lagMs";
