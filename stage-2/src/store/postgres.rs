@@ -385,25 +385,13 @@ impl Postgres {
     }
 
     pub async fn explore(&self, viewer: Option<UserId>, page: PageQuery) -> StoreResult<PhotoPage> {
-        let rows = self
-            .run(
-                "reading explore",
-                sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(format!(
-                    "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id
-                     WHERE p.status = 'ready' AND p.id < $2 ORDER BY p.id DESC LIMIT $3"
-                )))
-                .bind(viewer.map_or(0, |v| v.0))
-                .bind(before(page))
-                .bind(fetch(page))
-                .fetch_all(&self.pool),
-            )
-            .await?;
-        Ok(PhotoPage::from_rows(
-            rows.into_iter()
-                .map(Photo::try_from)
-                .collect::<StoreResult<_>>()?,
-            page,
-        ))
+        let sql = format!(
+            "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id
+             WHERE p.status = 'ready' AND p.id < $2 ORDER BY p.id DESC LIMIT $3"
+        );
+        let viewer = viewer.map_or(0, |v| v.0);
+        self.photo_page("reading explore", sql, viewer, page, None)
+            .await
     }
 
     pub async fn user_photos(
@@ -423,57 +411,58 @@ impl Postgres {
         if exists.is_none() {
             return Ok(None);
         }
-        let rows = self
-            .run(
-                "reading a user's photos",
-                sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(format!(
-                    "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id
-                     WHERE p.user_id = $4 AND p.status = 'ready' AND p.id < $2
-                     ORDER BY p.id DESC LIMIT $3"
-                )))
-                .bind(viewer.map_or(0, |v| v.0))
-                .bind(before(page))
-                .bind(fetch(page))
-                .bind(owner.0)
-                .fetch_all(&self.pool),
-            )
-            .await?;
-        Ok(Some(PhotoPage::from_rows(
-            rows.into_iter()
-                .map(Photo::try_from)
-                .collect::<StoreResult<_>>()?,
-            page,
-        )))
+        let sql = format!(
+            "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id
+             WHERE p.user_id = $4 AND p.status = 'ready' AND p.id < $2
+             ORDER BY p.id DESC LIMIT $3"
+        );
+        let viewer = viewer.map_or(0, |v| v.0);
+        self.photo_page("reading a user's photos", sql, viewer, page, Some(owner.0))
+            .await
+            .map(Some)
     }
 
     /// A feed page straight from Postgres (no cache, or past its window).
     pub async fn feed(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {
-        let rows = self
-            .run(
-                "reading a feed",
-                sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(format!(
-                    "SELECT {PHOTO_COLUMNS}
-                     FROM (SELECT $1::bigint AS uid UNION ALL
-                           SELECT followee_id FROM follows WHERE follower_id = $1) f
-                     CROSS JOIN LATERAL (
-                         SELECT * FROM photos WHERE user_id = f.uid AND status = 'ready' AND id < $2
-                         ORDER BY id DESC LIMIT $3
-                     ) p
-                     JOIN users u ON u.id = p.user_id
-                     ORDER BY p.id DESC LIMIT $3"
-                )))
-                .bind(viewer.0)
-                .bind(before(page))
-                .bind(fetch(page))
-                .fetch_all(&self.pool),
-            )
-            .await?;
-        Ok(PhotoPage::from_rows(
-            rows.into_iter()
-                .map(Photo::try_from)
-                .collect::<StoreResult<_>>()?,
-            page,
-        ))
+        let sql = format!(
+            "SELECT {PHOTO_COLUMNS}
+             FROM (SELECT $1::bigint AS uid UNION ALL
+                   SELECT followee_id FROM follows WHERE follower_id = $1) f
+             CROSS JOIN LATERAL (
+                 SELECT * FROM photos WHERE user_id = f.uid AND status = 'ready' AND id < $2
+                 ORDER BY id DESC LIMIT $3
+             ) p
+             JOIN users u ON u.id = p.user_id
+             ORDER BY p.id DESC LIMIT $3"
+        );
+        self.photo_page("reading a feed", sql, viewer.0, page, None)
+            .await
+    }
+
+    /// Runs a page query whose parameters are (viewer, before, limit + 1,
+    /// `extra` if any): `limit + 1` rows, the last only proving that a
+    /// next page exists.
+    async fn photo_page(
+        &self,
+        doing: &'static str,
+        sql: String,
+        viewer: i64,
+        page: PageQuery,
+        extra: Option<i64>,
+    ) -> StoreResult<PhotoPage> {
+        let mut query = sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(sql))
+            .bind(viewer)
+            .bind(before(page))
+            .bind(fetch(page));
+        if let Some(extra) = extra {
+            query = query.bind(extra);
+        }
+        let rows = self.run(doing, query.fetch_all(&self.pool)).await?;
+        let photos = rows
+            .into_iter()
+            .map(Photo::try_from)
+            .collect::<StoreResult<_>>()?;
+        Ok(PhotoPage::from_rows(photos, page))
     }
 
     pub async fn import(&self, data: Dataset) -> StoreResult<ImportSummary> {
