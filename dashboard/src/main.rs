@@ -42,7 +42,7 @@ enum Command {
 }
 
 fn now_utc() -> String {
-    minigram::machine::utc_now()
+    measure::machine::utc_now()
         .replace('T', " ")
         .replace('Z', " UTC")
 }

@@ -248,7 +248,7 @@ fn storage(src: &Sources, stage: &str) -> anyhow::Result<String> {
     let (name, v) = src
         .named(&format!("bench-storage-{stage}.json"))
         .with_context(|| format!("no results/bench-storage-{stage}.json"))?;
-    let mut t = minigram::results::storage_table(v);
+    let mut t = measure::results::storage_table(v);
     t.push_str(&format!(
         "\n{}: {} users, {} photos, {} follows per user, {} likes; {}.\n\n",
         s(&v["backend"]),
@@ -435,9 +435,7 @@ pub fn run(root: &Path, results: &Path, check: bool) -> anyhow::Result<Vec<Strin
         if changed && check {
             stale.push(rel.display().to_string());
         } else if changed {
-            let tmp = doc.with_extension("md.partial");
-            std::fs::write(&tmp, &new)?;
-            std::fs::rename(&tmp, &doc)?;
+            measure::files::write_whole(&doc, new.as_bytes())?;
         }
         lines.push(format!(
             "{}: {} block{} ({}){}",

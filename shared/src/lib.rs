@@ -7,8 +7,9 @@
 //! generation ([`seed`]). A stage supplies a [`store::Store`]
 //! implementation and a thin `main`; `startup::Application` does the rest.
 //!
-//! A request reads: route table ([`api::configure`]) → handler → domain
-//! parse → one `Store` call → JSON.
+//! A request reads: route table ([`api::configure`]) → handler, whose
+//! extractors parse the caller and the input ([`extract`]) → one use case
+//! of [`App`] → one `Store` call → JSON.
 
 pub mod admission;
 pub mod api;
@@ -18,22 +19,19 @@ pub mod body;
 pub mod cli;
 pub mod domain;
 pub mod error;
+pub mod extract;
+pub mod figure_keys;
 pub mod image_pool;
 pub mod images;
 pub mod job_threads;
-pub mod machine;
 pub mod openapi;
 pub mod pages;
-pub mod results;
 pub mod seed;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod timing;
-pub mod usl;
 
 pub use app::{App, Settings};
 pub use startup::Application;
 pub use store::Store;
-#[cfg(feature = "testing")]
-pub mod testing;

@@ -14,7 +14,7 @@
 //! for the machine described in the file; the load generator shares it.
 
 use clap::Parser;
-use minigram::testing::load::{LoadResult, Process, closed_loop, ms, seeded_tokens};
+use contract::load::{LoadResult, Process, closed_loop, ms, seeded_tokens};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
@@ -46,7 +46,7 @@ struct Args {
     login_clients: usize,
     /// --quick (a small dataset and short phases), --out FILE.
     #[command(flatten)]
-    run: minigram::testing::bench::BenchFlags,
+    run: contract::bench::BenchFlags,
 }
 
 /// Raw Argon2id verify throughput: one thread per core, `secs` seconds.
@@ -184,8 +184,8 @@ async fn main() {
     let result = json!({
         "schema": "minigram.bench-stage1/1",
         "command": "cargo bench -p stage-1",
-        "commit": minigram::machine::git_commit(),
-        "machine": minigram::machine::Machine::current(),
+        "commit": measure::machine::git_commit(),
+        "machine": measure::machine::Machine::current(),
         "quick": args.run.quick,
         "dataset": {"users": args.users, "photos": args.photos, "followsPerUser": args.follows_per_user, "likes": args.likes},
         "seed": {"seconds": seed_secs, "targetSeconds": 60.0},

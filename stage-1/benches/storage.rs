@@ -2,15 +2,13 @@
 //! `cargo bench -p stage-1 --bench storage` (add `-- --quick` for a short
 //! check). Seeds a fresh SQLite file with the lab's dataset, measures the
 //! `Store` use cases in-process and writes `results/bench-storage-stage-1.json`
-//! (operation | mean | target | status; see `minigram::testing::bench`).
+//! (operation | mean | target | status; see `contract::bench`).
 
 use stage_1::{SqliteConfig, SqliteStore};
 
 fn main() -> anyhow::Result<()> {
-    let opts = minigram::testing::bench::Options::from_args(
-        "stage-1",
-        "cargo bench -p stage-1 --bench storage",
-    );
+    let opts =
+        contract::bench::Options::from_args("stage-1", "cargo bench -p stage-1 --bench storage");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -24,6 +22,6 @@ fn main() -> anyhow::Result<()> {
     let store = SqliteStore::open(config)?;
     let uploads = dir.path().join("uploads");
     std::fs::create_dir_all(&uploads)?;
-    minigram::testing::bench::run(&rt, &store, &uploads, "stage-1", &backend, &opts)?;
+    contract::bench::run(&rt, &store, &uploads, "stage-1", &backend, &opts)?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! dataset and prints the login; `seed` fills a new data directory and
 //! refuses a used one with a one-line error.
 
-use minigram::testing::load::Process;
+use contract::load::Process;
 use std::path::Path;
 use std::process::Command;
 

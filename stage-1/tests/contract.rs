@@ -1,7 +1,7 @@
 //! Stage 1 against both contract suites (HTTP and storage), each case with
 //! its own fresh SQLite file in a temporary directory.
 
-use minigram::testing::Backend;
+use contract::Backend;
 use stage_1::{SqliteConfig, SqliteStore};
 use std::path::PathBuf;
 use tempfile::TempDir;
@@ -49,13 +49,13 @@ impl Backend for Sqlite {
     }
 }
 
-minigram::contract_tests!(Sqlite);
+contract::contract_tests!(Sqlite);
 
 /// Stage 1's state is its SQLite file: a restart keeps everything.
 #[tokio::test]
 async fn data_survives_a_restart() {
     use minigram::Store as _;
-    let app = minigram::testing::spawn_app::<Sqlite>().await;
+    let app = contract::spawn_app::<Sqlite>().await;
     let alice = app.registered("alice").await;
     app.posted_photo(&alice, "kept").await;
     app.stop().await;

@@ -3,7 +3,7 @@
 //! loses no acknowledged write, and the SQLite file and the uploads stay
 //! consistent.
 
-use minigram::testing::crash::crash_during_writes;
+use contract::crash::crash_during_writes;
 use std::path::Path;
 
 #[test]
@@ -29,12 +29,12 @@ fn an_acknowledged_write_survives_sigkill() {
 }
 
 /// 2,000 users with no think time against the default limits: up, bounded,
-/// shedding fast, recovered (see `minigram::testing::spike`).
+/// shedding fast, recovered (see `contract::spike`).
 #[test]
 fn a_spike_is_shed_and_recovered_from() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().to_str().expect("UTF-8 temp path");
-    minigram::testing::spike::spike_test(
+    contract::spike::spike_test(
         Path::new(env!("CARGO_BIN_EXE_stage-1")),
         &["--data-dir", data],
     );

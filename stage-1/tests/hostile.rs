@@ -1,9 +1,9 @@
 //! Stage 1 under a burst of uploads that decode to huge images, in a
 //! memory-limited cgroup: the process lives and answers as documented (see
-//! `minigram::testing::hostile::image_burst_in_a_memory_limit`). The other
+//! `contract::hostile::image_burst_in_a_memory_limit`). The other
 //! hostile-client cases run in the contract suite (`tests/contract.rs`).
 
-use minigram::testing::hostile::{CAGE_BYTES, image_burst_in_a_memory_limit};
+use contract::hostile::{CAGE_BYTES, image_burst_in_a_memory_limit};
 use std::path::Path;
 
 #[test]

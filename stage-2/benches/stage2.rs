@@ -16,11 +16,11 @@
 //! generator, Postgres and Redis share the machine with the app.
 
 use clap::Parser;
-use minigram::testing::load::{
+use contract::load::{
     Process, SeededSession, closed_loop, machine_busy_seconds, process_cpu_seconds,
     seeded_sessions, seeded_tokens,
 };
-use minigram::testing::png;
+use contract::png;
 use rand::RngCore;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -63,7 +63,7 @@ struct Args {
     redis: String,
     /// --quick (a small dataset and short phases), --out FILE.
     #[command(flatten)]
-    run: minigram::testing::bench::BenchFlags,
+    run: contract::bench::BenchFlags,
 }
 
 fn stage1_binary() -> PathBuf {
@@ -359,7 +359,7 @@ async fn main() {
         json!({
             "read": {
                 "clients": args.clients,
-                "generator": "closed-loop reqwest clients (minigram::testing::load)",
+                "generator": "closed-loop reqwest clients (contract::load)",
                 "trivial": trivial.to_json(),
                 "feed": feed.to_json(),
                 "ratio": feed.rps() / trivial.rps(),
@@ -381,8 +381,8 @@ async fn main() {
     let report = json!({
         "schema": "minigram.bench-stage2/1",
         "command": "cargo build --release -p stage-1 && cargo bench -p stage-2",
-        "commit": minigram::machine::git_commit(),
-        "machine": minigram::machine::Machine::current(),
+        "commit": measure::machine::git_commit(),
+        "machine": measure::machine::Machine::current(),
         "quick": args.run.quick,
         "dataset": {"users": args.users, "photos": args.photos, "followsPerUser": args.follows_per_user, "likes": args.likes},
         "seed": {"stage2Seconds": seed2_secs, "stage1Seconds": seed1_secs, "targetSeconds": 60.0},

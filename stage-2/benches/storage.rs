@@ -3,7 +3,7 @@
 //! check). Seeds a new Postgres database (and Redis key prefix, both
 //! dropped afterwards) with the lab's dataset, measures the `Store` use
 //! cases in-process and writes `results/bench-storage-stage-2.json`
-//! (operation | mean | target | status; see `minigram::testing::bench`).
+//! (operation | mean | target | status; see `contract::bench`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -11,10 +11,8 @@ mod common;
 use stage_2::Stage2Config;
 
 fn main() -> anyhow::Result<()> {
-    let opts = minigram::testing::bench::Options::from_args(
-        "stage-2",
-        "cargo bench -p stage-2 --bench storage",
-    );
+    let opts =
+        contract::bench::Options::from_args("stage-2", "cargo bench -p stage-2 --bench storage");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -32,8 +30,7 @@ fn main() -> anyhow::Result<()> {
     let pg = rt.block_on(common::Pg::with_config(config, name));
     let uploads = pg.dir.path().join("uploads");
     std::fs::create_dir_all(&uploads)?;
-    let result =
-        minigram::testing::bench::run(&rt, &pg.store, &uploads, "stage-2", &backend, &opts);
+    let result = contract::bench::run(&rt, &pg.store, &uploads, "stage-2", &backend, &opts);
     drop(pg);
     result.map(|_| ())
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::Pg;
-use minigram::testing::{TestApp, spawn_app};
+use contract::{TestApp, spawn_app};
 use reqwest::Method;
 use serde_json::Value;
 use std::sync::atomic::Ordering;

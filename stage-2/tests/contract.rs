@@ -5,4 +5,4 @@ mod common;
 
 use common::Pg;
 
-minigram::contract_tests!(Pg);
+contract::contract_tests!(Pg);

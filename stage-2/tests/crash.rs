@@ -5,8 +5,8 @@
 
 mod common;
 
-use minigram::testing::Backend;
-use minigram::testing::crash::crash_during_writes;
+use contract::Backend;
+use contract::crash::crash_during_writes;
 use std::path::Path;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,14 +31,14 @@ async fn an_acknowledged_write_survives_sigkill() {
 }
 
 /// 2,000 users with no think time against the default limits: up, bounded,
-/// shedding fast, recovered (see `minigram::testing::spike`).
+/// shedding fast, recovered (see `contract::spike`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spike_is_shed_and_recovered_from() {
     let (config, name) = common::fresh_config();
     let db = common::Pg::with_config(config.clone(), name).await;
     let flags = common::storage_flags(&config, db.uploads_dir().parent().unwrap());
     tokio::task::spawn_blocking(move || {
-        minigram::testing::spike::spike_test(
+        contract::spike::spike_test(
             Path::new(env!("CARGO_BIN_EXE_stage-2")),
             &flags.iter().map(String::as_str).collect::<Vec<_>>(),
         )

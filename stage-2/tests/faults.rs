@@ -8,7 +8,7 @@
 
 mod common;
 
-use minigram::testing::Backend;
+use contract::Backend;
 use minigram::{App, Application, Settings};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

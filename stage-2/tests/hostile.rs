@@ -1,13 +1,13 @@
 //! A stage-2 process under a burst of uploads that decode to huge images,
 //! in a memory-limited cgroup, with inline processing and with the queued
 //! worker: the process lives and answers as documented (see
-//! `minigram::testing::hostile::image_burst_in_a_memory_limit`). The other
+//! `contract::hostile::image_burst_in_a_memory_limit`). The other
 //! hostile-client cases run in the contract suite (`tests/contract.rs`).
 
 mod common;
 
-use minigram::testing::Backend;
-use minigram::testing::hostile::{CAGE_BYTES, image_burst_in_a_memory_limit};
+use contract::Backend;
+use contract::hostile::{CAGE_BYTES, image_burst_in_a_memory_limit};
 use std::path::Path;
 
 async fn burst(processing: &'static str) {

@@ -4,8 +4,8 @@
 
 mod common;
 
-use minigram::testing::load::Process;
-use minigram::testing::{Backend, photo_form, png};
+use contract::load::Process;
+use contract::{Backend, photo_form, png};
 use serde_json::{Value, json};
 use std::path::Path;
 

@@ -5,10 +5,10 @@
 
 mod common;
 
+use contract::load::Process;
+use contract::{Backend, photo_form, png};
 use minigram::domain::{Caption, UserId};
 use minigram::store::{NewPhoto, PhotoStatus, Store};
-use minigram::testing::load::Process;
-use minigram::testing::{Backend, photo_form, png};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use minigram::testing::Backend;
+use contract::Backend;
 use rand::RngCore;
 use stage_2::{Stage2Config, Stage2Store};
 use std::path::PathBuf;

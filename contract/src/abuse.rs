@@ -8,10 +8,10 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 use super::{Backend, assert_error, spawn_app, spawn_app_with};
-use crate::Settings;
-use crate::admission::Limits;
-use crate::auth::{self, Throttle};
-use crate::store::{NewSession, SessionUser, Store};
+use minigram::Settings;
+use minigram::admission::Limits;
+use minigram::auth::{self, Throttle};
+use minigram::store::{NewSession, SessionUser, Store};
 
 fn throttled(max_failures: u32, window: Duration) -> Settings {
     super::throttled(Throttle {
@@ -195,10 +195,10 @@ pub async fn expired_tokens_are_refused<B: Backend>() {
         .create_session(NewSession {
             token_hash: auth::token_hash(&stale),
             user: SessionUser {
-                user_id: crate::domain::UserId(alice.id),
-                username: crate::domain::Username::parse("alice").unwrap(),
+                user_id: minigram::domain::UserId(alice.id),
+                username: minigram::domain::Username::parse("alice").unwrap(),
             },
-            expires_at: crate::app::now_secs() - 1,
+            expires_at: minigram::app::now_secs() - 1,
         })
         .await
         .unwrap();

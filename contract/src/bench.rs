@@ -8,10 +8,10 @@
 //! spread, target, met or not — and `dashboard report` renders it as the
 //! table `operation | mean | target | status` in the docs.
 
-use crate::domain::{Caption, PageQuery, PhotoId, UserId};
-use crate::store::{NewPhoto, Store};
 use anyhow::Context;
 use criterion::Criterion;
+use minigram::domain::{Caption, PageQuery, PhotoId, UserId};
+use minigram::store::{NewPhoto, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -146,19 +146,19 @@ pub fn run<S: Store>(
     backend: &str,
     opts: &Options,
 ) -> anyhow::Result<Value> {
-    let seed = crate::seed::SeedArgs {
+    let seed = minigram::seed::SeedArgs {
         users: opts.users,
         photos: opts.photos,
         follows_per_user: opts.follows_per_user,
         likes: opts.likes,
         seed: 42,
-        argon2: crate::auth::PasswordCost::OWASP,
+        argon2: minigram::auth::PasswordCost::OWASP,
     };
     eprintln!(
         "storage bench {stage}: seeding {} users, {} photos, {} follows per user, {} likes",
         seed.users, seed.photos, seed.follows_per_user, seed.likes
     );
-    rt.block_on(crate::cli::seed_into(store, uploads, &seed, stage))?;
+    rt.block_on(minigram::cli::seed_into(store, uploads, &seed, stage))?;
     let criterion_dir = tempfile::tempdir()?;
     let mut c = Criterion::default()
         .output_directory(criterion_dir.path())
@@ -180,7 +180,7 @@ pub fn run<S: Store>(
                     file_name: format!("bench-{file_no:012}.jpg"),
                     width: 640,
                     height: 480,
-                    status: crate::store::PhotoStatus::Ready,
+                    status: minigram::store::PhotoStatus::Ready,
                 };
                 rt.block_on(store.insert_photo(photo))
                     .expect("insert photo")
@@ -237,9 +237,9 @@ pub fn run<S: Store>(
         "backend": backend,
         "command": opts.command,
         "quick": opts.quick,
-        "commit": crate::machine::git_commit(),
-        "machine": crate::machine::Machine::current(),
-        "startedAt": crate::machine::utc_now(),
+        "commit": measure::machine::git_commit(),
+        "machine": measure::machine::Machine::current(),
+        "startedAt": measure::machine::utc_now(),
         "dataset": {
             "users": opts.users,
             "photos": opts.photos,
@@ -249,14 +249,8 @@ pub fn run<S: Store>(
         "method": "criterion, in-process calls of the Store trait on a tokio runtime (no HTTP, no password hashing); random users, photos and viewers from the seeded dataset",
         "operations": rows,
     });
-    if let Some(dir) = opts.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = opts.out.with_extension("json.partial");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&result)? + "\n")?;
-    std::fs::rename(&tmp, &opts.out)
-        .with_context(|| format!("cannot write {}", opts.out.display()))?;
-    println!("\n{}", crate::results::storage_table(&result));
+    measure::files::write_json(&opts.out, &result)?;
+    println!("\n{}", measure::results::storage_table(&result));
     println!("wrote {}", opts.out.display());
     Ok(result)
 }

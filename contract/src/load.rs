@@ -189,8 +189,8 @@ pub async fn closed_loop(
                     ok += 1;
                     let _ = lat.record(t.elapsed().as_micros().max(1) as u64);
                     let us = |name| {
-                        (crate::timing::parse_entry(&timing, name).unwrap_or(0.0) * 1000.0).max(1.0)
-                            as u64
+                        (minigram::timing::parse_entry(&timing, name).unwrap_or(0.0) * 1000.0)
+                            .max(1.0) as u64
                     };
                     let _ = db.record(us("db"));
                     let _ = server.record(us("app"));
@@ -238,7 +238,7 @@ pub async fn seeded_sessions(url: &str, count: usize, users: usize) -> Vec<Seede
         let name = format!("user{}", 1 + (i * 7919) % users.max(1));
         let res = client
             .post(format!("{url}/api/login"))
-            .json(&json!({"username": name, "password": crate::seed::SEED_PASSWORD}))
+            .json(&json!({"username": name, "password": minigram::seed::SEED_PASSWORD}))
             .send()
             .await
             .expect("login request");
@@ -265,4 +265,4 @@ pub async fn seeded_tokens(url: &str, count: usize, users: usize) -> Vec<String>
         .collect()
 }
 
-pub use crate::machine::{machine_busy_seconds, process_cpu_seconds};
+pub use measure::machine::{machine_busy_seconds, process_cpu_seconds};

@@ -26,12 +26,12 @@ use tokio::net::TcpStream;
 
 use super::load::Process;
 use super::{Backend, assert_error, photo_form, spawn_app_with};
-use crate::Settings;
-use crate::admission::Limits;
-use crate::auth::{self, Throttle};
-use crate::body::BodyLimits;
-use crate::domain::{UserId, Username};
-use crate::store::{NewSession, SessionUser, Store};
+use minigram::Settings;
+use minigram::admission::Limits;
+use minigram::auth::{self, Throttle};
+use minigram::body::BodyLimits;
+use minigram::domain::{UserId, Username};
+use minigram::store::{NewSession, SessionUser, Store};
 
 /// Slow-body connections one client opens in the test.
 const TRICKLERS: usize = 300;
@@ -205,13 +205,13 @@ pub async fn invented_methods_add_no_series<B: Backend>() {
     let series = method_series(&metrics);
     for (labels, method) in &series {
         assert!(
-            standard.contains(&method.as_str()) || method == crate::telemetry::OTHER,
+            standard.contains(&method.as_str()) || method == minigram::telemetry::OTHER,
             "a made-up method became a label value: {labels}"
         );
     }
     let other: BTreeSet<_> = series
         .iter()
-        .filter(|(_, m)| m == crate::telemetry::OTHER)
+        .filter(|(_, m)| m == minigram::telemetry::OTHER)
         .map(|(l, _)| l)
         .collect();
     assert!(
@@ -238,11 +238,11 @@ pub async fn invented_methods_add_no_series<B: Backend>() {
         .collect();
     let other_rows = rows
         .iter()
-        .filter(|(m, _)| m == crate::telemetry::OTHER)
+        .filter(|(m, _)| m == minigram::telemetry::OTHER)
         .count();
     assert!(
         rows.iter()
-            .all(|(m, _)| standard.contains(&m.as_str()) || m == crate::telemetry::OTHER),
+            .all(|(m, _)| standard.contains(&m.as_str()) || m == minigram::telemetry::OTHER),
         "{rows:?}"
     );
     assert!(
@@ -342,7 +342,7 @@ pub async fn sessions_are_purged_and_capped<B: Backend>() {
         user_id: UserId(alice.id),
         username: Username::parse("alice").unwrap(),
     };
-    let now = crate::app::now_secs();
+    let now = minigram::app::now_secs();
     for _ in 0..5 {
         app.store
             .create_session(NewSession {

@@ -17,9 +17,9 @@ pub const RSS_BOUND_MIB: f64 = 512.0;
 /// whose 2 cores are saturated by the spike and its generator. Refusals at
 /// admission and at a full queue (hashing, the pools) are answered at once;
 /// the slowest 503 is a sign-in that waited its allowed
-/// [`MAX_HASH_WAIT`](crate::auth::MAX_HASH_WAIT) for a hash and then found
+/// [`MAX_HASH_WAIT`](minigram::auth::MAX_HASH_WAIT) for a hash and then found
 /// storage's queue full, so the bound is that wait plus one second.
-pub const SLOWEST_SHED_BOUND_MS: f64 = crate::auth::MAX_HASH_WAIT.as_millis() as f64 + 1000.0;
+pub const SLOWEST_SHED_BOUND_MS: f64 = minigram::auth::MAX_HASH_WAIT.as_millis() as f64 + 1000.0;
 
 /// Runs the spike against `stage_bin` started with `storage` flags and
 /// returns the run's summary (`shedInSpike`, `slowestShedMs`,

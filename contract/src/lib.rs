@@ -1,30 +1,55 @@
-//! The contract suites both stages must pass (feature `testing`).
+//! The contract suites both stages must pass, and the harness they run
+//! on: a [`Backend`] gives each case a fresh, isolated storage,
+//! [`spawn_app`] starts the real app on it. Test and benchmark code only:
+//! the product crate (`minigram`) is the app itself.
 //!
-//! [`http`] is a black-box suite of the HTTP contract: every case starts the
-//! real app on 127.0.0.1:0 over a fresh, isolated storage from a
-//! [`Backend`] and talks to it with a real HTTP client. [`storage`] runs
-//! the `Store` use cases directly. A stage runs both with one line in its
-//! tests: `minigram::contract_tests!(MyBackend);`.
+//! [`accounts`], [`photos`], [`ops`], [`concurrency`] and [`pages`] are
+//! the black-box suite of the HTTP contract: every case starts the real
+//! app on 127.0.0.1:0 over a fresh, isolated storage from a [`Backend`]
+//! and talks to it with a real HTTP client. [`storage`] runs the `Store`
+//! use cases directly; [`abuse`], [`observe`] and [`hostile`] hold the
+//! overload, observability and hostile-client cases. A stage runs them
+//! all with one line in its tests: `contract::contract_tests!(MyBackend);`.
 
 pub mod abuse;
+pub mod accounts;
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod concurrency;
 pub mod crash;
 pub mod hostile;
-pub mod http;
 pub mod load;
 pub mod observe;
+pub mod ops;
+pub mod pages;
+pub mod photos;
 pub mod spike;
 pub mod storage;
 
-/// Runs both contract suites against a [`Backend`]: put
-/// `minigram::contract_tests!(MyBackend);` in a stage's `tests/`.
+/// Runs every contract suite against a [`Backend`]: put
+/// `contract::contract_tests!(MyBackend);` in a stage's `tests/`.
 #[macro_export]
 macro_rules! contract_tests {
     ($backend:ty) => {
-        mod http_contract {
+        mod accounts {
             use super::*;
-            $crate::http_contract_tests!($backend);
+            $crate::accounts_contract_tests!($backend);
+        }
+        mod photos {
+            use super::*;
+            $crate::photos_contract_tests!($backend);
+        }
+        mod ops {
+            use super::*;
+            $crate::ops_contract_tests!($backend);
+        }
+        mod concurrency {
+            use super::*;
+            $crate::concurrency_contract_tests!($backend);
+        }
+        mod pages {
+            use super::*;
+            $crate::pages_contract_tests!($backend);
         }
         mod storage_contract {
             use super::*;
@@ -52,7 +77,7 @@ macro_rules! __contract_cases {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
-                $crate::testing::$suite::$case::<$backend>().await;
+                $crate::$suite::$case::<$backend>().await;
             }
         )*
     };
@@ -65,10 +90,10 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::auth::{self, Hasher};
-use crate::domain::Username;
-use crate::store::{NewSession, NewUser, SessionUser, Store};
-use crate::{App, Application, Settings};
+use minigram::auth::{self, Hasher};
+use minigram::domain::Username;
+use minigram::store::{NewSession, NewUser, SessionUser, Store};
+use minigram::{App, Application, Settings};
 
 /// A fresh, isolated storage for one test (its own SQLite file, or its own
 /// Postgres database and Redis namespace), removed when dropped.
@@ -105,7 +130,7 @@ pub struct TestUser {
 }
 
 /// The default settings with another sign-in throttle.
-pub fn throttled(throttle: crate::auth::Throttle) -> Settings {
+pub fn throttled(throttle: minigram::auth::Throttle) -> Settings {
     Settings {
         login_throttle: throttle,
         ..Settings::default()
@@ -125,7 +150,7 @@ pub async fn spawn_app_with<B: Backend>(settings: Settings) -> TestApp<B> {
     let app = App {
         store: store.clone(),
         hasher: hasher.clone(),
-        images: crate::image_pool::ImagePool::new(2, 64).expect("image pool"),
+        images: minigram::image_pool::ImagePool::new(2, 64).expect("image pool"),
         uploads_dir: uploads,
         settings,
     };
@@ -191,7 +216,7 @@ impl<B: Backend> TestApp<B> {
                     user_id: id,
                     username,
                 },
-                expires_at: crate::app::now_secs() + 3600,
+                expires_at: minigram::app::now_secs() + 3600,
             })
             .await
             .expect("create session");
@@ -312,7 +337,7 @@ impl<B: Backend> TestApp<B> {
 
 pub fn png(w: u32, h: u32) -> Vec<u8> {
     let mut out = Vec::new();
-    crate::images::generated(3, w, h)
+    minigram::images::generated(3, w, h)
         .write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png)
         .expect("encode png");
     out

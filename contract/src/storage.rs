@@ -3,9 +3,9 @@
 //! expiry) are checked without HTTP in between.
 
 use super::Backend;
-use crate::domain::{Caption, Cursor, Email, PageLimit, PageQuery, PhotoId, UserId, Username};
-use crate::seed::{self, SeedArgs};
-use crate::store::{NewPhoto, NewSession, NewUser, SessionUser, Store, StoreError};
+use minigram::domain::{Caption, Cursor, Email, PageLimit, PageQuery, PhotoId, UserId, Username};
+use minigram::seed::{self, SeedArgs};
+use minigram::store::{NewPhoto, NewSession, NewUser, SessionUser, Store, StoreError};
 
 fn user(name: &str) -> NewUser {
     NewUser {
@@ -23,7 +23,7 @@ async fn photo<S: Store>(store: &S, owner: UserId, caption: &str) -> PhotoId {
             file_name: format!("{}.jpg", "a".repeat(64)),
             width: 10,
             height: 20,
-            status: crate::store::PhotoStatus::Ready,
+            status: minigram::store::PhotoStatus::Ready,
         })
         .await
         .unwrap()
@@ -72,7 +72,7 @@ pub async fn sessions_expire_and_revoke<B: Backend>() {
         user_id: id,
         username: Username::parse("sam").unwrap(),
     };
-    let now = crate::app::now_secs();
+    let now = minigram::app::now_secs();
     s.create_session(NewSession {
         token_hash: [1; 32],
         user: sam.clone(),
@@ -213,7 +213,7 @@ pub async fn import_writes_a_consistent_dataset<B: Backend>() {
         follows_per_user: 6,
         likes: 400,
         seed: 9,
-        argon2: crate::auth::PasswordCost::OWASP,
+        argon2: minigram::auth::PasswordCost::OWASP,
     };
     let names = vec![(format!("{}.jpg", "b".repeat(64)), 8, 8)];
     let data = seed::generate(
