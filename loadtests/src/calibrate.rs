@@ -30,7 +30,7 @@ fn wrk(url: &str, connections: usize, secs: u64) -> anyhow::Result<Option<(f64, 
     let pid = child.id();
     let mut cpu = 0.0;
     loop {
-        let now = minigram::machine::process_cpu_seconds(pid);
+        let now = measure::machine::process_cpu_seconds(pid);
         if now > 0.0 {
             cpu = now;
         }
@@ -85,8 +85,8 @@ pub async fn run(c: &Common) -> anyhow::Result<std::process::ExitCode> {
         "schema": "minigram.calibrate/1",
         "stage": stage,
         "commit": env!("MINIGRAM_BUILD_COMMIT"),
-        "machine": minigram::machine::Machine::current(),
-        "startedAt": minigram::machine::utc_now(),
+        "machine": measure::machine::Machine::current(),
+        "startedAt": measure::machine::utc_now(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "endpoint": "GET /api/explore?limit=20",
         "connections": c.users,

@@ -2,7 +2,7 @@
 //! budget, the USL over app hosts (scale-out), and round trips per
 //! request derived from latency against the link's RTT (network-latency).
 //!
-//! Everything here reads the report's variants (`lab.rs` builds them from
+//! Everything here reads the report's variants (`lab/report.rs` builds them from
 //! the steps) and writes both the report's JSON and its Markdown.
 
 use serde_json::{Value, json};
@@ -76,7 +76,7 @@ pub fn usl_over_hosts(variants: &[Value]) -> Value {
     if ns.len() < 3 || ns.len() != points.len() {
         return Value::Null;
     }
-    let Some(fit) = minigram::usl::fit(&points.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>())
+    let Some(fit) = measure::usl::fit(&points.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>())
     else {
         return Value::Null;
     };
@@ -87,7 +87,7 @@ pub fn usl_over_hosts(variants: &[Value]) -> Value {
             .enumerate()
             .map(|(i, p)| (p.0, if corner & (1 << i) == 0 { p.1 } else { p.2 }))
             .collect();
-        if let Some(f) = minigram::usl::fit(&at) {
+        if let Some(f) = measure::usl::fit(&at) {
             s_lo = s_lo.min(f.sigma);
             s_hi = s_hi.max(f.sigma);
             k_lo = k_lo.min(f.kappa);
@@ -217,7 +217,7 @@ pub fn round_trips(variants: &[Value]) -> Value {
 }
 
 /// Round trips to Postgres and Redis in sequence, read from stage 2's code
-/// (stage-2/src/store.rs and the handlers) with its defaults (feed cache
+/// (stage-2/src/store/ and the handlers) with its defaults (feed cache
 /// on): every signed-in request looks its session up in Redis (1); a
 /// Postgres query is 2, because sqlx pings a pooled connection before
 /// handing it out (`test_before_acquire`, on by default) and then sends

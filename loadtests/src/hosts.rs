@@ -594,7 +594,7 @@ pub fn run_check(args: &CheckArgs) -> anyhow::Result<std::process::ExitCode> {
             memory_mib: None,
         },
     )?;
-    let cores = minigram::machine::machine_cores();
+    let cores = measure::machine::machine_cores();
     let mut busy = Vec::new();
     for _ in 0..cores {
         let child = std::process::Command::new("sh")

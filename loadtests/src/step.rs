@@ -315,22 +315,21 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         args.push(report.display().to_string());
     }
     let config = goose::config::GooseConfiguration::parse_args_default(&args)
-        .map_err(|e| anyhow::anyhow!("goose configuration: {e}"))?;
-    let mut attack =
-        GooseAttack::initialize_with_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        .context("goose configuration")?;
+    let mut attack = GooseAttack::initialize_with_config(config).context("starting goose")?;
     let scenarios = if plan.explore_only {
-        vec![journeys::explore_only(&plan.hosts[0]).map_err(|e| anyhow::anyhow!("{e}"))?]
+        vec![journeys::explore_only(&plan.hosts[0]).context("building the scenario")?]
     } else {
         journeys::scenarios(plan.hosts, plan.journeys.clone(), open.is_some())
-            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .context("building the scenarios")?
     };
     for s in scenarios {
         attack = attack.register_scenario(s);
     }
     let me = std::process::id();
     let (cpu0, busy0, hosts0, t0) = (
-        minigram::machine::process_cpu_seconds(me),
-        minigram::machine::machine_busy_seconds(),
+        measure::machine::process_cpu_seconds(me),
+        measure::machine::machine_busy_seconds(),
         hosts::snapshot(plan.cpu_hosts),
         Instant::now(),
     );
@@ -361,7 +360,7 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
     let metrics = attack.execute().await;
     done.store(true, Ordering::Relaxed);
     let (mean, peak) = sampler.await.unwrap_or((0.0, 0));
-    let metrics = metrics.map_err(|e| anyhow::anyhow!("load test failed: {e}"))?;
+    let metrics = metrics.context("load test failed")?;
     let (late_starts, latest_start_ms) = arrivals::late();
     let visits_in_progress = Concurrency {
         mean,
@@ -374,9 +373,9 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
     let shed_client = ShedTimes::of(journeys::take_shed_micros());
     let wall = t0.elapsed().as_secs_f64().max(0.001);
     let host_cpu = hosts::usage_since(plan.cpu_hosts, &hosts0, wall);
-    let cores = minigram::machine::machine_cores() as f64;
-    let own = minigram::machine::process_cpu_seconds(me) - cpu0;
-    let busy = minigram::machine::machine_busy_seconds() - busy0;
+    let cores = measure::machine::machine_cores() as f64;
+    let own = measure::machine::process_cpu_seconds(me) - cpu0;
+    let busy = measure::machine::machine_busy_seconds() - busy0;
     let mut server = Vec::new();
     let mut after = Counters::default();
     let mut lost = false;
@@ -404,7 +403,7 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
     // (`arrivals::record`), merged per class and over all requests.
     let empty = || {
         hdrhistogram::Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)
-            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("a latency histogram")
     };
     let mut overall = empty()?;
     let mut per_class: BTreeMap<Class, (hdrhistogram::Histogram<u64>, u64, u64)> = BTreeMap::new();
@@ -426,8 +425,8 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         c.2 += errors;
         let times = own_times.get(&name);
         if let Some(h) = times {
-            c.0.add(h).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            overall.add(h).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            c.0.add(h).with_context(|| name.clone())?;
+            overall.add(h).with_context(|| name.clone())?;
         }
         let entry = requests.entry(name).or_insert(RequestStats::default());
         entry.count += count;

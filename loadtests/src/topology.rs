@@ -139,7 +139,7 @@ impl Topology {
     /// Refuses (one line) a variant whose budgets add up to more than the
     /// machine's cores: the hosts would not get what they were promised.
     pub fn fits(&self, apps: usize, stage2: bool, label: &str) -> anyhow::Result<()> {
-        let cores = minigram::machine::machine_cores() as f64;
+        let cores = measure::machine::machine_cores() as f64;
         let need = self.cores(apps, stage2);
         anyhow::ensure!(
             need <= cores + 1e-9,
@@ -231,7 +231,7 @@ mod tests {
         assert!((t.cores(3, true) - 1.65).abs() < 1e-9);
         assert!((t.cores(1, false) - 0.65).abs() < 1e-9);
         // 40 app hosts of 0.2 cores are 8 cores: more than any CI machine here.
-        let cores = minigram::machine::machine_cores();
+        let cores = measure::machine::machine_cores();
         let err = t.fits(cores * 10, true, "too-big").unwrap_err().to_string();
         assert!(err.starts_with("topology refused"), "{err}");
         assert!(t.fits(1, false, "small").is_ok());

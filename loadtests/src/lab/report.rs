@@ -1,0 +1,162 @@
+//! The lab's report as data (`minigram.lab/1`): per variant, its breaking
+//! point, the key step's figures, the verdict, the topology it ran on.
+
+use minigram::figure_keys as keys;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+use super::catalogue::{Dataset, Experiment, Method};
+use super::{LabArgs, Model, Outcome, failing_step, fixed_rate, key_step};
+use crate::step::Step;
+use crate::{hostreport, verdict};
+
+/// The photo queue during a step, if the server has one working: photos
+/// waiting (mean, peak) and the longest upload-to-visible time seen.
+pub(super) fn photo_queue(s: &Step) -> Option<Value> {
+    let server = s.server.first()?;
+    let secs = s.duration_secs;
+    // A counter: its highest sample is the total at the end of the step.
+    let processed = verdict::figure_peak(server, keys::PHOTOS_PROCESSED, secs);
+    (processed > 0.0).then(|| {
+        json!({
+            "meanWaiting": verdict::figure_mean(server, keys::PHOTOS_QUEUED, secs),
+            "peakWaiting": verdict::figure_peak(server, keys::PHOTOS_QUEUED, secs),
+            "peakLagMs": verdict::figure_peak(server, keys::PHOTOS_LAG_MS, secs),
+            "processedTotal": processed,
+        })
+    })
+}
+
+/// Stage 1's writer during a step, if the server has one: writes and
+/// commits per second, writes per commit, writes queued (mean, peak).
+pub(super) fn sqlite_writer(s: &Step) -> Option<Value> {
+    let server = s.server.first()?;
+    let secs = s.duration_secs;
+    let mean = |key: &str| verdict::figure_mean(server, key, secs);
+    let writes = mean(keys::SQLITE_WRITES);
+    let commits = mean(keys::SQLITE_COMMITS);
+    (writes > 0.0).then(|| {
+        json!({
+            "writesPerSec": writes,
+            "commitsPerSec": commits,
+            "writesPerCommit": if commits > 0.0 { writes / commits } else { 0.0 },
+            "meanWaiting": mean(keys::SQLITE_WRITERS_WAITING),
+            "peakWaiting": verdict::figure_peak(server, keys::SQLITE_WRITERS_WAITING, secs),
+            "queueMsPerSec": mean(keys::SQLITE_WRITE_WAIT_MS),
+            "readersBusy": mean(keys::SQLITE_READERS_BUSY),
+            "readersReading": mean(keys::SQLITE_READ_MS) / 1000.0,
+        })
+    })
+}
+
+pub(super) fn report_json(
+    args: &LabArgs,
+    exp: &Experiment,
+    outcomes: &[Outcome],
+    started_at: &str,
+    took: Duration,
+) -> Value {
+    let variants: Vec<Value> = outcomes
+        .iter()
+        .map(|o| {
+            let key = key_step(o);
+            let failing = failing_step(o);
+            json!({
+                "label": o.variant.label,
+                "stage": o.variant.stage.bin(),
+                "flags": o.variant.flags,
+                "processes": o.variant.processes,
+                "mix": o.variant.mix.unwrap_or(exp.mix).name(),
+                "dataset": o.dataset.json(),
+                "scale": o.variant.scale,
+                "resultFile": o.file.file_name().map(|f| f.to_string_lossy().into_owned()),
+                "breakingPoint": o.breaking_point,
+                "usl": match exp.method {
+                    Method::Breaking => verdict::usl_of(&o.steps),
+                    Method::Fixed => Value::Null,
+                },
+                // Fixed load: what was busiest during the one step.
+                "busiest": match exp.method {
+                    Method::Breaking => Value::Null,
+                    Method::Fixed => key.map(verdict::saturated).into(),
+                },
+                // Queued photo processing at that step (stage 2, queue mode).
+                "photoQueue": key.and_then(photo_queue),
+                // Stage 1's writer at that step: writes, commits, groups.
+                "sqliteWriter": key.and_then(sqlite_writer),
+                // Simulated hosts: their budgets, and what each used at
+                // that step and where the SLO broke.
+                "topology": o.topology,
+                "hostCpuAtBreakingPoint": key.filter(|s| !s.host_cpu.is_empty()).map(|s| &s.host_cpu),
+                "hostCpuWhereBroken": failing.filter(|s| !s.host_cpu.is_empty()).map(|s| &s.host_cpu),
+                "rpsWhereBroken": failing.map(|s| s.rps),
+                "atBreakingPoint": key.map(|s| json!({
+                    "users": s.users,
+                    "arrivalRate": s.arrival_rate,
+                    "visitsInProgress": s.visits_in_progress,
+                    "signInShare": s.sign_in_share,
+                    "signInsPerSec": s.classes.get("sign-in").map_or(0.0, |c| c.count as f64 / s.duration_secs),
+                    "serverWork": s.server_work,
+                    "classes": s.classes,
+                    "rps": s.rps,
+                    "errorRate": s.error_rate,
+                    "p50Ms": s.p50_ms,
+                    "p95Ms": s.p95_ms,
+                    "p99Ms": s.p99_ms,
+                    "requests": s.requests,
+                })),
+            })
+        })
+        .collect();
+    json!({
+        "schema": "minigram.lab/1",
+        "experiment": exp.name,
+        "question": exp.question,
+        "change": exp.change,
+        "mix": exp.mix.name(),
+        "commit": env!("MINIGRAM_BUILD_COMMIT"),
+        "machine": measure::machine::Machine::current(),
+        "startedAt": started_at,
+        "command": command_line(),
+        "minutes": took.as_secs_f64() / 60.0,
+        "method": exp.method.name(),
+        "dataset": Dataset::of(args, 1.0).json(),
+        "load": {
+            "model": match args.model { Model::Open => "open", Model::Closed => "closed" },
+            "people": args.people,
+            "ladder": match (exp.method, args.model) {
+                (Method::Breaking, Model::Open) => format!("visits started per second (open model), {} doubling up to {}, then {} bisection steps", args.arrival_rate, args.max_arrival_rate, args.bisect),
+                (Method::Breaking, Model::Closed) => format!("{} users doubling up to {} (closed model), then {} bisection steps", args.users, args.max_users, args.bisect),
+                (Method::Fixed, Model::Open) => format!("one step of {} visits/s per variant (open model; equal load, no breaking-point search)", fixed_rate(args, exp)),
+                (Method::Fixed, Model::Closed) => format!("one step of {} users per variant (closed model; equal load, no breaking-point search)", args.fixed_users),
+            },
+            "stepSecs": args.step_secs,
+            "thinkMs": args.think_ms,
+            "slo": args.slo,
+        },
+        "uslOverHosts": hostreport::usl_over_hosts(&variants),
+        "roundTrips": hostreport::round_trips(&variants),
+        "variants": variants,
+        "tradeoff": exp.tradeoff,
+        "limits": exp.limits,
+    })
+}
+
+/// The command as a user would type it (`loadtests lab …`, not the
+/// binary's full path).
+pub(super) fn command_line() -> String {
+    let mut args = std::env::args();
+    let bin = args
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "loadtests".into());
+    std::iter::once(bin)
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
