@@ -5,7 +5,6 @@
 use anyhow::Context;
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -56,60 +55,7 @@ impl Dataset {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct RequestStats {
-    pub count: u64,
-    pub errors: u64,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-}
-
-/// Visits in progress over an open-model step.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Concurrency {
-    pub mean: f64,
-    pub peak: i64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Step {
-    pub users: u64,
-    /// Open model: visits started per second (absent: closed model).
-    pub arrival_rate: Option<f64>,
-    pub visits_in_progress: Concurrency,
-    pub duration_secs: f64,
-    pub rps: f64,
-    pub error_rate: f64,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-    pub requests: BTreeMap<String, RequestStats>,
-    pub generator_cpu: Option<f64>,
-}
-
-/// A load level as people read it: "64 visits/s" (open model) or "128 users".
-pub fn level_text(arrival_rate: Option<f64>, users: u64) -> String {
-    match arrival_rate {
-        Some(r) => format!("{r} visits/s"),
-        None => format!("{users} users"),
-    }
-}
-
-impl Step {
-    /// The load level: visits/s (open model) or users (closed model).
-    pub fn level(&self) -> f64 {
-        self.arrival_rate.unwrap_or(self.users as f64)
-    }
-
-    /// "64 visits/s" or "128 users".
-    pub fn level_text(&self) -> String {
-        level_text(self.arrival_rate, self.users)
-    }
-}
+pub use measure::schema::{Concurrency, RequestStats, Step, level_text};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

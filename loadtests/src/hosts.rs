@@ -75,21 +75,7 @@ pub struct Counters {
     pub throttled: u64,
 }
 
-/// What a host used over an interval, as the step records it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HostUse {
-    pub name: String,
-    /// The budget in cores (`None`: unlimited).
-    pub cpus: Option<f64>,
-    pub cpu_seconds: f64,
-    /// Mean cores used over the interval.
-    pub cores: f64,
-    /// Of its budget (0..1, slightly above 1 at most from rounding).
-    pub budget_share: Option<f64>,
-    /// Share of CFS periods in which the host hit its quota and waited.
-    pub throttled_share: f64,
-}
+pub use measure::schema::HostUse;
 
 impl Counters {
     /// `self` minus `before`, over `secs` seconds of wall time.

@@ -132,7 +132,7 @@ impl Slo {
         let Some((class, p95, _)) = worst else {
             return Ok(());
         };
-        let slowest = s.slowest_of(class);
+        let slowest = crate::step::slowest_of(s, class);
         Err(Breach {
             class: Some(class),
             request: slowest.map(|(n, _)| n.to_owned()),

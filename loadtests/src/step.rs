@@ -25,7 +25,6 @@
 
 use anyhow::Context;
 use goose::prelude::*;
-use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,122 +33,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::arrivals;
-use crate::hosts::{self, Host, HostUse};
+use crate::hosts::{self, Host};
 use crate::journeys::{self, JourneyConfig};
 use crate::slo::Class;
+pub use measure::schema::{Concurrency, RequestStats, ServerWork, ShedTimes, Step};
 
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RequestStats {
-    pub count: u64,
-    pub errors: u64,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-}
-
-/// Visits in progress over a step (sampled every 100 ms).
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Concurrency {
-    pub mean: f64,
-    pub peak: i64,
-    /// Open model: visits that started over 50 ms after their scheduled
-    /// time because every slot was busy, and the latest (ms).
-    pub late_starts: u64,
-    pub latest_start_ms: f64,
-}
-
-/// What the server itself did over the step (summed over hosts).
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServerWork {
-    pub cpu_seconds: f64,
-    pub password_hashes: u64,
-    pub password_hash_cpu_seconds: f64,
-}
-
-/// A step, as written into the result file (`steps[]`).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Step {
-    /// Closed model: concurrent users. Open model: the generator's slots
-    /// (the most visits it could have in progress).
-    pub users: usize,
-    /// Open model: visits started per second (`None`: closed model).
-    pub arrival_rate: Option<f64>,
-    pub visits_in_progress: Concurrency,
-    pub duration_secs: f64,
-    pub rps: f64,
-    pub error_rate: f64,
-    pub p50_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-    pub requests: BTreeMap<String, RequestStats>,
-    /// The same per SLO class (`reads`, `writes`, `sign-in`).
-    pub classes: BTreeMap<String, RequestStats>,
-    /// Sign-ins and registrations among all requests (0..1).
-    pub sign_in_share: f64,
-    pub server_work: ServerWork,
-    /// `/api/metrics` of each host at the end of the step.
-    pub server: Vec<Value>,
-    /// Share of the whole machine's CPU the generator used (0..1).
-    pub generator_cpu: f64,
-    /// The generator's CPU time in the step (seconds).
-    pub generator_cpu_seconds: f64,
-    /// Share of the whole machine's CPU everything else used (0..1).
-    pub rest_of_machine_cpu: f64,
-    /// Requests the client completed vs the server's own counter.
-    pub client_requests: u64,
-    pub server_requests: u64,
-    /// Up to five distinct failure messages, for the console.
-    pub sample_errors: Vec<String>,
-    /// Shed answers (503/429) as the client timed them: count, p50, p99, max (ms).
-    pub shed_client: ShedTimes,
-    /// Each simulated host's CPU over the step, from its cgroup's own
-    /// accounting (empty on the shared box).
-    pub host_cpu: Vec<HostUse>,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ShedTimes {
-    pub count: u64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
-impl ShedTimes {
-    fn of(mut micros: Vec<u64>) -> Self {
-        if micros.is_empty() {
-            return Self::default();
-        }
-        micros.sort_unstable();
-        let at = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
-        Self {
-            count: micros.len() as u64,
-            p50_ms: at(0.5),
-            p99_ms: at(0.99),
-            max_ms: at(1.0),
-        }
-    }
-}
-
-impl Step {
-    /// The slowest request of a class: (name, p95).
-    pub fn slowest_of(&self, class: Class) -> Option<(&str, f64)> {
-        self.requests
-            .iter()
-            .filter(|(n, _)| Class::of(n) == class)
-            .map(|(n, r)| (n.as_str(), r.p95_ms))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-    }
-
-    /// The load level: visits per second (open model) or users (closed).
-    pub fn level(&self) -> f64 {
-        self.arrival_rate.unwrap_or(self.users as f64)
-    }
+/// The slowest request of a class in a step: (name, p95).
+pub fn slowest_of(step: &Step, class: Class) -> Option<(&str, f64)> {
+    step.requests
+        .iter()
+        .filter(|(n, _)| Class::of(n) == class)
+        .map(|(n, r)| (n.as_str(), r.p95_ms))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 /// How much load a step offers.
@@ -370,7 +265,7 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
     };
     arrivals::closed();
     let own_times = arrivals::take_latencies();
-    let shed_client = ShedTimes::of(journeys::take_shed_micros());
+    let shed_client = ShedTimes::of(&journeys::take_shed_micros());
     let wall = t0.elapsed().as_secs_f64().max(0.001);
     let host_cpu = hosts::usage_since(plan.cpu_hosts, &hosts0, wall);
     let cores = measure::machine::machine_cores() as f64;
