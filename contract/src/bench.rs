@@ -77,6 +77,60 @@ pub struct Options {
     pub command: String,
 }
 
+/// The dataset the process benchmarks seed: the lab's 10k users / 100k
+/// photos by default, the small one of `--quick` with [`Self::quick`].
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct DatasetFlags {
+    #[arg(long, default_value_t = 10_000)]
+    pub users: usize,
+    #[arg(long, default_value_t = 100_000)]
+    pub photos: usize,
+    #[arg(long, default_value_t = 50)]
+    pub follows_per_user: usize,
+    #[arg(long, default_value_t = 200_000)]
+    pub likes: usize,
+}
+
+impl DatasetFlags {
+    /// The small dataset of `--quick`: checks the benchmark runs.
+    pub const QUICK: Self = Self {
+        users: 200,
+        photos: 2000,
+        follows_per_user: 20,
+        likes: 3000,
+    };
+
+    /// The flags of a stage's `seed` command for this dataset.
+    pub fn seed_args(&self) -> Vec<String> {
+        [
+            ("--users", self.users),
+            ("--photos", self.photos),
+            ("--follows-per-user", self.follows_per_user),
+            ("--likes", self.likes),
+        ]
+        .into_iter()
+        .flat_map(|(flag, n)| [flag.to_owned(), n.to_string()])
+        .collect()
+    }
+
+    /// The result file's `dataset`.
+    pub fn json(&self) -> Value {
+        json!({
+            "users": self.users,
+            "photos": self.photos,
+            "followsPerUser": self.follows_per_user,
+            "likes": self.likes,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} users / {} photos / {} follows per user / {} likes",
+            self.users, self.photos, self.follows_per_user, self.likes
+        )
+    }
+}
+
 /// The flags every benchmark of the workspace takes after `cargo bench
 /// ... --` (the process benchmarks flatten them into their own).
 #[derive(Debug, Clone, clap::Args)]

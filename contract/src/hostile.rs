@@ -506,17 +506,7 @@ pub fn image_burst_in_a_memory_limit(stage_bin: &Path, flags: &[&str]) -> BurstR
         .unwrap();
     let statuses = runtime.block_on(async {
         let client = reqwest::Client::new();
-        let res = client
-            .post(format!("{url}/api/register"))
-            .json(&serde_json::json!({"username": "burster", "password": "password123"}))
-            .send()
-            .await
-            .expect("register");
-        assert_eq!(res.status(), StatusCode::CREATED);
-        let token = res.json::<Value>().await.unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let token = crate::register_at(&client, &url, "burster").await.token;
         let uploads = (0..24).map(|i| {
             let bytes = if i % 3 == 2 {
                 bomb.clone()

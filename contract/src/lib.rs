@@ -15,6 +15,7 @@ pub mod abuse;
 pub mod accounts;
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod browser;
 pub mod concurrency;
 pub mod crash;
 pub mod hostile;
@@ -127,6 +128,24 @@ pub struct TestUser {
     pub id: i64,
     pub username: String,
     pub token: String,
+}
+
+/// Registers `username` (password `password123`) through the API of the
+/// server at `base` (a test's own process or fleet) and returns the user.
+pub async fn register_at(client: &Client, base: &str, username: &str) -> TestUser {
+    let res = client
+        .post(format!("{base}/api/register"))
+        .json(&json!({"username": username, "password": "password123"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(res.status(), StatusCode::CREATED, "registering {username}");
+    let body: Value = res.json().await.unwrap();
+    TestUser {
+        id: body["userId"].as_i64().unwrap(),
+        username: username.to_owned(),
+        token: body["token"].as_str().unwrap().to_owned(),
+    }
 }
 
 /// The default settings with another sign-in throttle.
@@ -259,14 +278,7 @@ impl<B: Backend> TestApp<B> {
 
     /// Registers through the API and returns the user.
     pub async fn registered(&self, username: &str) -> TestUser {
-        let res = self.register(username, "password123").await;
-        assert_eq!(res.status(), StatusCode::CREATED);
-        let body: Value = res.json().await.unwrap();
-        TestUser {
-            id: body["userId"].as_i64().unwrap(),
-            username: username.to_owned(),
-            token: body["token"].as_str().unwrap().to_owned(),
-        }
+        register_at(&self.client, &self.address, username).await
     }
 
     pub async fn login(&self, username: &str, password: &str) -> Response {

@@ -4,20 +4,12 @@
 //! Both tools are required: without them these cases fail, never skip.
 
 use reqwest::Method;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use super::browser::artifacts_dir;
+use super::browser::chromium;
 use super::{Backend, TestApp, spawn_app};
-
-/// Where screenshots go: `$MINIGRAM_ARTIFACTS`, else `artifacts/` in the repo.
-pub fn artifacts_dir() -> PathBuf {
-    let dir = std::env::var_os("MINIGRAM_ARTIFACTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../artifacts")));
-    std::fs::create_dir_all(&dir).expect("create the artifacts directory");
-    dir
-}
 
 fn backend_name<B>() -> String {
     let full = std::any::type_name::<B>();
@@ -89,32 +81,6 @@ pub async fn prometheus_text_parses<B: Backend>() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn chromium(args: &[&str], url: &str) -> String {
-    let profile = tempfile::tempdir().expect("temp profile");
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("chromium is required for the live-page test (apt-get install chromium; scripts/test.sh does)");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The `data-points` of the first polyline after `marker` in the DOM.

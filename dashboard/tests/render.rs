@@ -142,43 +142,14 @@ fn opens_from_disk_in_a_browser() {
     let out = tempfile::tempdir().unwrap();
     let page = out.path().join("dashboard.html");
     std::fs::write(&page, render(&fixtures())).unwrap();
-    let artifacts = std::env::var_os("MINIGRAM_ARTIFACTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../artifacts"));
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let shot = artifacts.join("dashboard.png");
-    let chromium = |args: &[String]| {
-        let profile = tempfile::tempdir().unwrap();
-        let out = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-            ])
-            .args([
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--hide-scrollbars",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .args(args)
-            .arg(format!("file://{}", page.display()))
-            .output()
-            .expect("chromium is required (apt-get install chromium; scripts/test.sh does)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let dom = chromium(&["--dump-dom".into()]);
+    let shot = contract::browser::artifacts_dir().join("dashboard.png");
+    let url = format!("file://{}", page.display());
+    let chromium = |args: &[&str]| contract::browser::chromium(args, &url);
+    let dom = chromium(&["--dump-dom"]);
     assert!(dom.contains("Throughput vs users") && dom.matches("<svg").count() >= 3);
     chromium(&[
-        format!("--screenshot={}", shot.display()),
-        "--window-size=1200,2400".into(),
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1200,2400",
     ]);
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000);

@@ -92,7 +92,8 @@ struct ProfilePage {
     profile: UserProfile,
     can_follow: bool,
     here: String,
-    here_path: String,
+    /// The page without its query (the "older photos" link adds one).
+    path: String,
     photos: Vec<Photo>,
     next: Option<String>,
 }
@@ -324,7 +325,7 @@ async fn profile_page<S: Store>(
                 can_follow: viewer.is_some_and(|v| v != profile.id),
                 nav: Nav::from(session.as_ref()),
                 here: here(&req),
-                here_path: req.path().to_owned(),
+                path: req.path().to_owned(),
                 profile,
                 photos: photos.photos,
                 next: photos.next,

@@ -117,6 +117,26 @@ pub struct NewPhoto {
     pub status: PhotoStatus,
 }
 
+impl NewPhoto {
+    /// The photo as the API shows it right after its insert: `id` and
+    /// `created_at` as storage assigned them, no likes yet.
+    pub fn stored(self, id: PhotoId, username: String, created_at: i64) -> Photo {
+        Photo {
+            id,
+            user_id: self.user_id,
+            username,
+            caption: self.caption.as_str().to_owned(),
+            url: Photo::url_for(&self.file_name),
+            width: self.width,
+            height: self.height,
+            created_at,
+            like_count: 0,
+            liked_by_me: false,
+            status: self.status,
+        }
+    }
+}
+
 /// Where a photo is in its life: feeds, explore and profiles show only
 /// `ready` photos; the API answers `processing` ones (to their owner and
 /// anyone with the id) so that a client can tell "not yet" from "gone".

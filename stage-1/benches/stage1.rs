@@ -30,14 +30,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_stage-1");
     after_help = "Examples:\n  cargo bench -p stage-1\n  cargo bench -p stage-1 -- --quick\n  cargo bench -p stage-1 -- --secs 20 --out /tmp/b.json"
 )]
 struct Args {
-    #[arg(long, default_value_t = 10_000)]
-    users: usize,
-    #[arg(long, default_value_t = 100_000)]
-    photos: usize,
-    #[arg(long, default_value_t = 50)]
-    follows_per_user: usize,
-    #[arg(long, default_value_t = 200_000)]
-    likes: usize,
+    #[command(flatten)]
+    dataset: contract::bench::DatasetFlags,
     /// Seconds per measured phase.
     #[arg(long, default_value_t = 10)]
     secs: u64,
@@ -117,36 +111,19 @@ async fn feed_phase(url: &str, tokens: &[String], clients: usize, secs: u64) -> 
 async fn main() {
     let mut args = Args::parse();
     if args.run.quick {
-        (
-            args.users,
-            args.photos,
-            args.follows_per_user,
-            args.likes,
-            args.secs,
-        ) = (200, 2000, 20, 3000, 2);
+        args.dataset = contract::bench::DatasetFlags::QUICK;
+        args.secs = 2;
         args.login_clients = args.login_clients.min(8);
     }
     let out = args.run.out_or("bench-stage1.json");
     let dir = tempfile::tempdir().unwrap();
 
-    eprintln!(
-        "bench 1/4: seeding {} users / {} photos / {} follows per user / {} likes",
-        args.users, args.photos, args.follows_per_user, args.likes
-    );
+    eprintln!("bench 1/4: seeding {}", args.dataset.describe());
     let started = Instant::now();
     let status = Command::new(BIN)
-        .args([
-            "seed",
-            "--users",
-            &args.users.to_string(),
-            "--photos",
-            &args.photos.to_string(),
-            "--follows-per-user",
-            &args.follows_per_user.to_string(),
-            "--likes",
-            &args.likes.to_string(),
-            "--data-dir",
-        ])
+        .arg("seed")
+        .args(args.dataset.seed_args())
+        .arg("--data-dir")
         .arg(dir.path())
         .status()
         .unwrap();
@@ -168,10 +145,16 @@ async fn main() {
         "bench 3/4: HTTP login with {} clients for {} s",
         args.login_clients, args.secs
     );
-    let login = login_phase(&server.url, args.users, args.login_clients, args.secs).await;
+    let login = login_phase(
+        &server.url,
+        args.dataset.users,
+        args.login_clients,
+        args.secs,
+    )
+    .await;
     let login_rate = login.rps();
     assert!(login.requests > 0, "no login succeeded");
-    let tokens = seeded_tokens(&server.url, 64, args.users).await;
+    let tokens = seeded_tokens(&server.url, 64, args.dataset.users).await;
 
     eprintln!(
         "bench 4/4: GET /api/feed with 1 and 4 clients, {} s each",
@@ -187,7 +170,7 @@ async fn main() {
         "commit": measure::machine::git_commit(),
         "machine": measure::machine::Machine::current(),
         "quick": args.run.quick,
-        "dataset": {"users": args.users, "photos": args.photos, "followsPerUser": args.follows_per_user, "likes": args.likes},
+        "dataset": args.dataset.json(),
         "seed": {"seconds": seed_secs, "targetSeconds": 60.0},
         "login": {
             "rawVerifyPerSec": raw_rate, "rawVerifyThreads": threads,

@@ -27,6 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/cleanup.rs"]
+mod cleanup;
+
 const STAGE2: &str = env!("CARGO_BIN_EXE_stage-2");
 
 #[derive(Debug, Parser)]
@@ -35,14 +38,8 @@ const STAGE2: &str = env!("CARGO_BIN_EXE_stage-2");
     after_help = "Examples:\n  cargo build --release -p stage-1 && cargo bench -p stage-2\n  cargo bench -p stage-2 -- --quick\n  cargo bench -p stage-2 -- --secs 20 --clients 64"
 )]
 struct Args {
-    #[arg(long, default_value_t = 10_000)]
-    users: usize,
-    #[arg(long, default_value_t = 100_000)]
-    photos: usize,
-    #[arg(long, default_value_t = 50)]
-    follows_per_user: usize,
-    #[arg(long, default_value_t = 200_000)]
-    likes: usize,
+    #[command(flatten)]
+    dataset: contract::bench::DatasetFlags,
     /// Seconds per measured phase.
     #[arg(long, default_value_t = 10)]
     secs: u64,
@@ -86,18 +83,7 @@ fn seed(bin: &Path, args: &Args, storage: &[&str]) -> f64 {
     let status = Command::new(bin)
         .arg("seed")
         .args(storage)
-        .args([
-            "--users",
-            &args.users.to_string(),
-            "--photos",
-            &args.photos.to_string(),
-        ])
-        .args([
-            "--follows-per-user",
-            &args.follows_per_user.to_string(),
-            "--likes",
-            &args.likes.to_string(),
-        ])
+        .args(args.dataset.seed_args())
         .status()
         .expect("run seed");
     assert!(status.success(), "{} seed failed", bin.display());
@@ -130,7 +116,11 @@ async fn write_mix(url: &str, sessions: Vec<SeededSession>, args: &Args) -> Valu
         machine_busy_seconds(),
         process_cpu_seconds(std::process::id()),
     );
-    let (url, users, photos) = (url.to_owned(), args.users as u64, args.photos as u64);
+    let (url, users, photos) = (
+        url.to_owned(),
+        args.dataset.users as u64,
+        args.dataset.photos as u64,
+    );
     let result = closed_loop(
         args.write_clients,
         Duration::from_secs(args.secs),
@@ -184,40 +174,12 @@ async fn write_mix(url: &str, sessions: Vec<SeededSession>, args: &Args) -> Valu
     v
 }
 
-async fn drop_database(server: &str, name: &str, redis_url: &str, prefix: &str) {
-    use sqlx::Connection as _;
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
-    }
-    if let Ok(client) = redis::Client::open(redis_url)
-        && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-    {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let mut args = Args::parse();
     if args.run.quick {
-        (
-            args.users,
-            args.photos,
-            args.follows_per_user,
-            args.likes,
-            args.secs,
-        ) = (200, 2000, 20, 3000, 2);
+        args.dataset = contract::bench::DatasetFlags::QUICK;
+        args.secs = 2;
         args.write_clients = args.write_clients.min(16);
     }
     let out = args.run.out_or("bench-stage2.json");
@@ -241,10 +203,7 @@ async fn main() {
         &data2_s,
     ];
 
-    eprintln!(
-        "bench 1/5: seeding stage 2 ({} users / {} photos / {} follows per user / {} likes)",
-        args.users, args.photos, args.follows_per_user, args.likes
-    );
+    eprintln!("bench 1/5: seeding stage 2 ({})", args.dataset.describe());
     let seed2_secs = seed(Path::new(STAGE2), &args, &storage2);
     eprintln!("bench 2/5: seeding stage 1 with the same dataset");
     let seed1_secs = seed(
@@ -257,7 +216,7 @@ async fn main() {
         let mut serve2: Vec<&str> = vec!["--listen", "127.0.0.1:0"];
         serve2.extend_from_slice(&storage2);
         let server = Process::start(Path::new(STAGE2), &serve2);
-        let tokens = seeded_tokens(&server.url, 16, args.users).await;
+        let tokens = seeded_tokens(&server.url, 16, args.dataset.users).await;
         let client = reqwest::Client::new();
         for t in &tokens {
             let res = client
@@ -335,7 +294,7 @@ async fn main() {
             "bench 4/5: write mix on stage 2, {} clients, {} s",
             args.write_clients, args.secs
         );
-        let writers = seeded_sessions(&server.url, args.write_clients, args.users).await;
+        let writers = seeded_sessions(&server.url, args.write_clients, args.dataset.users).await;
         let writes2 = write_mix(&server.url, writers, &args).await;
         drop(server);
 
@@ -352,7 +311,7 @@ async fn main() {
                 data1.path().to_str().unwrap(),
             ],
         );
-        let writers = seeded_sessions(&server1.url, args.write_clients, args.users).await;
+        let writers = seeded_sessions(&server1.url, args.write_clients, args.dataset.users).await;
         let writes1 = write_mix(&server1.url, writers, &args).await;
         drop(server1);
 
@@ -376,7 +335,7 @@ async fn main() {
         })
     }
     .await;
-    drop_database(&args.postgres, &name, &args.redis, &prefix).await;
+    cleanup::drop_database_and_keys(&args.postgres, &name, &args.redis, &prefix).await;
 
     let report = json!({
         "schema": "minigram.bench-stage2/1",
@@ -384,7 +343,7 @@ async fn main() {
         "commit": measure::machine::git_commit(),
         "machine": measure::machine::Machine::current(),
         "quick": args.run.quick,
-        "dataset": {"users": args.users, "photos": args.photos, "followsPerUser": args.follows_per_user, "likes": args.likes},
+        "dataset": args.dataset.json(),
         "seed": {"stage2Seconds": seed2_secs, "stage1Seconds": seed1_secs, "targetSeconds": 60.0},
         "results": result,
     });

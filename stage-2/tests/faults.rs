@@ -305,17 +305,7 @@ async fn redis_stops_and_returns() {
     let db = common::Pg::with_config(config.clone(), name).await; // owns the database's cleanup
     let (url, handle) = serve(config, &db.uploads_dir()).await;
     let client = reqwest::Client::new();
-    let res = client
-        .post(format!("{url}/api/register"))
-        .json(&json!({"username": "steady", "password": "password123"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let token = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = contract::register_at(&client, &url, "steady").await.token;
     assert_eq!(
         client
             .get(format!("{url}/api/feed"))
@@ -414,17 +404,7 @@ async fn postgres_restarts() {
     let uploads = tempfile::tempdir().unwrap();
     let (url, handle) = serve(config, uploads.path()).await;
     let client = reqwest::Client::new();
-    let res = client
-        .post(format!("{url}/api/register"))
-        .json(&json!({"username": "durable", "password": "password123"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let token = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = contract::register_at(&client, &url, "durable").await.token;
 
     let load = Load::start(&url, &token, 8);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -521,17 +501,7 @@ async fn the_feed_cache_on_its_own_redis() {
     let db = common::Pg::with_config(config.clone(), name).await;
     let (url, handle) = serve(config, &db.uploads_dir()).await;
     let client = reqwest::Client::new();
-    let res = client
-        .post(format!("{url}/api/register"))
-        .json(&json!({"username": "split", "password": "password123"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let token = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = contract::register_at(&client, &url, "split").await.token;
     let feed = || {
         client
             .get(format!("{url}/api/feed"))

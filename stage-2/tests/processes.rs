@@ -6,7 +6,7 @@ mod common;
 
 use contract::load::Process;
 use contract::{Backend, photo_form, png};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::Path;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stage-2");
@@ -30,17 +30,7 @@ async fn a_session_works_on_every_process() {
     assert_ne!(a.url, b.url);
     let client = reqwest::Client::new();
 
-    let res = client
-        .post(format!("{}/api/register", a.url))
-        .json(&json!({"username": "hopper", "password": "password123"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    let token = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = contract::register_at(&client, &a.url, "hopper").await.token;
 
     let me: Value = client
         .get(format!("{}/api/me", b.url))

@@ -58,17 +58,8 @@ async fn a_queued_upload_is_acknowledged_then_processed_then_visible() {
     let server = start_queued(&config, &data);
     let base = &server.url;
     let client = reqwest::Client::new();
-    let signed: Value = client
-        .post(format!("{base}/api/register"))
-        .json(&json!({"username": "queuer", "password": "password123"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = signed["token"].as_str().unwrap().to_owned();
-    let me = signed["userId"].as_i64().unwrap();
+    let queuer = contract::register_at(&client, base, "queuer").await;
+    let (token, me) = (queuer.token, queuer.id);
 
     // A camera-sized picture: the worker downscales it to 1080 px.
     let res = client

@@ -448,19 +448,12 @@ pub fn explore_only(host: &str) -> Result<Scenario, GooseError> {
 }
 
 async fn explore_plain(user: &mut GooseUser) -> TransactionResult {
-    let mut v = Visit::new(None, (Duration::ZERO, Duration::ZERO));
-    call(
+    // A visit of its own with no think time: one request per iteration.
+    explore(
         user,
-        &mut v,
-        GooseMethod::Get,
-        "/api/explore?limit=20",
-        "GET /api/explore",
-        Body::None,
-        200,
-        photo_page,
+        &mut Visit::new(None, (Duration::ZERO, Duration::ZERO)),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// How long each shed answer (503/429) took, as the client saw it (µs,

@@ -20,6 +20,7 @@
 //! hashing that password cost. Every hash's CPU time (the hashing thread's
 //! own, from the kernel) is counted for `/api/metrics`.
 
+use anyhow::Context;
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::RngCore;
@@ -161,13 +162,13 @@ impl PasswordWork {
                 &mut out,
                 self.memory(&params),
             )
-            .map_err(|e| anyhow::anyhow!("argon2 hash failed: {e}"))?;
+            .context("argon2 hash failed")?;
         let phc = PasswordHash {
             algorithm: argon2::ARGON2ID_IDENT,
             version: Some(Version::V0x13.into()),
-            params: ParamsString::try_from(&params).map_err(|e| anyhow::anyhow!("{e}"))?,
-            salt: Some(Salt::new(&salt).map_err(|e| anyhow::anyhow!("{e}"))?),
-            hash: Some(Output::new(&out).map_err(|e| anyhow::anyhow!("{e}"))?),
+            params: ParamsString::try_from(&params).context("argon2 parameters")?,
+            salt: Some(Salt::new(&salt).context("argon2 salt")?),
+            hash: Some(Output::new(&out).context("argon2 output")?),
         };
         Ok(phc.to_string())
     }

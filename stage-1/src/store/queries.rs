@@ -221,19 +221,9 @@ pub fn insert_photo(tx: &Connection, photo: NewPhoto) -> Result<Photo, WriteErro
         photo.height,
         created_at
     ])?;
-    Ok(Photo {
-        id: PhotoId(tx.last_insert_rowid()),
-        user_id: photo.user_id,
-        username,
-        caption: photo.caption.as_str().to_owned(),
-        url: Photo::url_for(&photo.file_name),
-        width: photo.width,
-        height: photo.height,
-        created_at,
-        like_count: 0,
-        liked_by_me: false,
-        status: PhotoStatus::Ready,
-    })
+    // Stage 1 processes every upload in its request: `photo.status` is
+    // always `Ready` here.
+    Ok(photo.stored(PhotoId(tx.last_insert_rowid()), username, created_at))
 }
 
 pub fn photo(

@@ -319,19 +319,7 @@ impl Postgres {
                 .fetch_one(&self.pool),
             )
             .await?;
-        Ok(Photo {
-            id: PhotoId(row.0),
-            user_id: photo.user_id,
-            username: row.1,
-            caption: photo.caption.as_str().to_owned(),
-            url: Photo::url_for(&photo.file_name),
-            width: photo.width,
-            height: photo.height,
-            created_at,
-            like_count: 0,
-            liked_by_me: false,
-            status: photo.status,
-        })
+        Ok(photo.stored(PhotoId(row.0), row.1, created_at))
     }
 
     pub async fn photo(

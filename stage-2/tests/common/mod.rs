@@ -8,6 +8,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod cleanup;
+
 use contract::Backend;
 use rand::RngCore;
 use stage_2::{Stage2Config, Stage2Store};
@@ -126,31 +128,12 @@ impl Drop for Pg {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(async {
-                use sqlx::Connection as _;
-                if let Ok(mut conn) =
-                    sqlx::PgConnection::connect(&format!("{}/postgres", postgres_server())).await
-                {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-                if let Ok(client) = redis::Client::open(redis_server())
-                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                {
-                    let keys: Vec<String> = redis::cmd("KEYS")
-                        .arg(format!("{prefix}:*"))
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or_default();
-                    if !keys.is_empty() {
-                        let _: Result<(), _> =
-                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-                    }
-                }
-            });
+            rt.block_on(cleanup::drop_database_and_keys(
+                &postgres_server(),
+                &name,
+                &redis_server(),
+                &prefix,
+            ));
         });
         let _ = cleanup.join();
     }
