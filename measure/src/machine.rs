@@ -14,18 +14,12 @@ pub struct Machine {
 
 impl Machine {
     pub fn current() -> Self {
+        use procfs::Current;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let memory_mib = meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .map_or(0, |kib| kib / 1024);
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        let memory_mib = procfs::Meminfo::current().map_or(0, |m| m.mem_total / (1024 * 1024));
+        let cpu = procfs::CpuInfo::current()
+            .ok()
+            .and_then(|c| c.model_name(0).map(str::to_owned))
             .unwrap_or_else(|| "unknown".into());
         let os = std::fs::read_to_string("/etc/os-release")
             .unwrap_or_default()
@@ -67,52 +61,41 @@ pub fn git_commit() -> String {
 /// `available_parallelism` says 1, but shares of "the machine" are shares
 /// of all of them.
 pub fn machine_cores() -> usize {
-    let n = std::fs::read_to_string("/proc/stat")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| {
-            l.strip_prefix("cpu")
-                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
-        })
-        .count();
-    if n == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        n
+    match kernel_stats() {
+        Some(k) if !k.cpu_time.is_empty() => k.cpu_time.len(),
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
     }
 }
 
-/// CPU time (user + system) a process has used so far, in seconds.
-pub fn process_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the ")" of the command name: utime is 14th, stime 15th overall.
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
+fn kernel_stats() -> Option<procfs::KernelStats> {
+    use procfs::CurrentSI;
+    procfs::KernelStats::current().ok()
 }
 
-/// CPU time (all cores, user + system) the whole machine has been busy
-/// since boot, in seconds.
-pub fn machine_busy_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+/// CPU time (user + system) a process has used so far, in seconds (0 when
+/// it is gone).
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = procfs::process::Process::new(pid as i32).and_then(|p| p.stat()) else {
         return 0.0;
     };
-    let v: Vec<f64> = cpu
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...
-    let busy: f64 = v
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, x)| x)
-        .sum();
-    busy / 100.0
+    (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64
+}
+
+/// CPU time (all cores) the whole machine has been busy since boot, in
+/// seconds: everything but idle and waiting for I/O.
+pub fn machine_busy_seconds() -> f64 {
+    let Some(k) = kernel_stats() else {
+        return 0.0;
+    };
+    let t = &k.total;
+    let busy = t.user
+        + t.nice
+        + t.system
+        + t.irq.unwrap_or(0)
+        + t.softirq.unwrap_or(0)
+        + t.steal.unwrap_or(0);
+    // Guest time is already counted in user and nice.
+    busy as f64 / procfs::ticks_per_second() as f64
 }
 
 /// Now as `YYYY-MM-DDTHH:MM:SSZ` (UTC), without a date crate.
@@ -145,6 +128,30 @@ pub fn utc(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The readings from /proc are this machine's, in seconds and MiB.
+    #[test]
+    fn readings_are_plausible() {
+        let before = process_cpu_seconds(std::process::id());
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < std::time::Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let used = process_cpu_seconds(std::process::id()) - before;
+        assert!(
+            (0.1..5.0).contains(&used),
+            "300 ms of spinning read as {used} s"
+        );
+        assert!(machine_busy_seconds() > 0.0);
+        assert!(machine_cores() >= 1);
+        let m = Machine::current();
+        assert!(m.memory_mib > 100 && m.cores >= 1, "{m:?}");
+        assert_eq!(process_cpu_seconds(u32::MAX), 0.0, "a process that is gone");
+    }
+
     #[test]
     fn civil_dates() {
         assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");

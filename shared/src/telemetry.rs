@@ -247,16 +247,11 @@ fn quantile_ms(h: &Option<Histogram<u64>>, q: f64) -> f64 {
 
 /// This process's CPU seconds (user + system) and resident bytes.
 pub fn process_usage() -> (f64, u64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    let rss_pages: u64 = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0);
-    (ticks / 100.0, rss_pages * 4096)
+    let Ok(stat) = procfs::process::Process::myself().and_then(|p| p.stat()) else {
+        return (0.0, 0);
+    };
+    let cpu = (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64;
+    (cpu, stat.rss * procfs::page_size())
 }
 
 impl Telemetry {
