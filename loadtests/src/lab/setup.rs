@@ -180,19 +180,9 @@ pub(super) fn seed_flags(flags: &[&str]) -> Vec<String> {
 
 /// Fails with one clear line when a stage-2 variant's server is missing.
 pub(super) fn check_reachable(what: &str, url: &str, default_port: u16) -> anyhow::Result<()> {
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    let host_port = rest
-        .rsplit('@')
-        .next()
-        .unwrap_or(rest)
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    let addr = if host_port.contains(':') {
-        host_port.to_owned()
-    } else {
-        format!("{host_port}:{default_port}")
-    };
+    let parsed = url::Url::parse(url).with_context(|| format!("{what}: not a URL: {url}"))?;
+    let host = parsed.host_str().unwrap_or("127.0.0.1");
+    let addr = format!("{host}:{}", parsed.port().unwrap_or(default_port));
     let reachable = std::net::ToSocketAddrs::to_socket_addrs(&addr.as_str())
         .ok()
         .and_then(|mut a| a.next())

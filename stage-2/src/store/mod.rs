@@ -164,11 +164,17 @@ impl Stage2Store {
     }
 }
 
-/// Where a URL points, without its password, for error messages.
+/// Where a URL points (`host:port`), never its password, for error
+/// messages.
 fn server_of(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    host.split(['/', '?']).next().unwrap_or(host).to_owned()
+    match url::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => u.scheme().to_owned(),
+        },
+        Err(e) => format!("an unreadable URL ({e})"),
+    }
 }
 
 /// Counts a call to a pool as in flight while it lives: the bounded queue
@@ -327,5 +333,22 @@ impl Store for Stage2Store {
     type PhotoQueue = PhotoQueue;
     fn photo_queue(&self) -> Option<&PhotoQueue> {
         self.inner.queue.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_of;
+
+    #[test]
+    fn server_of_names_the_server_never_the_password() {
+        assert_eq!(
+            server_of("postgres://app:s3cret@db.internal:5432/minigram?sslmode=disable"),
+            "db.internal:5432"
+        );
+        assert_eq!(server_of("redis://:hunter2@cache:6379/0"), "cache:6379");
+        assert_eq!(server_of("redis://127.0.0.1"), "127.0.0.1");
+        assert!(server_of("not a url").starts_with("an unreadable URL"));
+        assert!(!server_of("postgres://u:pw@[::1]:5432/x").contains("pw"));
     }
 }
