@@ -22,11 +22,9 @@
 use minigram::domain::{PhotoId, UserId};
 use minigram::image_pool::{ImagePool, ImagePoolError};
 use minigram::images::{self, QueuedOutcome};
-use minigram::store::PhotoStatus;
+use minigram::store::{PhotoStatus, Store};
 use std::path::PathBuf;
 use std::time::Duration;
-
-use anyhow::Context;
 
 use crate::store::{PhotoQueue, Stage2Store};
 
@@ -43,7 +41,7 @@ const POOL_FULL_WAIT: Duration = Duration::from_millis(100);
 /// Starts the workers of this process (none without a photo queue); they
 /// run until the process exits.
 pub fn start(store: Stage2Store, uploads: PathBuf, images: ImagePool) {
-    let Some(queue) = store.queue() else {
+    let Some(queue) = store.photo_queue() else {
         return;
     };
     for n in 0..queue.workers {
@@ -53,14 +51,14 @@ pub fn start(store: Stage2Store, uploads: PathBuf, images: ImagePool) {
 }
 
 async fn run(store: Stage2Store, uploads: PathBuf, images: ImagePool, sweeper: bool) {
+    let Some(queue) = store.photo_queue() else {
+        return;
+    };
     let mut last_sweep = std::time::Instant::now();
     loop {
-        let Some(queue) = store.queue() else {
-            return;
-        };
         match queue.next_job().await {
             Ok(Some(id)) => {
-                if let Err(e) = process(&store, &uploads, &images, id).await {
+                if let Err(e) = process(&store, queue, &uploads, &images, id).await {
                     tracing::warn!(photo = id.0, error = %e, "photo processing failed; the sweep will retry");
                 }
             }
@@ -85,13 +83,11 @@ async fn run(store: Stage2Store, uploads: PathBuf, images: ImagePool, sweeper: b
 /// (done by another worker) is skipped.
 pub async fn process(
     store: &Stage2Store,
+    queue: &PhotoQueue,
     uploads: &std::path::Path,
     images: &ImagePool,
     id: PhotoId,
 ) -> anyhow::Result<()> {
-    let queue = store
-        .queue()
-        .context("photo processing without a photo queue")?;
     let Some((owner, file_name, created_at)) = queue.processing_photo(id).await? else {
         return Ok(());
     };

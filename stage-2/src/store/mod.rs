@@ -134,11 +134,6 @@ impl Stage2Store {
         self.inner.redis.pool()
     }
 
-    /// The photo queue, when uploads are processed in the background.
-    pub fn queue(&self) -> Option<&PhotoQueue> {
-        self.inner.queue.as_ref()
-    }
-
     /// Drops the cached feeds of `viewers` (nothing without a cache). A
     /// failure is logged and counted by the cache; the change itself is
     /// committed either way.
