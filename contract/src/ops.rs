@@ -86,6 +86,15 @@ pub async fn openapi_covers_the_contract<B: Backend>() {
     for code in ["201", "400", "409", "422"] {
         assert!(register.get(code).is_some(), "register documents {code}");
     }
+    // Admitted operations may be shed; the operator routes never are.
+    assert!(paths["/api/feed"]["get"]["responses"].get("503").is_some());
+    assert!(
+        paths["/api/openapi.json"]["get"]["responses"]
+            .get("503")
+            .is_some()
+    );
+    assert!(paths["/health"]["get"]["responses"].get("503").is_none());
+    assert!(paths["/metrics"]["get"]["responses"].get("503").is_none());
 }
 
 /// `/metrics` is Prometheus text with route templates (never raw ids);

@@ -16,8 +16,9 @@
 //! not interrupted), but it was never acknowledged: the client saw a 503 and
 //! retrying is safe because likes and follows are idempotent.
 //!
-//! Health, readiness and the metrics endpoints skip the limit so an operator
-//! can still see a process that is shedding.
+//! Health, readiness and the metrics endpoints ([`crate::ops`]) are
+//! mounted outside the scope this middleware wraps, so an operator can
+//! still see a process that is shedding; there is no list of exemptions.
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -63,14 +64,6 @@ impl Admission {
     }
 }
 
-/// Paths that are answered even when the process is full.
-pub fn exempt(path: &str) -> bool {
-    matches!(
-        path,
-        "/health" | "/ready" | "/metrics" | "/metrics.html" | "/api/metrics"
-    ) || path.starts_with("/static/")
-}
-
 /// Middleware: admit, or shed with 503; answer 503 once the deadline passes.
 pub async fn admit(
     req: ServiceRequest,
@@ -79,9 +72,6 @@ pub async fn admit(
     let Some(admission) = req.app_data::<web::Data<Admission>>().cloned() else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    if exempt(req.path()) {
-        return Ok(next.call(req).await?.map_into_left_body());
-    }
     let Ok(_permit) = admission.permits.clone().try_acquire_owned() else {
         let shed = ApiError::unavailable(
             "overloaded",
@@ -108,33 +98,6 @@ pub async fn admit(
                 )
             }
             .into())
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_operator_endpoints_skip_the_limit() {
-        for path in [
-            "/health",
-            "/ready",
-            "/metrics",
-            "/api/metrics",
-            "/static/metrics.js",
-        ] {
-            assert!(exempt(path), "{path}");
-        }
-        for path in [
-            "/api/feed",
-            "/api/login",
-            "/",
-            "/uploads/x.jpg",
-            "/metricsx",
-        ] {
-            assert!(!exempt(path), "{path}");
         }
     }
 }

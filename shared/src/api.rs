@@ -9,7 +9,7 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::app::{App, SignedIn, UploadParts};
 use crate::error::ApiError;
@@ -17,12 +17,12 @@ use crate::extract::{ClientAddr, MaybeSession, Page, PageParams, PathId, Session
 use crate::images;
 use crate::openapi::ApiDoc;
 use crate::store::{FollowState, LikeState, MyProfile, Photo, PhotoPage, Store, UserProfile};
-use crate::telemetry::{HISTORY, Snapshot, Telemetry};
 
 type Data<S> = web::Data<App<S>>;
 
-/// Registers every API route. Each resource answers 405 (JSON) for other
-/// methods; unknown paths get the app-wide JSON 404.
+/// Registers every API route (the operator routes are [`crate::ops`]'s).
+/// Each resource answers 405 (JSON) for other methods; unknown paths get
+/// the app-wide JSON 404.
 pub fn configure<S: Store>(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/api/register").route(web::post().to(register::<S>)))
         .service(resource("/api/login").route(web::post().to(login::<S>)))
@@ -45,16 +45,10 @@ pub fn configure<S: Store>(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/feed").route(web::get().to(feed::<S>)))
         .service(resource("/api/explore").route(web::get().to(explore::<S>)))
         .service(resource("/uploads/{name}").route(web::get().to(uploaded_image::<S>)))
-        .service(resource("/health").route(web::get().to(health)))
-        .service(resource("/ready").route(web::get().to(ready::<S>)))
-        .service(resource("/api/openapi.json").route(web::get().to(openapi)))
-        .service(resource("/metrics").route(web::get().to(metrics_text)))
-        .service(resource("/api/metrics").route(web::get().to(metrics_json)))
-        .service(resource("/metrics.html").route(web::get().to(metrics_page)))
-        .service(resource("/static/metrics.js").route(web::get().to(metrics_script)));
+        .service(resource("/api/openapi.json").route(web::get().to(openapi)));
 }
 
-fn resource(path: &str) -> actix_web::Resource {
+pub(crate) fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
@@ -104,11 +98,6 @@ impl From<SignedIn> for AuthBody {
             username: s.user.username.to_string(),
         }
     }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StatusBody {
-    pub status: String,
 }
 
 #[utoipa::path(post, path = "/api/register", tag = "auth", request_body = RegisterForm,
@@ -463,89 +452,9 @@ pub async fn uploaded_image<S: Store>(
         .body(bytes))
 }
 
-#[utoipa::path(get, path = "/health", tag = "ops",
-    responses((status = 200, description = "The process is up", body = StatusBody)))]
-pub async fn health() -> web::Json<StatusBody> {
-    web::Json(StatusBody {
-        status: "ok".into(),
-    })
-}
-
-#[utoipa::path(get, path = "/ready", tag = "ops",
-    responses(
-        (status = 200, description = "Storage answers", body = StatusBody),
-        (status = 503, description = "`not_ready`", body = crate::error::ErrorBody),
-    ))]
-pub async fn ready<S: Store>(app: Data<S>) -> Result<web::Json<StatusBody>, ApiError> {
-    match app.store.ping().await {
-        Ok(()) => Ok(web::Json(StatusBody {
-            status: "ready".into(),
-        })),
-        Err(e) => {
-            tracing::warn!(error = ?e, "readiness check failed");
-            Err(ApiError::unavailable(
-                "not_ready",
-                "storage does not answer",
-            ))
-        }
-    }
-}
-
-#[utoipa::path(get, path = "/api/openapi.json", tag = "ops",
+#[utoipa::path(get, path = "/api/openapi.json", tag = "docs",
     responses((status = 200, description = "This document", content_type = "application/json")))]
 pub async fn openapi() -> HttpResponse {
     use utoipa::OpenApi;
     HttpResponse::Ok().json(ApiDoc::openapi())
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "ops",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub async fn metrics_text(t: web::Data<std::sync::Arc<Telemetry>>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(t.render())
-}
-
-/// `?history=N`: also the last N one-second samples (at most 300).
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct MetricsParams {
-    pub history: Option<usize>,
-}
-
-#[utoipa::path(get, path = "/api/metrics", tag = "ops", params(MetricsParams),
-    responses(
-        (status = 200, description = "RED metrics over the last 10 s, per route, and the stage's saturation figures", content_type = "application/json"),
-        (status = 422, description = "`invalid_query`", body = crate::error::ErrorBody),
-    ))]
-pub async fn metrics_json(
-    t: web::Data<std::sync::Arc<Telemetry>>,
-    q: web::Query<MetricsParams>,
-) -> HttpResponse {
-    let snapshot: Snapshot = t.snapshot(q.history.unwrap_or(0).min(HISTORY));
-    HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(snapshot)
-}
-
-#[utoipa::path(get, path = "/metrics.html", tag = "ops",
-    responses((status = 200, description = "The live metrics page", content_type = "text/html")))]
-pub async fn metrics_page() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
-             img-src 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(include_str!("../static/metrics.html"))
-}
-
-pub async fn metrics_script() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/javascript; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(include_str!("../static/metrics.js"))
 }

@@ -25,6 +25,7 @@ pub mod image_pool;
 pub mod images;
 pub mod job_threads;
 pub mod openapi;
+pub mod ops;
 pub mod pages;
 pub mod seed;
 pub mod startup;

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::api;
+use crate::{api, ops};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,9 +19,8 @@ use crate::api;
         api::register, api::login, api::logout, api::me,
         api::get_user, api::follow, api::unfollow, api::user_photos,
         api::upload, api::get_photo, api::like, api::unlike,
-        api::feed, api::explore, api::uploaded_image,
-        api::health, api::ready, api::openapi,
-        api::metrics_text, api::metrics_json, api::metrics_page,
+        api::feed, api::explore, api::uploaded_image, api::openapi,
+        ops::health, ops::ready, ops::metrics_text, ops::metrics_json, ops::metrics_page,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth, &Shedding),
@@ -29,7 +28,8 @@ use crate::api;
         (name = "auth", description = "Register, sign in and out"),
         (name = "users", description = "Profiles and follows"),
         (name = "photos", description = "Uploads, likes, feed and explore"),
-        (name = "ops", description = "Health, readiness and this document"),
+        (name = "ops", description = "Health, readiness and metrics: never shed"),
+        (name = "docs", description = "This document"),
     )
 )]
 pub struct ApiDoc;
@@ -46,17 +46,15 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Every operation the admission limit applies to may be answered `503`
-/// (`overloaded` when the process is full, `timeout` past the deadline),
-/// always with `Retry-After`: said once here for all of them.
+/// Every operation the admission limit applies to (all but the operator
+/// routes, [`ops::TAG`]) may be answered `503` (`overloaded` when the
+/// process is full, `timeout` past the deadline), always with
+/// `Retry-After`: said once here for all of them.
 struct Shedding;
 
 impl Modify for Shedding {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            if crate::admission::exempt(path) {
-                continue;
-            }
+        for item in openapi.paths.paths.values_mut() {
             for op in [
                 &mut item.get,
                 &mut item.post,
@@ -66,6 +64,7 @@ impl Modify for Shedding {
             ]
             .into_iter()
             .flatten()
+            .filter(|op| !op.tags.iter().flatten().any(|t| t == ops::TAG))
             {
                 let description = match op.responses.responses.get("503") {
                     Some(utoipa::openapi::RefOr::T(r)) => {

@@ -39,8 +39,13 @@ pub fn configure<S: Store>(cfg: &mut web::ServiceConfig) {
         .route("/register", web::post().to(register_submit::<S>))
         .route("/logout", web::post().to(logout_submit::<S>))
         .route("/photos/{id}/like", web::post().to(like_submit::<S>))
-        .route("/users/{id}/follow", web::post().to(follow_submit::<S>))
-        .route("/static/minigram.css", web::get().to(stylesheet));
+        .route("/users/{id}/follow", web::post().to(follow_submit::<S>));
+}
+
+/// The pages' stylesheet, mounted with the operator routes (outside
+/// admission) so a shedding process still styles its own error pages.
+pub fn configure_assets(cfg: &mut web::ServiceConfig) {
+    cfg.route("/static/minigram.css", web::get().to(stylesheet));
 }
 
 /// The signed-in user as the navigation bar shows it.

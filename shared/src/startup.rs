@@ -14,7 +14,7 @@ use crate::error::{json_error, query_error};
 use crate::extract::{SessionLookup, path_error};
 use crate::store::Store;
 use crate::telemetry::{self, Telemetry};
-use crate::{api, pages, timing};
+use crate::{api, ops, pages, timing};
 
 /// A bound, not yet running server.
 pub struct Application {
@@ -67,7 +67,6 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
                 .app_data(web::FormConfig::default().limit(body::SMALL_BODY_MAX))
                 .wrap(from_fn(timing::server_timing))
-                .wrap(from_fn(admission::admit))
                 // Outside admission: a slow body holds no permit (body.rs).
                 .wrap(from_fn(body::read_body))
                 .wrap(Condition::new(
@@ -75,9 +74,17 @@ impl Application {
                     from_fn(telemetry::record_requests),
                 ))
                 .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
-                .configure(api::configure::<S>)
-                .configure(pages::configure::<S>)
-                .default_service(web::to(api::not_found))
+                // Matched first, and never shed: what an operator watches.
+                .configure(ops::configure::<S>)
+                .configure(pages::configure_assets)
+                // Everything else takes a permit (admission.rs).
+                .service(
+                    web::scope("")
+                        .wrap(from_fn(admission::admit))
+                        .configure(api::configure::<S>)
+                        .configure(pages::configure::<S>)
+                        .default_service(web::to(api::not_found)),
+                )
         })
         .listen(listener)?;
         if workers > 0 {

@@ -27,9 +27,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[path = "../tests/common/cleanup.rs"]
-mod cleanup;
-
 const STAGE2: &str = env!("CARGO_BIN_EXE_stage-2");
 
 #[derive(Debug, Parser)]
@@ -335,7 +332,10 @@ async fn main() {
         })
     }
     .await;
-    cleanup::drop_database_and_keys(&args.postgres, &name, &args.redis, &prefix).await;
+    let database_url = format!("{}/{name}", args.postgres);
+    if let Err(e) = stage_2::cleanup::drop_data(&database_url, &args.redis, &prefix).await {
+        eprintln!("bench cleanup: {e:#}");
+    }
 
     let report = json!({
         "schema": "minigram.bench-stage2/1",

@@ -14,6 +14,7 @@ const EXAMPLES: &str = "Examples:
   stage-2 --database-url postgres://postgres@db:5432/minigram --redis-url redis://cache:6379
   stage-2 --feed-cache off                  every feed read goes to Postgres
   stage-2 check                             after a crash: are the data consistent?
+  stage-2 drop-data --database-url postgres://postgres@127.0.0.1:5432/scratch --redis-prefix scratch --yes
   stage-2 seed --users 10000 --photos 100000 --follows-per-user 50 --likes 200000";
 
 #[derive(Debug, Parser)]
@@ -35,6 +36,18 @@ pub enum Command {
     Seed(SeedCommand),
     /// Check the stored data for consistency (e.g. after a crash); exit 1 on a problem.
     Check(StorageArgs),
+    /// Drop the database of --database-url and delete the Redis keys under
+    /// --redis-prefix (what a lab run leaves); needs --yes.
+    DropData(DropDataArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DropDataArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Confirms the data may go: nothing is dropped without it.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -158,6 +171,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = Stage2Store::connect(storage.config()).await?;
             let uploads = uploads_dir(&storage.data_dir);
             minigram::cli::check_store(&store, &uploads, &storage.database_url).await
+        }
+        Some(Command::DropData(args)) => {
+            let s = &args.storage;
+            anyhow::ensure!(
+                args.yes,
+                "this drops the database of --database-url and the Redis keys {}:*; add --yes",
+                s.redis_prefix
+            );
+            crate::cleanup::drop_data(&s.database_url, &s.redis_url, &s.redis_prefix).await
         }
     }
 }

@@ -7,6 +7,7 @@
 //! app itself is the shared `minigram` crate; this crate is the storage
 //! ([`store::Stage2Store`]) and the command line.
 
+pub mod cleanup;
 pub mod cli;
 mod import;
 pub mod store;

@@ -117,54 +117,34 @@ impl Storage {
 }
 
 impl Drop for Storage {
+    /// A run on the shared servers leaves nothing behind: its database and
+    /// its Redis keys go through `stage-2 drop-data` (sqlx and the redis
+    /// crate, no shell). A topology run's own servers are removed whole.
     fn drop(&mut self) {
-        if let Some(Data {
-            server,
-            db,
-            redis,
-            prefix,
-            shared: true,
-        }) = &self.pg
-        {
-            let dropped = Command::new("psql")
-                .arg(format!("{server}/postgres"))
-                .args([
-                    "-qc",
-                    &format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"),
-                ])
+        let Some(d @ Data { shared: true, .. }) = &self.pg else {
+            return;
+        };
+        let dropped = binary("stage-2").and_then(|bin| {
+            let out = Command::new(bin)
+                .arg("drop-data")
+                .args(["--database-url", &format!("{}/{}", d.server, d.db)])
+                .args(["--redis-url", &d.redis, "--redis-prefix", &d.prefix])
+                .arg("--yes")
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            if !dropped.is_ok_and(|s| s.success()) {
-                eprintln!("lab: could not drop the database {db}: drop it by hand");
-            }
-            remove_keys(redis, prefix);
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            Ok(())
+        });
+        if let Err(e) = dropped {
+            eprintln!(
+                "lab: could not remove the database {} and the keys {}:* ({e:#}): remove them by hand",
+                d.db, d.prefix
+            );
         }
-    }
-}
-
-/// Deletes the keys under `prefix:` on the Redis at `url` (SCAN, then DEL
-/// in batches), through `redis-cli` with arguments, never a shell: the
-/// URL and prefix are passed as they are.
-fn remove_keys(url: &str, prefix: &str) {
-    let scan = Command::new("redis-cli")
-        .args(["-u", url, "--scan", "--pattern"])
-        .arg(format!("{prefix}:*"))
-        .stderr(Stdio::null())
-        .output();
-    let Ok(scan) = scan else {
-        eprintln!("lab: could not list the Redis keys {prefix}:*: delete them by hand");
-        return;
-    };
-    let text = String::from_utf8_lossy(&scan.stdout);
-    let keys: Vec<&str> = text.lines().filter(|k| !k.is_empty()).collect();
-    for batch in keys.chunks(500) {
-        let _ = Command::new("redis-cli")
-            .args(["-u", url, "del"])
-            .args(batch)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }
 

@@ -161,7 +161,7 @@ impl Stage2Store {
 
 /// Where a URL points (`host:port`), never its password, for error
 /// messages.
-fn server_of(url: &str) -> String {
+pub(crate) fn server_of(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(u) => match (u.host_str(), u.port()) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
