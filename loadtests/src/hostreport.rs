@@ -7,6 +7,8 @@
 
 use serde_json::{Value, json};
 
+use crate::journeys::name;
+
 fn cell(h: &Value) -> String {
     let cores = h["cores"].as_f64().unwrap_or(0.0);
     match (h["cpus"].as_f64(), h["budgetShare"].as_f64()) {
@@ -225,19 +227,19 @@ pub fn round_trips(variants: &[Value]) -> Value {
 /// connections on check-out here).
 fn expected(name: &str) -> Value {
     let (n, why) = match name {
-        "GET /api/feed" => (
+        name::FEED => (
             2,
             "a cached first page: session GET + HGET of the page (a miss costs up to 10)",
         ),
-        "GET /api/feed?before" => (
+        name::FEED_OLDER => (
             4,
             "session GET + MGET of the cached id list + one Postgres query hydrating the page (2)",
         ),
-        "POST /api/photos/{id}/like" => (
+        name::LIKE => (
             4,
             "session GET + one Postgres statement (2) + the pipeline invalidating the liker's cache",
         ),
-        "POST /api/login" => (
+        name::LOGIN => (
             5,
             "strike check (EVAL) + credentials (2) + the session SET + clearing strikes (DEL); the hash is CPU, not a round trip",
         ),

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use std::fmt;
 use std::str::FromStr;
 
+use crate::journeys::name;
 use crate::step::Step;
 
 /// The kinds of request the SLO judges separately.
@@ -48,7 +49,7 @@ impl Class {
     pub fn of(request: &str) -> Class {
         if request.starts_with("GET ") {
             Class::Reads
-        } else if request == "POST /api/login" || request == "POST /api/register" {
+        } else if request == name::LOGIN || request == name::REGISTER {
             Class::SignIn
         } else {
             Class::Writes

@@ -20,25 +20,13 @@ use minigram::figure_keys as keys;
 use serde_json::{Value, json};
 
 use crate::hosts::HostUse;
+use crate::journeys::name;
 use crate::slo::Slo;
 use crate::step::{self, Load, Plan, Step};
 
 /// Every journey request seen and none failed.
 pub fn smoke_ok(s: &Step) -> Result<(), String> {
-    const NAMES: &[&str] = &[
-        "POST /api/register",
-        "POST /api/login",
-        "POST /api/logout",
-        "POST /api/users/{id}/follow",
-        "GET /api/feed",
-        "GET /api/feed?before",
-        "POST /api/photos/{id}/like",
-        "POST /api/photos",
-        "GET /api/explore",
-        "GET /api/users/{id}",
-        "GET /api/photos/{id}",
-    ];
-    let missing: Vec<&str> = NAMES
+    let missing: Vec<&str> = name::ALL
         .iter()
         .filter(|n| s.requests.get(**n).is_none_or(|r| r.count == 0))
         .copied()

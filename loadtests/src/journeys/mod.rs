@@ -24,6 +24,7 @@
 //! (returning people who like, follow and upload on every visit),
 //! `reads` (lurkers only) and `uploads` (camera-sized photos).
 
+pub mod name;
 mod requests;
 
 use goose::prelude::*;

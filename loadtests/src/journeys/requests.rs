@@ -5,6 +5,7 @@
 
 use goose::prelude::*;
 
+use super::name;
 use crate::people::{self};
 use crate::{acks, arrivals};
 use rand::Rng;
@@ -173,7 +174,7 @@ pub(super) async fn register(user: &mut GooseUser, v: &mut Visit) -> Transaction
         v,
         GooseMethod::Post,
         "/api/register",
-        "POST /api/register",
+        name::REGISTER,
         Body::Json(body),
         201,
         signed_in,
@@ -201,7 +202,7 @@ pub(super) async fn login_as(
         v,
         GooseMethod::Post,
         "/api/login",
-        "POST /api/login",
+        name::LOGIN,
         Body::Json(body),
         200,
         signed_in,
@@ -217,7 +218,7 @@ pub(super) async fn logout(user: &mut GooseUser, v: &mut Visit) -> TransactionRe
         v,
         GooseMethod::Post,
         "/api/logout",
-        "POST /api/logout",
+        name::LOGOUT,
         Body::None,
         204,
         |_| Ok(()),
@@ -247,7 +248,7 @@ pub(super) async fn follow_popular(
             v,
             GooseMethod::Post,
             &path,
-            "POST /api/users/{id}/follow",
+            name::FOLLOW,
             Body::None,
             200,
             |v| {
@@ -270,7 +271,7 @@ pub(super) async fn read_feed(user: &mut GooseUser, v: &mut Visit) -> Transactio
         v,
         GooseMethod::Get,
         "/api/feed?limit=10",
-        "GET /api/feed",
+        name::FEED,
         Body::None,
         200,
         photo_page,
@@ -286,7 +287,7 @@ pub(super) async fn next_feed_page(user: &mut GooseUser, v: &mut Visit) -> Trans
         v,
         GooseMethod::Get,
         "/api/feed?limit=10",
-        "GET /api/feed",
+        name::FEED,
         Body::None,
         200,
         photo_page,
@@ -301,7 +302,7 @@ pub(super) async fn next_feed_page(user: &mut GooseUser, v: &mut Visit) -> Trans
         v,
         GooseMethod::Get,
         &path,
-        "GET /api/feed?before",
+        name::FEED_OLDER,
         Body::None,
         200,
         |v| {
@@ -330,7 +331,7 @@ pub(super) async fn like_one(user: &mut GooseUser, v: &mut Visit) -> Transaction
         v,
         GooseMethod::Post,
         &path,
-        "POST /api/photos/{id}/like",
+        name::LIKE,
         Body::None,
         200,
         |v| {
@@ -359,7 +360,7 @@ pub(super) async fn send_photo(
         v,
         GooseMethod::Post,
         "/api/photos",
-        "POST /api/photos",
+        name::UPLOAD,
         Body::Photo(upload),
         &[201, 202],
         move |v| {
@@ -388,7 +389,7 @@ pub(super) async fn explore(user: &mut GooseUser, v: &mut Visit) -> TransactionR
         v,
         GooseMethod::Get,
         "/api/explore?limit=20",
-        "GET /api/explore",
+        name::EXPLORE,
         Body::None,
         200,
         photo_page,
@@ -406,7 +407,7 @@ pub(super) async fn view_profile(user: &mut GooseUser, v: &mut Visit) -> Transac
         v,
         GooseMethod::Get,
         &path,
-        "GET /api/users/{id}",
+        name::PROFILE,
         Body::None,
         200,
         move |v| {
@@ -431,7 +432,7 @@ pub(super) async fn view_photo(user: &mut GooseUser, v: &mut Visit) -> Transacti
         v,
         GooseMethod::Get,
         &path,
-        "GET /api/photos/{id}",
+        name::PHOTO,
         Body::None,
         200,
         move |v| {

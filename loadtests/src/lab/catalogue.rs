@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 
 use super::LabArgs;
-use crate::journeys::Mix;
+use crate::journeys::{Mix, name};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Stage {
@@ -262,11 +262,7 @@ pub(super) fn experiments() -> Vec<Experiment> {
                 sized("index-4x", &["--feed-index", "on"], 4.0),
                 sized("no-index-4x", &["--feed-index", "off"], 4.0),
             ],
-            curve: &[
-                "GET /api/feed",
-                "GET /api/feed?before",
-                "GET /api/users/{id}",
-            ],
+            curve: &[name::FEED, name::FEED_OLDER, name::PROFILE],
             prices_sign_in: false,
             commit_rate: false,
             topology: None,
