@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Finds or starts what the tests use besides Rust: Chromium and the Python
-# prometheus-client (metrics tests), and the local PostgreSQL and Redis
+# Finds or starts what the tests use besides Rust: Chromium, the Python
+# prometheus-client (metrics tests), the Prometheus server (smoke.sh), and the local PostgreSQL and Redis
 # that stage 2's tests use
 # (127.0.0.1:5432, user postgres, no password; 127.0.0.1:6379). Installs
 # them with apt-get when they are missing and we are root on Debian/Ubuntu.
@@ -71,13 +71,15 @@ ensure_redis() {
 ensure_browser_and_parser() {
     # The metrics tests load the live page in a real browser and parse
     # /metrics with the Prometheus client's own parser; the API conformance
-    # run (smoke.sh) uses schemathesis.
+    # run (smoke.sh) uses schemathesis, and the Prometheus check (smoke.sh)
+    # the real Prometheus server.
     command -v chromium >/dev/null || apt_install chromium
+    command -v prometheus >/dev/null || apt_install prometheus
     pip_install prometheus_client prometheus-client
     pip_install schemathesis "schemathesis==$SCHEMATHESIS_VERSION"
     python3 -m schemathesis.cli --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION" \
         || pip_install_now "schemathesis==$SCHEMATHESIS_VERSION"
-    say "chromium, prometheus-client and schemathesis $SCHEMATHESIS_VERSION are available"
+    say "chromium, prometheus, prometheus-client and schemathesis $SCHEMATHESIS_VERSION are available"
 }
 
 SCHEMATHESIS_VERSION=4.32.5

@@ -7,9 +7,15 @@
 # - schemathesis against the stage's own /api/openapi.json, signed in:
 #   generated and mutated requests to every operation; zero server errors
 #   and zero answers that differ from the document (status, content type,
-#   headers, body schema), and invalid data must be refused.
+#   headers, body schema), and invalid data must be refused;
+# - a real Prometheus (the Debian package) with the repo's scrape
+#   configuration (deploy/prometheus/) scrapes both stages during the
+#   loads; scripts/prometheus_check.py then asks it for the p95 by route of
+#   each stage, the request totals and the pool and hash figures, and checks
+#   that every metric the Grafana dashboard (deploy/grafana/) queries exists.
 # Needs the release binaries (cargo build --release --workspace), Python
-# with schemathesis and, for stage 2, Postgres and Redis (services.sh).
+# with schemathesis, prometheus and, for stage 2, Postgres and Redis
+# (services.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${CARGO_TARGET_DIR:-target}/release"
@@ -22,8 +28,8 @@ cleanup() {
     fi
     wait 2>/dev/null || true
     if [ -n "${db:-}" ]; then
-        psql "${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
-        redis-cli -u "${TEST_REDIS_URL:-redis://127.0.0.1:6379}" --scan --pattern "smoke:$db:*" 2>/dev/null | xargs -r redis-cli -u "${TEST_REDIS_URL:-redis://127.0.0.1:6379}" del >/dev/null 2>&1 || true
+        "$bin/stage-2" drop-data --database-url "$pg/$db" --redis-url "$redis" \
+            --redis-prefix "smoke:$db" --yes || echo "smoke: could not remove $db" >&2
     fi
     rm -rf "$work"
 }
@@ -76,17 +82,32 @@ PY
     echo "conformance: $name: schemathesis generated ${cases:-?} cases, 0 failures"
 }
 
+pg="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}"
+redis="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 url1=$(start stage-1 --data-dir "$work/s1")
 echo "smoke: stage 1 at $url1"
+db="minigram_smoke_$$_$RANDOM"
+url2=$(start stage-2 --data-dir "$work/s2" --database-url "$pg/$db" \
+    --redis-url "$redis" --redis-prefix "smoke:$db")
+echo "smoke: stage 2 at $url2"
+
+# Prometheus with the repo's configuration; only the targets file is ours.
+mkdir -p "$work/prometheus/targets"
+cp deploy/prometheus/prometheus.yml "$work/prometheus/"
+cat >"$work/prometheus/targets/smoke.json" <<JSON
+[{"targets": ["${url1#http://}"], "labels": {"stage": "1"}},
+ {"targets": ["${url2#http://}"], "labels": {"stage": "2"}}]
+JSON
+prom_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+prom="http://127.0.0.1:$prom_port"
+prometheus --config.file="$work/prometheus/prometheus.yml" \
+    --web.listen-address="127.0.0.1:$prom_port" \
+    --storage.tsdb.path="$work/prometheus/data" >"$work/prometheus.log" 2>&1 &
+echo $! >>"$work/pids"
+scripts/prometheus_check.py wait "$prom" || { cat "$work/prometheus.log" >&2; exit 1; }
+
 "$bin/loadtests" smoke --host "$url1" --users 10 --duration 8 --json-out "$work/smoke-stage-1.json"
 "$bin/loadtests" smoke --host "$url1" --arrival-rate 10 --duration 8 --json-out "$work/smoke-open-stage-1.json"
-conformance stage-1 "$url1"
-
-db="minigram_smoke_$$_$RANDOM"
-url2=$(start stage-2 --data-dir "$work/s2" \
-    --database-url "${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}/$db" \
-    --redis-url "${TEST_REDIS_URL:-redis://127.0.0.1:6379}" --redis-prefix "smoke:$db")
-echo "smoke: stage 2 at $url2"
 "$bin/loadtests" smoke --host "$url2" --users 10 --duration 8 --json-out "$work/smoke-stage-2.json"
 # The open-model run's generator runs in a simulated host of its own (a
 # cgroup quota, `--generator-cpus`): its steps must record what it used,
@@ -101,5 +122,14 @@ for step in run["steps"]:
     assert gen["name"] == "generator" and 0 < gen["budgetShare"] <= 1.05, gen
 print("smoke: the generator ran in its host: %.3f of 0.5 cores" % run["steps"][0]["hostCpu"][0]["cores"])
 PY
+
+# Two scrapes after the last request, so the totals are in.
+sleep 4
+scripts/prometheus_check.py check "$prom" \
+    "$work/smoke-stage-1.json,$work/smoke-open-stage-1.json" \
+    "$work/smoke-stage-2.json,$work/smoke-open-stage-2.json"
+scripts/prometheus_check.py grafana deploy/grafana/dashboards/minigram.json "$prom" "$url1" "$url2"
+
+conformance stage-1 "$url1"
 conformance stage-2 "$url2"
 echo "smoke and conformance: both stages passed"
