@@ -9,6 +9,7 @@
 //! Benchmark files give their headline figures. Every chart and table
 //! names the machine, commit, dataset and date of the runs it shows.
 
+pub mod chapter_charts;
 pub mod model;
 pub mod report;
 

@@ -19,9 +19,14 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::chapter_charts::{self, ChartFile};
+use crate::model::Run;
+
 /// The result files, by name, parsed.
 pub struct Sources {
     files: BTreeMap<String, Value>,
+    /// The same files, typed (the charts read the load-test runs).
+    results: crate::model::Results,
 }
 
 impl Sources {
@@ -40,7 +45,10 @@ impl Sources {
                 files.insert(name, v);
             }
         }
-        Ok(Self { files })
+        Ok(Self {
+            files,
+            results: crate::model::load(dir)?,
+        })
     }
 
     /// The newest file (by name: names end in their UTC time) matching `pred`.
@@ -54,6 +62,25 @@ impl Sources {
 
     fn lab(&self, experiment: &str) -> Option<(&str, &Value)> {
         self.latest(|_, v| v["schema"] == "minigram.lab/1" && v["experiment"] == experiment)
+    }
+
+    /// The charts of `experiment`'s chapter, from its newest lab report's
+    /// runs (in the report's order: the baseline first).
+    pub fn chapter_charts(&self, experiment: &str) -> anyhow::Result<(String, Vec<ChartFile>)> {
+        let (file, report) = self
+            .lab(experiment)
+            .with_context(|| format!("no lab report of {experiment} in results/"))?;
+        let runs: Vec<&Run> = report["variants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["resultFile"].as_str())
+            .filter_map(|f| self.results.runs.iter().find(|r| r.file == f))
+            .collect();
+        Ok((
+            file.to_owned(),
+            chapter_charts::for_experiment(experiment, &runs)?,
+        ))
     }
 
     fn named(&self, name: &str) -> Option<(&str, &Value)> {
@@ -104,6 +131,7 @@ pub fn block(src: &Sources, key: &str, prefix: &str) -> anyhow::Result<String> {
         ("storage", stage) => storage(src, stage)?,
         ("breaking", stage) => breaking(src, stage),
         ("spike", stage) => spike(src, stage)?,
+        ("charts", experiment) => charts(src, experiment)?,
         _ => bail!("unknown report block {key:?}"),
     };
     Ok(body.replace("](results/", &format!("]({prefix}results/")))
@@ -367,6 +395,46 @@ fn spike(src: &Sources, stage: &str) -> anyhow::Result<String> {
 }
 
 /// The Markdown files the report rewrites: README.md and docs/**/*.md.
+/// The chapter's pictures: Markdown images of the chart files written
+/// beside it (see [`write_charts`]).
+fn charts(src: &Sources, experiment: &str) -> anyhow::Result<String> {
+    let (file, charts) = src.chapter_charts(experiment)?;
+    let mut md = String::new();
+    for c in &charts {
+        md.push_str(&format!("![{}]({})\n\n", c.alt, c.file));
+    }
+    md.push_str(&format!(
+        "*Charts drawn by `dashboard report` from [{file}](results/{file}) and its runs' result files, made by `loadtests lab {experiment}`.*\n"
+    ));
+    Ok(md)
+}
+
+/// Writes (or with `check`, compares) the chart files of every `charts`
+/// block of `doc` beside it; the stale ones' names.
+fn write_charts(
+    src: &Sources,
+    doc: &Path,
+    keys: &[String],
+    check: bool,
+) -> anyhow::Result<Vec<String>> {
+    let dir = doc.parent().unwrap_or(Path::new("."));
+    let mut stale = Vec::new();
+    for experiment in keys.iter().filter_map(|k| k.strip_prefix("charts:")) {
+        for c in src.chapter_charts(experiment)?.1 {
+            let path = dir.join(&c.file);
+            if std::fs::read_to_string(&path).ok().as_deref() == Some(c.svg.as_str()) {
+                continue;
+            }
+            if check {
+                stale.push(path.display().to_string());
+            } else {
+                measure::files::write_whole(&path, c.svg.as_bytes())?;
+            }
+        }
+    }
+    Ok(stale)
+}
+
 pub fn documents(root: &Path) -> Vec<PathBuf> {
     let mut out = vec![root.join("README.md")];
     let mut dirs = vec![root.join("docs")];
@@ -431,6 +499,7 @@ pub fn run(root: &Path, results: &Path, check: bool) -> anyhow::Result<Vec<Strin
         if keys.is_empty() {
             continue;
         }
+        stale.extend(write_charts(&src, &doc, &keys, check)?);
         let changed = new != text;
         if changed && check {
             stale.push(rel.display().to_string());

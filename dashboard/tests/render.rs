@@ -261,3 +261,79 @@ fn report_rewrites_a_stale_block_and_check_catches_it() {
         "{err}"
     );
 }
+
+/// Every chapter under docs/experiments/ shows its result as a picture: at
+/// least one embedded SVG, present beside it, drawn from the result files
+/// (`report --check` above compares the bytes), with no more than
+/// `SERIES_PER_CHART` variants in its legend.
+#[test]
+fn every_chapter_embeds_its_charts() {
+    let dir = repo().join("docs/experiments");
+    let mut chapters = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "md") {
+            continue;
+        }
+        chapters += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let images: Vec<&str> = text
+            .split("](")
+            .skip(1)
+            .filter_map(|rest| rest.split(')').next())
+            .filter(|link| link.ends_with(".svg"))
+            .collect();
+        assert!(!images.is_empty(), "{} embeds no chart", path.display());
+        for image in images {
+            let svg = std::fs::read_to_string(dir.join(image))
+                .unwrap_or_else(|e| panic!("{}: {image}: {e}", path.display()));
+            assert!(svg.starts_with("<svg"), "{image}");
+            // One filled legend swatch per variant: 18 × 10 px rectangles.
+            let swatches = svg.matches(r#"width="18" height="10""#).count();
+            assert!(
+                (1..=dashboard::chapter_charts::SERIES_PER_CHART).contains(&swatches),
+                "{image}: {swatches} series"
+            );
+        }
+    }
+    assert!(chapters >= 10, "{chapters} chapters");
+}
+
+/// A chart file that is not what the result files give is caught by
+/// `report --check` and redrawn by `report`.
+#[test]
+fn check_catches_a_stale_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("docs/experiments")).unwrap();
+    let chapter =
+        "# c\n\n<!-- report:charts:cache-impact -->\n<!-- /report:charts:cache-impact -->\n";
+    let doc = dir.path().join("docs/experiments/cache-impact.md");
+    std::fs::write(&doc, chapter).unwrap();
+    let report = |check: bool| {
+        let mut c = Command::new(BIN);
+        c.arg("--results")
+            .arg(repo().join("results"))
+            .arg("report")
+            .arg("--root")
+            .arg(dir.path());
+        if check {
+            c.arg("--check");
+        }
+        c.output().unwrap()
+    };
+    assert!(report(false).status.success());
+    let svg = dir.path().join("docs/experiments/cache-impact-p95.svg");
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        std::fs::read_to_string(&doc)
+            .unwrap()
+            .contains("](cache-impact-p95.svg)")
+    );
+    assert!(report(true).status.success());
+    std::fs::write(&svg, drawn.replace("baseline", "made up")).unwrap();
+    let o = report(true);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cache-impact-p95.svg"));
+    assert!(report(false).status.success());
+    assert_eq!(std::fs::read_to_string(&svg).unwrap(), drawn);
+}

@@ -456,6 +456,15 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
     hostreport::hosts_markdown(&mut md, &variants);
     hostreport::usl_markdown(&mut md, &report["uslOverHosts"]);
     hostreport::round_trips_markdown(&mut md, &report["roundTrips"]);
+    // Filled by `dashboard report`, which draws the charts from the result
+    // files this run writes (dashboard/src/chapter_charts.rs).
+    line(
+        &mut md,
+        format!(
+            "## Charts\n\n<!-- report:charts:{0} -->\n<!-- /report:charts:{0} -->\n",
+            exp.name
+        ),
+    );
     line(&mut md, "## Observation\n".into());
     for v in &variants {
         line(

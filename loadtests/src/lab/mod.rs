@@ -418,6 +418,10 @@ async fn run_experiment(
         md_path.display(),
         chapter.display()
     );
+    println!(
+        "its charts and the README's tables: cargo run --release -p dashboard -- report \
+         (draws them from the result files into the chapter's Charts section)"
+    );
     Ok(std::process::ExitCode::SUCCESS)
 }
 
