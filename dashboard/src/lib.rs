@@ -3,113 +3,24 @@
 //! page — inline SVG charts (plotters), no script, no network — that opens
 //! from disk in any browser.
 //!
-//! Load-test runs give the breaking points, throughput / p95 / error rate
-//! against users for every stage on shared axes, the per-request breakdown
-//! at each breaking point, and before/after tables for experiments.
-//! Benchmark files give their headline figures. Every chart and table
-//! names the machine, commit, dataset and date of the runs it shows.
+//! The page answers first, then details: where each stage breaks and what
+//! saturated (the newest stage1-vs-stage2 lab run, [`overview`]), then one
+//! section per experiment (its newest run: question, charts of at most
+//! four variants, the verdict per variant, the hosts, a link to its
+//! chapter), then, folded, the history: every run's breaking point, USL
+//! fit, spike and per-request breakdown. Benchmark files give their
+//! headline figures. Each section says once the machine, commit, dataset
+//! and date of the runs it shows.
 
 pub mod chapter_charts;
 pub mod model;
+pub mod overview;
 pub mod report;
 
 pub use model::*;
 
 use askama::Template;
-use plotters::prelude::*;
 use std::collections::BTreeMap;
-
-const COLORS: [RGBColor; 6] = [
-    RGBColor(11, 87, 208),
-    RGBColor(227, 116, 0),
-    RGBColor(24, 128, 56),
-    RGBColor(197, 34, 31),
-    RGBColor(123, 31, 162),
-    RGBColor(0, 131, 143),
-];
-
-/// A line chart of `value(step)` against the load level (users, or
-/// visits/s: `x_desc` says which), one series per run, on a log2 axis
-/// shared by all runs.
-pub fn chart(
-    title: &str,
-    x_desc: &str,
-    y_desc: &str,
-    runs: &[Run],
-    value: impl Fn(&Step) -> f64,
-    with_usl: bool,
-) -> anyhow::Result<String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (760, 340)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let max_users = runs
-            .iter()
-            .flat_map(|r| r.steps.iter().map(|s| s.level()))
-            .fold(2.0f64, f64::max);
-        let max_y = runs
-            .iter()
-            .flat_map(|r| r.steps.iter().map(&value))
-            .fold(0.0f64, f64::max)
-            .max(1e-9)
-            * 1.1;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(64)
-            .build_cartesian_2d((1f64..max_users * 1.2).log_scale(), 0f64..max_y)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc(y_desc)
-            .draw()?;
-        for (i, run) in runs.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            let points: Vec<(f64, f64)> = run
-                .steps
-                .iter()
-                .map(|s| (s.level().max(1.0), value(s)))
-                .collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-                .label(run.label())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-            chart.draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 3, color.filled())),
-            )?;
-            // The fit is against concurrency: on a users axis only.
-            if let Some(fit) = (with_usl && !run.is_open()).then(|| run.usl()).flatten() {
-                // The fitted curve, dashed, from 1 user to past the last step.
-                let curve: Vec<(f64, f64)> = (0..=120)
-                    .map(|i| 2f64.powf(i as f64 / 120.0 * max_users.log2() + 0.1))
-                    .map(|n| (n, fit.predict(n).min(max_y)))
-                    .collect();
-                chart
-                    .draw_series(DashedLineSeries::new(curve, 6, 4, color.stroke_width(1)))?
-                    .label(format!(
-                        "{} USL fit (σ {:.3}, κ {:.5})",
-                        run.stage, fit.sigma, fit.kappa
-                    ))
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(1))
-                    });
-            }
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()?;
-        root.present()?;
-    }
-    Ok(svg)
-}
 
 /// A row of a before/after table.
 pub struct Compare {
@@ -224,13 +135,16 @@ fn experiments(runs: &[Run]) -> Vec<ExperimentView> {
 #[template(path = "dashboard.html")]
 pub struct Page<'a> {
     pub generated: String,
+    /// The first screen: where each stage breaks, and why.
+    pub headline: Option<overview::Headline>,
+    /// The newest run of each experiment.
+    pub sections: Vec<overview::Section>,
     pub runs: &'a [Run],
     /// Breaking runs and experiments: the runs with a ladder of users.
     pub ladders: &'a [Run],
     pub spikes: Vec<&'a Run>,
     /// (run label, fit, measured breaking point in users)
     pub usl: Vec<(String, measure::usl::UslFit, String)>,
-    pub charts: Vec<(String, String)>,
     pub experiments: Vec<ExperimentView>,
     pub benches: &'a [Bench],
     pub labs: &'a [(String, String, String, String)],
@@ -241,65 +155,13 @@ pub struct Page<'a> {
 pub fn render(results: &Results, generated: String) -> anyhow::Result<String> {
     let mut runs = results.runs.clone();
     runs.sort_by(|a, b| a.stage.cmp(&b.stage).then(a.started_at.cmp(&b.started_at)));
-    let mut charts = Vec::new();
-    // Curves against users only make sense for ladders (breaking runs,
-    // most experiments); a spike's 8 → 2000 → 8 users is a table, not a
-    // curve, and a fixed-load experiment's one step is not a ladder.
+    // Breaking runs: the history's tables (each experiment's current
+    // charts are drawn per section, from its newest run only).
     let ladders: Vec<Run> = runs
         .iter()
         .filter(|r| r.mode == "breaking")
         .cloned()
         .collect();
-    // One set of charts per load model: users and visits/s are not one axis.
-    let models: [(&str, &str, bool); 2] = [
-        ("visits/s", "visits started per second (log scale)", true),
-        ("users", "concurrent users (log scale)", false),
-    ];
-    for (unit, x_desc, open) in models {
-        let group: Vec<Run> = ladders
-            .iter()
-            .filter(|r| r.is_open() == open)
-            .cloned()
-            .collect();
-        if group.is_empty() {
-            continue;
-        }
-        // The figure's id, for links and tests: throughput-open, p95-closed...
-        let model = if open { "open" } else { "closed" };
-        charts.push((
-            format!("throughput-{model}"),
-            chart(
-                &format!("Throughput vs {unit} (dashed: Universal Scalability Law fit)"),
-                x_desc,
-                "requests / s",
-                &group,
-                |s| s.rps,
-                true,
-            )?,
-        ));
-        charts.push((
-            format!("p95-{model}"),
-            chart(
-                &format!("p95 latency vs {unit}"),
-                x_desc,
-                "ms",
-                &group,
-                |s| s.p95_ms,
-                false,
-            )?,
-        ));
-        charts.push((
-            format!("errors-{model}"),
-            chart(
-                &format!("Error rate vs {unit}"),
-                x_desc,
-                "% of requests",
-                &group,
-                |s| s.error_rate * 100.0,
-                false,
-            )?,
-        ));
-    }
     let usl = ladders
         .iter()
         .filter_map(|r| {
@@ -312,12 +174,13 @@ pub fn render(results: &Results, generated: String) -> anyhow::Result<String> {
         .collect();
     let page = Page {
         generated,
+        headline: overview::headline(results)?,
+        sections: overview::sections(results)?,
         experiments: experiments(&runs),
         ladders: &ladders,
         spikes: runs.iter().filter(|r| r.mode == "spike").collect(),
         usl,
         runs: &runs,
-        charts,
         benches: &results.benches,
         labs: &results.labs,
         skipped: &results.skipped,

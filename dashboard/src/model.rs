@@ -184,6 +184,41 @@ impl Run {
     }
 }
 
+/// A lab report (`minigram.lab/1`): the experiment, its question and
+/// change, and which result file each variant's run wrote (the runs hold
+/// the figures).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LabReport {
+    pub experiment: String,
+    pub question: String,
+    pub change: String,
+    pub commit: String,
+    pub machine: Machine,
+    pub started_at: String,
+    pub minutes: f64,
+    pub method: String,
+    pub variants: Vec<LabVariant>,
+    #[serde(skip)]
+    pub file: String,
+}
+
+/// One variant of a lab report.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LabVariant {
+    pub label: String,
+    pub stage: String,
+    pub flags: Vec<String>,
+    pub result_file: Option<String>,
+}
+
+impl LabReport {
+    pub fn date(&self) -> &str {
+        self.started_at.get(..10).unwrap_or(&self.started_at)
+    }
+}
+
 /// A benchmark file, shown as a table of its headline figures.
 #[derive(Debug, Clone)]
 pub struct Bench {
@@ -202,6 +237,8 @@ pub struct Results {
     pub benches: Vec<Bench>,
     /// Lab reports (`minigram.lab/1`): (file, experiment, question, minutes).
     pub labs: Vec<(String, String, String, String)>,
+    /// The same reports, typed, in file-name (so time) order.
+    pub lab_reports: Vec<LabReport>,
     /// Files that were not understood, with the reason.
     pub skipped: Vec<(String, String)>,
 }
@@ -414,12 +451,23 @@ pub fn load(dir: &Path) -> anyhow::Result<Results> {
                         .push((name, format!("not a loadtest/1 file: {e}"))),
                 }
             }
-            Some("minigram.lab/1") => results.labs.push((
-                name,
-                value["experiment"].as_str().unwrap_or("").to_owned(),
-                value["question"].as_str().unwrap_or("").to_owned(),
-                format!("{:.1}", value["minutes"].as_f64().unwrap_or(0.0)),
-            )),
+            Some("minigram.lab/1") => {
+                match serde_json::from_value::<LabReport>(value.clone()) {
+                    Ok(mut report) => {
+                        report.file = name.clone();
+                        results.lab_reports.push(report);
+                    }
+                    Err(e) => results
+                        .skipped
+                        .push((name.clone(), format!("not a lab/1 report: {e}"))),
+                }
+                results.labs.push((
+                    name,
+                    value["experiment"].as_str().unwrap_or("").to_owned(),
+                    value["question"].as_str().unwrap_or("").to_owned(),
+                    format!("{:.1}", value["minutes"].as_f64().unwrap_or(0.0)),
+                ))
+            }
             _ => match bench(name.clone(), &value) {
                 Some(b) => results.benches.push(b),
                 None => results

@@ -34,23 +34,7 @@ fn fixtures_render_every_part() {
         );
     }
     assert!(html.contains("password hashing (queue 240)") && html.contains("server CPU (190 %)"));
-    for chart in ["throughput", "p95", "errors"] {
-        let at = html
-            .find(&format!("data-chart=\"{chart}-closed\""))
-            .unwrap_or_else(|| panic!("chart {chart}"));
-        let figure = &html[at..at + html[at..].find("</figure>").unwrap()];
-        assert!(figure.contains("<svg"), "{chart} has an SVG");
-        assert!(
-            figure.matches("<circle").count() >= 9,
-            "{chart} has the data points"
-        );
-        assert!(
-            figure.contains("fixture CPU") && figure.contains("fixture0001"),
-            "{chart} is labelled"
-        );
-    }
-    assert!(html.contains("Throughput vs users"));
-    // The USL fit of each breaking run, as a table and a dashed curve.
+    // The USL fit of each breaking run, as a table.
     let usl = &html[html.find("<section id=\"usl\">").expect("a USL section")..];
     assert_eq!(
         usl.matches("<tr class=\"usl\">").take(3).count(),
@@ -58,9 +42,11 @@ fn fixtures_render_every_part() {
         "one fit per breaking run"
     );
     assert!(usl.contains("<td>stage-1 breaking</td>"));
+    // Without lab reports there is no first-screen answer, and it says so.
+    assert!(html.contains("No <code>stage1-vs-stage2</code> lab run"));
+    let history = &html[html.find("<details id=\"history\">").expect("a history")..];
     assert!(
-        html.contains("USL fit (σ"),
-        "the fitted curve is in the chart's legend"
+        history.contains("<section id=\"usl\">") && history.contains("<section id=\"spikes\">")
     );
     // A spike is a row of its own, not a curve against users.
     let spikes = &html[html
@@ -146,7 +132,9 @@ fn opens_from_disk_in_a_browser() {
     let url = format!("file://{}", page.display());
     let chromium = |args: &[&str]| contract::browser::chromium(args, &url);
     let dom = chromium(&["--dump-dom"]);
-    assert!(dom.contains("Throughput vs users") && dom.matches("<svg").count() >= 3);
+    assert!(
+        dom.contains("Breaking points of every run") && dom.contains("<details id=\"history\">")
+    );
     chromium(&[
         &format!("--screenshot={}", shot.display()),
         "--window-size=1200,2400",
@@ -336,4 +324,143 @@ fn check_catches_a_stale_chart() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("cache-impact-p95.svg"));
     assert!(report(false).status.success());
     assert_eq!(std::fs::read_to_string(&svg).unwrap(), drawn);
+}
+
+/// The page as a person sees it, from the repository's real results,
+/// opened from disk in headless Chromium: the first screen answers "where
+/// does each stage break, and why?" with one bar per variant of the newest
+/// stage1-vs-stage2 run; every experiment has a section with its charts;
+/// no chart carries more than four series; no "inf", NaN or absurd number
+/// in the text. Screenshots of the first screen and of one experiment's
+/// section go to the artifacts folder.
+#[test]
+fn the_first_screen_answers_in_a_browser() {
+    let results = repo().join("results");
+    let mut experiments = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(&results).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".report.json") {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(entry.path()).unwrap()).unwrap();
+            // Names end in their time: the last one read is the newest.
+            experiments.insert(v["experiment"].as_str().unwrap().to_owned(), v);
+        }
+    }
+    let headline = &experiments["stage1-vs-stage2"];
+    let variants = headline["variants"].as_array().unwrap().len();
+
+    let out = tempfile::tempdir().unwrap();
+    let page = out.path().join("dashboard.html");
+    std::fs::write(&page, render(&results)).unwrap();
+    let url = format!("file://{}", page.display());
+    let dom = contract::browser::chromium(&["--dump-dom"], &url);
+    assert!(!dom.contains("<script"), "no script");
+
+    let first = &dom[dom
+        .find("<section id=\"headline\">")
+        .expect("a headline section")..];
+    let first = &first[..first.find("</section>").unwrap()];
+    assert!(first.contains("Where does each stage break, and why?"));
+    let bars = &first[first
+        .find("class=\"headline-bars\"")
+        .expect("the headline picture")..];
+    let bars = &bars[..bars.find("</svg>").unwrap()];
+    assert_eq!(
+        bars.matches("height=\"26\"").count(),
+        variants,
+        "one bar per variant of the newest stage1-vs-stage2 run"
+    );
+    assert!(
+        first.contains("saturated first"),
+        "the sentence names causes"
+    );
+
+    let sections: Vec<&str> = dom.split("<section class=\"experiment\"").skip(1).collect();
+    assert_eq!(
+        sections.len(),
+        experiments.len() - 1,
+        "one section per other experiment"
+    );
+    for s in &sections {
+        let s = &s[..s.find("</section>").unwrap()];
+        assert!(
+            s.contains("<figure class=\"chart\""),
+            "charts in {}",
+            &s[..60]
+        );
+        assert!(s.contains("the chapter</a>"));
+    }
+    let charts: Vec<&str> = dom.split("<figure class=\"chart\"").skip(1).collect();
+    assert!(charts.len() >= 2 * experiments.len());
+    for chart in charts {
+        let chart = &chart[..chart.find("</figure>").unwrap()];
+        let series = chart.matches(r#"width="18" height="10""#).count();
+        assert!((1..=4).contains(&series), "{series} series in a chart");
+    }
+    let text = strip_tags(&dom);
+    for word in text.split(|c: char| !c.is_alphanumeric() && c != '.') {
+        let lower = word.to_lowercase();
+        assert!(lower != "inf" && lower != "nan", "{word:?} on the page");
+        // A number (not a file name's time stamp) of 13 digits or more is
+        // an unsupported extrapolation, not a measurement.
+        if let Ok(x) = word.trim_end_matches('.').parse::<f64>() {
+            assert!(
+                x.is_finite() && x.abs() < 1e12,
+                "an absurd number on the page: {word}"
+            );
+        }
+    }
+
+    // The first screen as it opens; one experiment's section alone (a
+    // headless screenshot does not scroll to an anchor), with the page's
+    // own styles.
+    let html = std::fs::read_to_string(&page).unwrap();
+    let head = &html[..html.find("<body>").unwrap()];
+    let at = html
+        .find("<section class=\"experiment\" id=\"exp-cache-impact\">")
+        .expect("the cache-impact section");
+    let end = at + html[at..].find("</section>").unwrap() + "</section>".len();
+    let one = out.path().join("experiment.html");
+    std::fs::write(
+        &one,
+        format!("{head}<body><main>{}</main></body></html>", &html[at..end]),
+    )
+    .unwrap();
+    let dir = contract::browser::artifacts_dir();
+    for (file, url, size) in [
+        (
+            "dashboard-first-screen.png",
+            url.clone(),
+            "--window-size=1280,1000",
+        ),
+        (
+            "dashboard-experiment.png",
+            format!("file://{}", one.display()),
+            "--window-size=1280,900",
+        ),
+    ] {
+        let shot = dir.join(file);
+        contract::browser::chromium(&[&format!("--screenshot={}", shot.display()), size], &url);
+        let png = std::fs::read(&shot).unwrap();
+        assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "{file}");
+        eprintln!("screenshot: {}", shot.display());
+    }
+}
+
+fn strip_tags(html: &str) -> String {
+    let body = &html[html.find("<body").unwrap_or(0)..];
+    let mut out = String::with_capacity(body.len());
+    let mut in_tag = false;
+    for c in body.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
