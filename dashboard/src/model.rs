@@ -7,23 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Machine {
-    pub cores: u64,
-    pub memory_mib: u64,
-    pub cpu: String,
-    pub os: String,
-}
-
-impl Machine {
-    pub fn describe(&self) -> String {
-        format!(
-            "{} cores, {} MiB, {}, {}",
-            self.cores, self.memory_mib, self.cpu, self.os
-        )
-    }
-}
+pub use measure::machine::Machine;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -184,39 +168,13 @@ impl Run {
     }
 }
 
-/// A lab report (`minigram.lab/1`): the experiment, its question and
-/// change, and which result file each variant's run wrote (the runs hold
-/// the figures).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct LabReport {
-    pub experiment: String,
-    pub question: String,
-    pub change: String,
-    pub commit: String,
-    pub machine: Machine,
-    pub started_at: String,
-    pub minutes: f64,
-    pub method: String,
-    pub variants: Vec<LabVariant>,
-    #[serde(skip)]
+pub use measure::schema::{LabReport, LabVariant};
+
+/// A lab report and the name of its file.
+#[derive(Debug, Clone)]
+pub struct LabFile {
     pub file: String,
-}
-
-/// One variant of a lab report.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct LabVariant {
-    pub label: String,
-    pub stage: String,
-    pub flags: Vec<String>,
-    pub result_file: Option<String>,
-}
-
-impl LabReport {
-    pub fn date(&self) -> &str {
-        self.started_at.get(..10).unwrap_or(&self.started_at)
-    }
+    pub report: LabReport,
 }
 
 /// A benchmark file, shown as a table of its headline figures.
@@ -238,7 +196,7 @@ pub struct Results {
     /// Lab reports (`minigram.lab/1`): (file, experiment, question, minutes).
     pub labs: Vec<(String, String, String, String)>,
     /// The same reports, typed, in file-name (so time) order.
-    pub lab_reports: Vec<LabReport>,
+    pub lab_reports: Vec<LabFile>,
     /// Files that were not understood, with the reason.
     pub skipped: Vec<(String, String)>,
 }
@@ -453,10 +411,10 @@ pub fn load(dir: &Path) -> anyhow::Result<Results> {
             }
             Some("minigram.lab/1") => {
                 match serde_json::from_value::<LabReport>(value.clone()) {
-                    Ok(mut report) => {
-                        report.file = name.clone();
-                        results.lab_reports.push(report);
-                    }
+                    Ok(report) => results.lab_reports.push(LabFile {
+                        file: name.clone(),
+                        report,
+                    }),
                     Err(e) => results
                         .skipped
                         .push((name.clone(), format!("not a lab/1 report: {e}"))),

@@ -8,7 +8,7 @@
 use plotters::prelude::*;
 
 use crate::chapter_charts::{self, ChartFile};
-use crate::model::{LabReport, Results, Run};
+use crate::model::{LabFile, Results, Run};
 
 /// The experiment the first screen answers from.
 pub const HEADLINE_EXPERIMENT: &str = "stage1-vs-stage2";
@@ -52,18 +52,18 @@ pub struct Headline {
 }
 
 /// The newest report of each experiment, by experiment name.
-pub fn newest_reports(results: &Results) -> Vec<&LabReport> {
-    let mut newest: std::collections::BTreeMap<&str, &LabReport> = Default::default();
+pub fn newest_reports(results: &Results) -> Vec<&LabFile> {
+    let mut newest: std::collections::BTreeMap<&str, &LabFile> = Default::default();
     for r in &results.lab_reports {
         // Files are loaded in name order and names end in their time.
-        newest.insert(&r.experiment, r);
+        newest.insert(&r.report.experiment, r);
     }
     newest.into_values().collect()
 }
 
 /// The runs a report names, in its order (the baseline first).
-fn runs_of<'a>(results: &'a Results, report: &LabReport) -> Vec<&'a Run> {
-    report
+pub fn runs_of<'a>(results: &'a Results, lab: &LabFile) -> Vec<&'a Run> {
+    lab.report
         .variants
         .iter()
         .filter_map(|v| v.result_file.as_deref())
@@ -124,8 +124,9 @@ fn verdict(run: &Run) -> Verdict {
     }
 }
 
-fn section(results: &Results, report: &LabReport) -> anyhow::Result<Section> {
-    let runs = runs_of(results, report);
+fn section(results: &Results, lab: &LabFile) -> anyhow::Result<Section> {
+    let runs = runs_of(results, lab);
+    let report = &lab.report;
     let dataset = runs
         .first()
         .map_or_else(String::new, |r| r.dataset.describe());
@@ -139,9 +140,9 @@ fn section(results: &Results, report: &LabReport) -> anyhow::Result<Section> {
             report.commit.get(..12).unwrap_or(&report.commit),
             report.date(),
             dataset,
-            report.file
+            lab.file
         ),
-        file: report.file.clone(),
+        file: lab.file.clone(),
         charts: chapter_charts::for_experiment(&report.experiment, &runs)?,
         verdicts: runs.iter().map(|r| verdict(r)).collect(),
     })
@@ -152,7 +153,7 @@ fn section(results: &Results, report: &LabReport) -> anyhow::Result<Section> {
 pub fn sections(results: &Results) -> anyhow::Result<Vec<Section>> {
     newest_reports(results)
         .into_iter()
-        .filter(|r| r.experiment != HEADLINE_EXPERIMENT)
+        .filter(|r| r.report.experiment != HEADLINE_EXPERIMENT)
         .map(|r| section(results, r))
         .collect()
 }
@@ -161,7 +162,7 @@ pub fn sections(results: &Results) -> anyhow::Result<Vec<Section>> {
 pub fn headline(results: &Results) -> anyhow::Result<Option<Headline>> {
     let Some(report) = newest_reports(results)
         .into_iter()
-        .find(|r| r.experiment == HEADLINE_EXPERIMENT)
+        .find(|r| r.report.experiment == HEADLINE_EXPERIMENT)
     else {
         return Ok(None);
     };

@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::chapter_charts::{self, ChartFile};
-use crate::model::Run;
 
 /// The result files, by name, parsed.
 pub struct Sources {
@@ -67,18 +66,13 @@ impl Sources {
     /// The charts of `experiment`'s chapter, from its newest lab report's
     /// runs (in the report's order: the baseline first).
     pub fn chapter_charts(&self, experiment: &str) -> anyhow::Result<(String, Vec<ChartFile>)> {
-        let (file, report) = self
-            .lab(experiment)
-            .with_context(|| format!("no lab report of {experiment} in results/"))?;
-        let runs: Vec<&Run> = report["variants"]
-            .as_array()
+        let lab = crate::overview::newest_reports(&self.results)
             .into_iter()
-            .flatten()
-            .filter_map(|v| v["resultFile"].as_str())
-            .filter_map(|f| self.results.runs.iter().find(|r| r.file == f))
-            .collect();
+            .find(|l| l.report.experiment == experiment)
+            .with_context(|| format!("no lab report of {experiment} in results/"))?;
+        let runs = crate::overview::runs_of(&self.results, lab);
         Ok((
-            file.to_owned(),
+            lab.file.clone(),
             chapter_charts::for_experiment(experiment, &runs)?,
         ))
     }

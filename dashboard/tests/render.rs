@@ -148,6 +148,21 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// `dashboard report [--check]` on the documents under `root`, from the
+/// repository's results.
+fn report_in(root: &Path, check: bool) -> std::process::Output {
+    let mut c = Command::new(BIN);
+    c.arg("--results")
+        .arg(repo().join("results"))
+        .arg("report")
+        .arg("--root")
+        .arg(root);
+    if check {
+        c.arg("--check");
+    }
+    c.output().unwrap()
+}
+
 /// Every generated table in README.md and docs/ is what the committed
 /// result files give: no figure in the docs was typed by hand or left
 /// behind by an older run.
@@ -183,23 +198,11 @@ fn readme_and_docs_match_the_result_files() {
 #[test]
 fn report_rewrites_a_stale_block_and_check_catches_it() {
     let dir = tempfile::tempdir().unwrap();
-    let results = repo().join("results");
     std::fs::create_dir_all(dir.path().join("docs")).unwrap();
     let stale = "# t\n\n<!-- report:storage:stage-1 -->\n| write a photo row | 1 µs | made up |\n<!-- /report:storage:stage-1 -->\n\nafter\n";
     std::fs::write(dir.path().join("README.md"), stale).unwrap();
     std::fs::write(dir.path().join("docs/x.md"), stale).unwrap();
-    let report = |check: bool| {
-        let mut c = Command::new(BIN);
-        c.arg("--results")
-            .arg(&results)
-            .arg("report")
-            .arg("--root")
-            .arg(dir.path());
-        if check {
-            c.arg("--check");
-        }
-        c.output().unwrap()
-    };
+    let report = |check: bool| report_in(dir.path(), check);
     let o = report(true);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
@@ -297,18 +300,7 @@ fn check_catches_a_stale_chart() {
         "# c\n\n<!-- report:charts:cache-impact -->\n<!-- /report:charts:cache-impact -->\n";
     let doc = dir.path().join("docs/experiments/cache-impact.md");
     std::fs::write(&doc, chapter).unwrap();
-    let report = |check: bool| {
-        let mut c = Command::new(BIN);
-        c.arg("--results")
-            .arg(repo().join("results"))
-            .arg("report")
-            .arg("--root")
-            .arg(dir.path());
-        if check {
-            c.arg("--check");
-        }
-        c.output().unwrap()
-    };
+    let report = |check: bool| report_in(dir.path(), check);
     assert!(report(false).status.success());
     let svg = dir.path().join("docs/experiments/cache-impact-p95.svg");
     let drawn = std::fs::read_to_string(&svg).unwrap();

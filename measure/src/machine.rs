@@ -1,10 +1,12 @@
 //! What machine a measurement ran on, for result files: a number without
 //! its machine is not checkable.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// Written into every result file (`machine`) and read back by the
+/// dashboard: one type for both.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct Machine {
     pub cores: usize,
     pub memory_mib: u64,
@@ -13,6 +15,14 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// "2 cores, 24105 MiB, <cpu>, <os>", as captions print it.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} cores, {} MiB, {}, {}",
+            self.cores, self.memory_mib, self.cpu, self.os
+        )
+    }
+
     pub fn current() -> Self {
         use procfs::Current;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

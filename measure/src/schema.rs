@@ -1,11 +1,15 @@
-//! The load-test result file (`minigram.loadtest/1`, docs/results-schema.md)
-//! as types: `loadtests` writes its steps with them and the dashboard reads
-//! them back with the same types, so a field renamed on one side is renamed
-//! on both. Every field has a default, so files written before a field was
+//! The result files (docs/results-schema.md) as types: a load-test step
+//! (`minigram.loadtest/1`) and the lab report (`minigram.lab/1`).
+//! `loadtests` writes them with these types and the dashboard reads them
+//! back with the same ones, so a field renamed on one side is renamed on
+//! both. Every field has a default, so files written before a field was
 //! added still load.
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+
+use crate::machine::Machine;
 
 /// A request's (or an SLO class's) count, errors and percentiles.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -152,6 +156,56 @@ pub fn level_text(arrival_rate: Option<f64>, users: u64) -> String {
     }
 }
 
+/// A lab report (`minigram.lab/1`): what the experiment asked and changed,
+/// where and when it ran, and per variant the result file its run wrote.
+/// The fields every reader uses are typed; the experiment-specific tables
+/// (a variant's figures at its breaking point, the USL over hosts, the
+/// round trips...) travel in `rest`, written and read by the lab's chapter.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LabReport {
+    pub schema: String,
+    pub experiment: String,
+    pub question: String,
+    pub change: String,
+    pub commit: String,
+    pub machine: Machine,
+    pub started_at: String,
+    /// The command as the user typed it.
+    pub command: String,
+    pub minutes: f64,
+    /// `breaking` (a breaking-point search per variant) or `fixed` (one
+    /// step at the same load).
+    pub method: String,
+    pub variants: Vec<LabVariant>,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+/// One variant of a lab report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LabVariant {
+    pub label: String,
+    /// The stage binary it ran (`stage-1`, `stage-2`).
+    pub stage: String,
+    /// Its flags beyond the baseline's.
+    pub flags: Vec<String>,
+    /// The load-test result file of its run, beside the report.
+    pub result_file: Option<String>,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+impl LabReport {
+    pub const SCHEMA: &'static str = "minigram.lab/1";
+
+    /// The date it started (`YYYY-MM-DD`).
+    pub fn date(&self) -> &str {
+        self.started_at.get(..10).unwrap_or(&self.started_at)
+    }
+}
+
 /// A list, or (in older files) its one element alone.
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<serde_json::Value>, D::Error> {
     Ok(match serde_json::Value::deserialize(d)? {
@@ -159,4 +213,36 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<serde_json:
         serde_json::Value::Null => Vec::new(),
         one => vec![one],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every lab report in results/ reads into the typed report and writes
+    /// back to the same JSON: the typed fields name what the files hold,
+    /// and nothing is lost in `rest`.
+    #[test]
+    fn the_reference_lab_reports_round_trip() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../results");
+        let mut read = 0;
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".report.json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            let original: Value = serde_json::from_str(&text).unwrap();
+            let typed: LabReport = serde_json::from_str(&text).unwrap();
+            assert_eq!(typed.schema, LabReport::SCHEMA, "{name}");
+            assert!(!typed.experiment.is_empty() && typed.machine.cores > 0, "{name}");
+            assert!(
+                typed.variants.iter().all(|v| v.result_file.is_some()),
+                "{name}: every variant names its run's file"
+            );
+            assert_eq!(serde_json::to_value(&typed).unwrap(), original, "{name}");
+            read += 1;
+        }
+        assert!(read >= 10, "{read} lab reports");
+    }
 }

@@ -394,10 +394,12 @@ async fn run_experiment(
         });
     }
 
-    let mut report = report::report_json(args, exp, &outcomes, &started_at, started.elapsed());
+    let mut typed = report::report(args, exp, &outcomes, &started_at, started.elapsed());
     if let Some(rate) = commit_rate {
-        report["sqliteCommitRate"] = rate;
+        typed.rest.insert("sqliteCommitRate".into(), rate);
     }
+    // The chapter reads the experiment-specific tables by name.
+    let report = serde_json::to_value(&typed)?;
     let md = chapter::markdown(exp, &report, &outcomes);
     let json_path = args
         .out_dir

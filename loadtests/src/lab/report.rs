@@ -1,8 +1,10 @@
-//! The lab's report as data (`minigram.lab/1`): per variant, its breaking
-//! point, the key step's figures, the verdict, the topology it ran on.
+//! The lab's report as data (`minigram.lab/1`, `measure::schema::LabReport`):
+//! per variant, its breaking point, the key step's figures, the verdict,
+//! the topology it ran on.
 
+use measure::schema::{LabReport, LabVariant};
 use minigram::figure_keys as keys;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use std::path::Path;
 use std::time::Duration;
 
@@ -50,27 +52,25 @@ pub(super) fn sqlite_writer(s: &Step) -> Option<Value> {
     })
 }
 
-pub(super) fn report_json(
+/// The report, typed where every reader looks (measure::schema::LabReport)
+/// and with each variant's figures and the experiment's tables in `rest`.
+pub(super) fn report(
     args: &LabArgs,
     exp: &Experiment,
     outcomes: &[Outcome],
     started_at: &str,
     took: Duration,
-) -> Value {
-    let variants: Vec<Value> = outcomes
+) -> LabReport {
+    let variants: Vec<LabVariant> = outcomes
         .iter()
         .map(|o| {
             let key = key_step(o);
             let failing = failing_step(o);
-            json!({
-                "label": o.variant.label,
-                "stage": o.variant.stage.bin(),
-                "flags": o.variant.flags,
+            let figures = json!({
                 "processes": o.variant.processes,
                 "mix": o.variant.mix.unwrap_or(exp.mix).name(),
                 "dataset": o.dataset.json(),
                 "scale": o.variant.scale,
-                "resultFile": o.file.file_name().map(|f| f.to_string_lossy().into_owned()),
                 "breakingPoint": o.breaking_point,
                 "usl": match exp.method {
                     Method::Breaking => verdict::usl_of(&o.steps),
@@ -106,21 +106,20 @@ pub(super) fn report_json(
                     "p99Ms": s.p99_ms,
                     "requests": s.requests,
                 })),
-            })
+            });
+            LabVariant {
+                label: o.variant.label.to_owned(),
+                stage: o.variant.stage.bin().to_owned(),
+                flags: o.variant.flags.iter().map(|f| (*f).to_owned()).collect(),
+                result_file: o.file.file_name().map(|f| f.to_string_lossy().into_owned()),
+                rest: object(figures),
+            }
         })
         .collect();
-    json!({
-        "schema": "minigram.lab/1",
-        "experiment": exp.name,
-        "question": exp.question,
-        "change": exp.change,
+    // The host tables read each variant whole, typed fields included.
+    let whole: Vec<Value> = variants.iter().map(|v| json!(v)).collect();
+    let rest = json!({
         "mix": exp.mix.name(),
-        "commit": env!("MINIGRAM_BUILD_COMMIT"),
-        "machine": measure::machine::Machine::current(),
-        "startedAt": started_at,
-        "command": command_line(),
-        "minutes": took.as_secs_f64() / 60.0,
-        "method": exp.method.name(),
         "dataset": Dataset::of(args, 1.0).json(),
         "load": {
             "model": match args.model { Model::Open => "open", Model::Closed => "closed" },
@@ -135,12 +134,33 @@ pub(super) fn report_json(
             "thinkMs": args.think_ms,
             "slo": args.slo,
         },
-        "uslOverHosts": hostreport::usl_over_hosts(&variants),
-        "roundTrips": hostreport::round_trips(&variants),
-        "variants": variants,
+        "uslOverHosts": hostreport::usl_over_hosts(&whole),
+        "roundTrips": hostreport::round_trips(&whole),
         "tradeoff": exp.tradeoff,
         "limits": exp.limits,
-    })
+    });
+    LabReport {
+        schema: LabReport::SCHEMA.to_owned(),
+        experiment: exp.name.to_owned(),
+        question: exp.question.to_owned(),
+        change: exp.change.to_owned(),
+        commit: env!("MINIGRAM_BUILD_COMMIT").to_owned(),
+        machine: measure::machine::Machine::current(),
+        started_at: started_at.to_owned(),
+        command: command_line(),
+        minutes: took.as_secs_f64() / 60.0,
+        method: exp.method.name().to_owned(),
+        variants,
+        rest: object(rest),
+    }
+}
+
+/// The fields of a `json!({...})` object.
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
 }
 
 /// The command as a user would type it (`loadtests lab …`, not the
