@@ -235,7 +235,10 @@ mod tests {
             let original: Value = serde_json::from_str(&text).unwrap();
             let typed: LabReport = serde_json::from_str(&text).unwrap();
             assert_eq!(typed.schema, LabReport::SCHEMA, "{name}");
-            assert!(!typed.experiment.is_empty() && typed.machine.cores > 0, "{name}");
+            assert!(
+                !typed.experiment.is_empty() && typed.machine.cores > 0,
+                "{name}"
+            );
             assert!(
                 typed.variants.iter().all(|v| v.result_file.is_some()),
                 "{name}: every variant names its run's file"

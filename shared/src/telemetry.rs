@@ -511,6 +511,21 @@ pub async fn record_requests(
         "http_response_status_code" => status.as_u16().to_string()
     )
     .record(took.as_secs_f64());
+    // Round trips to the servers behind the app (stage 2), per route.
+    if let Ok(r) = &res
+        && let Some(trips) = r.response().extensions().get::<crate::timing::RoundTrips>()
+    {
+        for (server, n) in [("postgres", trips.postgres), ("redis", trips.redis)] {
+            if n > 0 {
+                metrics::counter!(
+                    "minigram_round_trips_total",
+                    "http_route" => route.clone(),
+                    "server" => server
+                )
+                .increment(u64::from(n));
+            }
+        }
+    }
     t.record(&method, &route, status, took);
     res
 }

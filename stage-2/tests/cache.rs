@@ -263,3 +263,66 @@ async fn only_the_default_page_size_is_kept_rendered() {
         .expect("HKEYS");
     assert_eq!(fields, vec!["20".to_owned()]);
 }
+
+/// The round trips a request makes, as its Server-Timing says and the
+/// metrics add up: a cached first feed page is the session lookup and the
+/// page (two Redis round trips, no Postgres); a like is the session, the
+/// statement on a checked connection (two Postgres round trips) and the
+/// invalidation. This is today's budget, which stage 3's work lowers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn server_timing_counts_round_trips() {
+    use minigram::timing::parse_trips;
+    let app = spawn_app::<Pg>().await;
+    let me = app.make_user("tripper").await;
+    let photo = app.posted_photo(&me, "mine").await;
+    let trips = |res: &reqwest::Response| {
+        let header = res.headers()["server-timing"].to_str().unwrap().to_owned();
+        (
+            parse_trips(&header, "pg-trips"),
+            parse_trips(&header, "redis-trips"),
+        )
+    };
+    let miss = app.get("/api/feed", Some(&me.token)).await;
+    let (miss_pg, miss_redis) = trips(&miss);
+    let hit = app.get("/api/feed", Some(&me.token)).await;
+    assert_eq!(hit.status(), 200);
+    let liked = app
+        .send(
+            Method::POST,
+            &format!("/api/photos/{}/like", photo["id"]),
+            Some(&me.token),
+        )
+        .await;
+    assert_eq!(liked.status(), 200);
+    eprintln!(
+        "round trips (postgres, redis): feed miss ({miss_pg}, {miss_redis}), cached feed {:?}, like {:?}",
+        trips(&hit),
+        trips(&liked)
+    );
+    assert_eq!(trips(&hit), (0, 2), "cached feed: session GET + the page");
+    assert_eq!(
+        trips(&liked),
+        (2, 2),
+        "like: session, statement, invalidation"
+    );
+    // A miss: the session, the cache's lookups and its rebuild lock, the
+    // ids and the page from Postgres (two statements on checked
+    // connections), and the results stored against the generation.
+    assert_eq!(
+        (miss_pg, miss_redis),
+        (4, 6),
+        "a miss reads Postgres and fills the cache"
+    );
+
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    let redis_feed = text
+        .lines()
+        .find(|l| {
+            l.starts_with("minigram_round_trips_total")
+                && l.contains("http_route=\"/api/feed\"")
+                && l.contains("server=\"redis\"")
+        })
+        .expect("the feed's Redis round trips are a metric");
+    let total: u64 = redis_feed.rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(total, u64::from(miss_redis) + 2);
+}

@@ -18,7 +18,7 @@ use minigram::store::{
     Credentials, Dataset, FollowState, ImportSummary, Integrity, LikeState, MyProfile, NewPhoto,
     NewUser, Photo, PhotoPage, PhotoStatus, StoreError, StoreResult, UserProfile,
 };
-use minigram::timing::{self, Phase};
+use minigram::timing::{self, Phase, Remote};
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Postgres as Pg};
@@ -96,6 +96,11 @@ impl Postgres {
             stats.pg_shed.fetch_add(1, Ordering::Relaxed);
             return Err(StoreError::Overloaded);
         };
+        // A step is one statement, on a connection sqlx checks with a
+        // ping as it leaves the pool (`test_before_acquire`): two round
+        // trips. The one transaction (set_follow) counts its extra
+        // statements itself. Opening a new connection is not counted.
+        timing::round_trips(Remote::Postgres, 2);
         let started = Instant::now();
         let result = step.await;
         timing::record(Phase::Db, started.elapsed());
@@ -263,13 +268,19 @@ impl Postgres {
         let result: Result<Option<i64>, sqlx::Error> = self
             .timed(async {
             let mut tx = self.pool.begin().await?;
+            // BEGIN is a round trip of its own (the step's two are the
+            // check and the SELECT below); so are the writes and COMMIT,
+            // or the ROLLBACK a dropped transaction sends.
+            timing::round_trips(Remote::Postgres, 1);
             let exists = sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE id = $1")
                 .bind(followee.0)
                 .fetch_optional(&mut *tx)
                 .await?;
             if exists.is_none() {
+                timing::round_trips(Remote::Postgres, 1);
                 return Ok(None);
             }
+            timing::round_trips(Remote::Postgres, 3);
             let sql = if on {
                 "INSERT INTO follows (follower_id, followee_id, created_at) VALUES ($1, $2, $3)
                  ON CONFLICT DO NOTHING"

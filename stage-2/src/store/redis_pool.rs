@@ -10,7 +10,7 @@
 
 use anyhow::Context;
 use bb8_redis::RedisConnectionManager;
-use minigram::timing::{self, Phase};
+use minigram::timing::{self, Phase, Remote};
 use redis::aio::MultiplexedConnection;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -143,6 +143,9 @@ impl RedisPool {
                 }
                 anyhow::Error::new(e).context("waiting for a Redis connection")
             })?;
+            // One command, pipeline or script: one round trip (a script
+            // Redis has not cached yet costs a SCRIPT LOAD more, once).
+            timing::round_trips(Remote::Redis, 1);
             let result = work(&mut pooled.conn).await;
             if let Err(e) = &result
                 && is_connection_error(e)
