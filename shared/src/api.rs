@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::app::{App, SignedIn, UploadParts};
 use crate::error::ApiError;
-use crate::extract::{ClientAddr, MaybeSession, Page, PageParams, PathId, Session};
+use crate::extract::{BearerToken, ClientAddr, MaybeSession, Page, PageParams, PathId, Session};
 use crate::images;
 use crate::openapi::ApiDoc;
 use crate::store::{FollowState, LikeState, MyProfile, Photo, PhotoPage, Store, UserProfile};
@@ -400,9 +400,9 @@ pub async fn unlike<S: Store>(
 pub async fn feed<S: Store>(
     app: Data<S>,
     page: Page,
-    session: Session,
+    token: BearerToken,
 ) -> Result<web::Json<PhotoPage>, ApiError> {
-    Ok(web::Json(app.feed(&session, page.0).await?))
+    Ok(web::Json(app.feed_for_token(&token.0, page.0).await?))
 }
 
 #[utoipa::path(get, path = "/api/explore", tag = "photos", params(PageParams),

@@ -108,6 +108,25 @@ impl FromRequest for MaybeSession {
     }
 }
 
+/// The bearer token a request must carry (401 `unauthorized` without
+/// one), for a use case that resolves the session itself together with
+/// what it reads (the feed: [`App::feed_for_token`]).
+#[derive(Debug, Clone)]
+pub struct BearerToken(pub String);
+
+impl FromRequest for BearerToken {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(
+            bearer_token(req)
+                .map(|t| Self(t.to_owned()))
+                .ok_or_else(ApiError::unauthorized),
+        )
+    }
+}
+
 /// `?limit=20&before=<cursor>`, both optional, as a [`PageQuery`]: 422
 /// `invalid_limit` / `invalid_cursor` / `invalid_query` otherwise.
 #[derive(Debug, Clone, Copy)]

@@ -402,6 +402,16 @@ pub trait Store: Clone + Send + Sync + 'static {
         on: bool,
     ) -> impl Future<Output = StoreResult<LikeState>> + Send;
 
+    /// The feed of the session `token_hash` (`None`: not, or no longer, a
+    /// session), the session resolved with the page in one step: one read
+    /// of the pool in stage 1, one Redis round trip for a cached page in
+    /// stage 2.
+    fn session_feed(
+        &self,
+        token_hash: [u8; 32],
+        page: PageQuery,
+    ) -> impl Future<Output = StoreResult<Option<PhotoPage>>> + Send;
+
     /// Photos of the users `viewer` follows and the viewer's own, newest first.
     fn feed(
         &self,

@@ -21,6 +21,12 @@ pub fn new_token() -> String {
     hex::encode(bytes)
 }
 
+/// Whether `token` has the shape of one we issue (64 hex digits): anything
+/// else is refused without asking storage.
+pub fn is_token_shaped(token: &str) -> bool {
+    token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// What storage keeps of a token.
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()

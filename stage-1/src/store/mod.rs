@@ -300,6 +300,22 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn session_feed(
+        &self,
+        token_hash: [u8; 32],
+        page: PageQuery,
+    ) -> StoreResult<Option<PhotoPage>> {
+        let now = minigram::app::now_secs();
+        // One read: the session and its feed on one pooled connection.
+        self.read("reading a feed", move |c| {
+            match queries::session_user(c, &token_hash, now)? {
+                Some(user) => queries::feed(c, user.user_id, page).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
     async fn feed(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {
         self.read("reading a feed", move |c| queries::feed(c, viewer, page))
             .await

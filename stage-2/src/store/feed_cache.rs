@@ -212,6 +212,21 @@ impl FeedCache {
     /// The feed through the cache: the first page as cached (hot path), or
     /// the cached id list hydrated from Postgres.
     pub async fn feed(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {
+        self.feed_from(viewer, page, true).await
+    }
+
+    /// The feed when its cached first page was just found missing (by
+    /// [`super::session_feed`]): straight to the id list.
+    pub async fn feed_past_page(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {
+        self.feed_from(viewer, page, false).await
+    }
+
+    async fn feed_from(
+        &self,
+        viewer: UserId,
+        page: PageQuery,
+        read_page: bool,
+    ) -> StoreResult<PhotoPage> {
         let stats = &self.stats;
         // Only the page size clients get by default is kept as a rendered
         // page: a client choosing `limit` 1..=100 must not make up to a
@@ -221,7 +236,7 @@ impl FeedCache {
             stats.cache_bypasses.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(error = %e, "feed cache unavailable, reading Postgres");
         };
-        if first {
+        if first && read_page {
             match self.read_first_page(viewer, page.limit.get()).await {
                 Ok(Some(json)) => {
                     if let Ok(cached) = serde_json::from_str(&json) {

@@ -10,6 +10,9 @@
 //!   by the writes below; its module doc says what a reader may see stale.
 //! - [`photo_queue`] (optional, `--photo-processing queue`): uploads
 //!   processed by background workers instead of in the request.
+//! - [`session_feed`] (with the cache on the sessions' Redis): a feed read
+//!   resolves its session and reads the cached first page in one round
+//!   trip.
 //! - [`redis_pool`]: the Redis connections the components share; with
 //!   `--cache-redis-url` the cache has its own server (which may evict),
 //!   while sessions, counters and the queue stay on a `noeviction` one.
@@ -31,6 +34,7 @@ mod figures;
 pub mod photo_queue;
 pub mod postgres;
 pub mod redis_pool;
+pub mod session_feed;
 pub mod sessions;
 
 use minigram::auth::{AttemptLimit, Reservation};
@@ -51,6 +55,7 @@ pub use figures::Stage2Stats;
 pub use photo_queue::PhotoQueue;
 pub use postgres::Postgres;
 pub use redis_pool::{RedisManager, RedisPool};
+pub use session_feed::{SessionFeed, SessionPage};
 pub use sessions::Sessions;
 
 #[derive(Clone)]
@@ -64,6 +69,8 @@ struct Inner {
     redis: RedisPool,
     sessions: Sessions,
     cache: Option<FeedCache>,
+    /// With the cache on the sessions' Redis: session + page in one trip.
+    session_feed: Option<SessionFeed>,
     queue: Option<PhotoQueue>,
     config: Stage2Config,
     stats: Arc<Stage2Stats>,
@@ -84,11 +91,18 @@ impl Stage2Store {
             Arc::clone(&stats),
         )
         .await?;
+        let keys = redis_pool::Keys(config.redis_prefix.clone());
+        let own_cache_server = config
+            .cache_redis_url
+            .as_ref()
+            .is_some_and(|url| *url != config.redis_url);
+        let session_feed = (config.feed_cache && !own_cache_server)
+            .then(|| SessionFeed::new(redis.clone(), keys.clone(), Arc::clone(&stats)));
         let cache = if !config.feed_cache {
             None
         } else {
             let cache_redis = match &config.cache_redis_url {
-                Some(url) if *url != config.redis_url => {
+                Some(url) if own_cache_server => {
                     let flag = "--cache-redis-url / CACHE_REDIS_URL";
                     RedisPool::connect(&config, url, flag, Arc::clone(&stats)).await?
                 }
@@ -104,13 +118,13 @@ impl Stage2Store {
         let queue = config
             .photo_queue
             .then(|| PhotoQueue::new(&config, redis.clone(), db.clone(), Arc::clone(&stats)));
-        let keys = redis_pool::Keys(config.redis_prefix.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 sessions: Sessions::new(redis.clone(), keys),
                 db,
                 redis,
                 cache,
+                session_feed,
                 queue,
                 config,
                 stats,
@@ -295,6 +309,36 @@ impl Store for Stage2Store {
         // like is committed either way.
         let _ = self.invalidate(&[user.0]).await;
         Ok(state)
+    }
+
+    async fn session_feed(
+        &self,
+        token_hash: [u8; 32],
+        page: PageQuery,
+    ) -> StoreResult<Option<PhotoPage>> {
+        if let Some(one_trip) = &self.inner.session_feed
+            && SessionFeed::serves(page)
+        {
+            match one_trip.read(token_hash, page).await {
+                Ok(SessionPage::NoSession) => return Ok(None),
+                Ok(SessionPage::Hit(_, cached)) => return Ok(Some(cached)),
+                Ok(SessionPage::Miss(user)) => {
+                    return match &self.inner.cache {
+                        Some(cache) => cache.feed_past_page(user.user_id, page).await,
+                        None => self.feed(user.user_id, page).await,
+                    }
+                    .map(Some);
+                }
+                // The sessions' Redis failing or busy: 503, as the session
+                // lookup alone would answer.
+                Err(e) => return Err(sessions::unavailable(e)),
+            }
+        }
+        // Other pages, or the cache on its own server: two steps.
+        match self.session_user(token_hash).await? {
+            Some(user) => self.feed(user.user_id, page).await.map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn feed(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {

@@ -16,6 +16,15 @@ use std::time::Duration;
 
 use super::redis_pool::{Keys, QueueFull, RedisPool};
 
+/// A session key's value, `<user id>:<username>`.
+pub(super) fn parse_session(value: &str) -> Option<SessionUser> {
+    let (id, name) = value.split_once(':')?;
+    Some(SessionUser {
+        user_id: UserId(id.parse().ok()?),
+        username: Username::from_trusted(name.to_owned()),
+    })
+}
+
 pub struct Sessions {
     redis: RedisPool,
     keys: Keys,
@@ -25,7 +34,8 @@ pub struct Sessions {
     release: redis::Script,
 }
 
-fn unavailable(e: anyhow::Error) -> StoreError {
+/// A failure of the sessions' Redis as the app answers it: 503.
+pub(super) fn unavailable(e: anyhow::Error) -> StoreError {
     if e.is::<QueueFull>() {
         StoreError::Overloaded
     } else {
@@ -79,13 +89,7 @@ impl Sessions {
             .arg(self.keys.of("session", hex::encode(token_hash)))
             .clone();
         let value: Option<String> = self.session_redis(&cmd).await?;
-        Ok(value.and_then(|v| {
-            let (id, name) = v.split_once(':')?;
-            Some(SessionUser {
-                user_id: UserId(id.parse().ok()?),
-                username: Username::from_trusted(name.to_owned()),
-            })
-        }))
+        Ok(value.as_deref().and_then(parse_session))
     }
 
     pub async fn revoke(&self, token_hash: [u8; 32]) -> StoreResult<bool> {
