@@ -161,7 +161,12 @@ pub async fn spawn_app<B: Backend>() -> TestApp<B> {
 }
 
 pub async fn spawn_app_with<B: Backend>(settings: Settings) -> TestApp<B> {
-    let backend = B::fresh().await;
+    spawn_app_on(B::fresh().await, settings).await
+}
+
+/// The app on storage the test prepared itself (a backend with its own
+/// configuration).
+pub async fn spawn_app_on<B: Backend>(backend: B, settings: Settings) -> TestApp<B> {
     let uploads = backend.uploads_dir();
     std::fs::create_dir_all(&uploads).expect("create uploads dir");
     let store = backend.store();

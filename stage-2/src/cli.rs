@@ -152,6 +152,7 @@ impl StorageArgs {
             redis_pool_size: self.redis_pool,
             acquire_timeout: Duration::from_millis(self.acquire_timeout_ms),
             pool_queue_max: self.pool_queue_max,
+            pg_ping_idle_after: Stage2Config::PING_IDLE_AFTER,
             feed_cache: self.feed_cache == Toggle::On,
             feed_cache_ttl: Duration::from_secs(self.feed_cache_ttl),
             feed_page_ttl: Duration::from_secs(self.feed_page_ttl),

@@ -24,6 +24,10 @@ pub struct Stage2Config {
     /// Calls that may wait for a connection of each pool at once; one more
     /// is refused at once (503) instead of waiting out the timeout.
     pub pool_queue_max: u32,
+    /// A pooled Postgres connection idle for longer than this is pinged
+    /// before use (one round trip); one used more recently is not, since
+    /// sqlx pings every connection as it returns to the pool anyway.
+    pub pg_ping_idle_after: Duration,
     pub feed_cache: bool,
     /// How long a cached feed id list lives (plus up to 10 s of jitter).
     pub feed_cache_ttl: Duration,
@@ -40,6 +44,11 @@ pub struct Stage2Config {
 }
 
 impl Stage2Config {
+    /// The default of [`Stage2Config::pg_ping_idle_after`]: under load a
+    /// connection returns within milliseconds and is not pinged; after a
+    /// quiet second (when a restarted Postgres may have dropped it) it is.
+    pub const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
     pub fn new(database_url: impl Into<String>, redis_url: impl Into<String>) -> Self {
         Self {
             database_url: database_url.into(),
@@ -50,6 +59,7 @@ impl Stage2Config {
             redis_pool_size: 16,
             acquire_timeout: Duration::from_secs(2),
             pool_queue_max: 64,
+            pg_ping_idle_after: Self::PING_IDLE_AFTER,
             feed_cache: true,
             feed_cache_ttl: Duration::from_secs(60),
             feed_page_ttl: Duration::from_secs(10),

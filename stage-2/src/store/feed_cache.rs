@@ -29,6 +29,12 @@
 //!   a short Redis lock and rebuilds it; the others wait up to ~100 ms for
 //!   its result and then read Postgres directly rather than pile up. TTLs
 //!   get random jitter so keys made together do not expire together.
+//! - **Round trips** (stage 2's round-trip budget): what is cached for a
+//!   viewer is read in one script ([`READ_FEED_LUA`]: the page, else the
+//!   id list and generation, else the rebuild lock), with the session when
+//!   the cache shares the sessions' Redis ([`super::session_feed`]). A
+//!   cached page is then the answer; a miss adds one Postgres statement
+//!   and one script that stores what it read ([`FeedCache::answer`]).
 //! - **Faults:** a Redis that fails or whose pool is full is bypassed
 //!   (counted): the read goes to Postgres.
 
@@ -61,7 +67,8 @@ pub struct FeedCache {
     ttl: Duration,
     page_ttl: Duration,
     stats: Arc<Stage2Stats>,
-    set_if_generation: redis::Script,
+    read_feed: redis::Script,
+    store_rebuilt: redis::Script,
     set_page_if_generation: redis::Script,
 }
 
@@ -79,7 +86,10 @@ impl FeedCache {
             ttl: config.feed_cache_ttl,
             page_ttl: config.feed_page_ttl,
             stats,
-            set_if_generation: redis::Script::new(SET_IF_GENERATION),
+            read_feed: redis::Script::new(&format!(
+                "{READ_FEED_LUA}\nreturn read_feed(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3])"
+            )),
+            store_rebuilt: redis::Script::new(STORE_REBUILT),
             set_page_if_generation: redis::Script::new(SET_PAGE_IF_GENERATION),
         }
     }
@@ -113,75 +123,75 @@ impl FeedCache {
         Ok(())
     }
 
-    /// The viewer's cached first page for `limit`: one command, the hot path.
-    async fn read_first_page(&self, viewer: UserId, limit: u32) -> anyhow::Result<Option<String>> {
-        let cmd = redis::cmd("HGET")
-            .arg(self.keys.of("feedpage", viewer.0))
-            .arg(limit)
-            .clone();
-        self.redis.query(&cmd).await
+    /// What the cache holds for `viewer`, in one round trip (one script):
+    /// their rendered first page when `page` is one the cache keeps whole,
+    /// else their generation and id list, else the rebuild lock if free.
+    async fn read(&self, viewer: UserId, page: PageQuery) -> anyhow::Result<CacheRead> {
+        let mut script = self.read_feed.prepare_invoke();
+        script
+            .key(self.keys.of("feedpage", viewer.0))
+            .key(self.keys.of("feedgen", viewer.0))
+            .key(self.keys.of("feed", viewer.0))
+            .key(self.keys.of("feedlock", viewer.0))
+            .arg(page.limit.get())
+            .arg(u8::from(keeps_whole(page)))
+            .arg(REBUILD_LOCK_MS);
+        let found: Vec<String> = self.redis.script(&script).await?;
+        CacheRead::parse(&found)
     }
 
-    /// The viewer's feed generation and cached id list, in one round trip.
-    async fn read_feed_ids(&self, viewer: UserId) -> anyhow::Result<CacheRead> {
-        let cmd = redis::cmd("MGET")
-            .arg(self.keys.of("feedgen", viewer.0))
+    /// Waits briefly for another reader's rebuild of the viewer's id list.
+    /// `None`: it did not finish in time (or Redis failed): read Postgres.
+    async fn wait_for_rebuild(&self, viewer: UserId) -> Option<Vec<i64>> {
+        let get = redis::cmd("GET")
             .arg(self.keys.of("feed", viewer.0))
             .clone();
-        let (generation, ids): (Option<String>, Option<String>) = self.redis.query(&cmd).await?;
-        Ok(CacheRead { generation, ids })
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Ok(Some(ids)) = self.redis.query::<Option<String>>(&get).await {
+                self.stats.stampede_waits.fetch_add(1, Ordering::Relaxed);
+                return Some(parse_ids(&ids));
+            }
+        }
+        self.stats.cache_bypasses.fetch_add(1, Ordering::Relaxed);
+        None
     }
 
-    /// Rebuilds the viewer's id list after a miss, one reader at a time.
-    /// `None`: another reader is rebuilding and did not finish in time (or
-    /// Redis failed): read Postgres directly.
-    async fn rebuild_feed_ids(
+    /// Stores what a rebuild read (the id list, and the page when it is
+    /// one the cache keeps whole) unless the feed was invalidated since
+    /// `generation` was read, and releases the rebuild lock: one script.
+    async fn store_rebuilt(
         &self,
         viewer: UserId,
-        generation: &Option<String>,
-    ) -> StoreResult<Option<Vec<i64>>> {
-        let stats = &self.stats;
-        let (feed_key, gen_key) = (
-            self.keys.of("feed", viewer.0),
-            self.keys.of("feedgen", viewer.0),
-        );
-        let lock_key = self.keys.of("feedlock", viewer.0);
-        let lock = redis::cmd("SET")
-            .arg(&lock_key)
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(3000)
-            .clone();
-        let got_lock: Option<String> = self.redis.query(&lock).await.unwrap_or(None);
-        if got_lock.is_none() {
-            // Someone else is rebuilding this feed: wait briefly for it.
-            for _ in 0..5 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let get = redis::cmd("GET").arg(&feed_key).clone();
-                if let Ok(Some(ids)) = self.redis.query::<Option<String>>(&get).await {
-                    stats.stampede_waits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Some(parse_ids(&ids)));
-                }
-            }
-            stats.cache_bypasses.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
-        }
-        let ids = self.feed_ids(viewer).await?;
+        generation: &str,
+        ids: Option<&[i64]>,
+        page: Option<&PhotoPage>,
+        limit: u32,
+    ) {
         let ttl = self.ttl.as_secs().max(1) + rand::rng().random_range(0..=TTL_JITTER.as_secs());
-        let joined = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        let mut script = self.set_if_generation.prepare_invoke();
+        let (store_ids, ids) = match ids {
+            Some(ids) => ("1", join_ids(ids)),
+            None => ("0", String::new()),
+        };
+        let page = page
+            .and_then(|page| serde_json::to_string(page).ok())
+            .unwrap_or_default();
+        let mut script = self.store_rebuilt.prepare_invoke();
         script
-            .key(&feed_key)
-            .key(&gen_key)
-            .key(&lock_key)
-            .arg(generation.clone().unwrap_or_default())
-            .arg(joined)
-            .arg(ttl);
+            .key(self.keys.of("feed", viewer.0))
+            .key(self.keys.of("feedgen", viewer.0))
+            .key(self.keys.of("feedlock", viewer.0))
+            .key(self.keys.of("feedpage", viewer.0))
+            .arg(generation)
+            .arg(store_ids)
+            .arg(ids)
+            .arg(ttl)
+            .arg(limit)
+            .arg(page)
+            .arg(self.page_ttl.as_millis().max(1) as u64);
         if let Err(e) = self.redis.script::<i64>(&script).await {
-            tracing::debug!(error = %e, "could not store a feed in the cache");
+            tracing::debug!(error = %e, "could not store a rebuilt feed in the cache");
         }
-        Ok(Some(ids))
     }
 
     /// Caches a hydrated first page, unless the feed was invalidated since
@@ -189,9 +199,9 @@ impl FeedCache {
     async fn store_first_page(
         &self,
         viewer: UserId,
-        limit: u32,
-        generation: &Option<String>,
+        generation: &str,
         page: &PhotoPage,
+        limit: u32,
     ) {
         let Ok(json) = serde_json::to_string(page) else {
             return;
@@ -200,7 +210,7 @@ impl FeedCache {
         script
             .key(self.keys.of("feedpage", viewer.0))
             .key(self.keys.of("feedgen", viewer.0))
-            .arg(generation.clone().unwrap_or_default())
+            .arg(generation)
             .arg(limit)
             .arg(json)
             .arg(self.page_ttl.as_millis().max(1) as u64);
@@ -209,65 +219,59 @@ impl FeedCache {
         }
     }
 
-    /// The feed through the cache: the first page as cached (hot path), or
-    /// the cached id list hydrated from Postgres.
+    /// The feed through the cache: one round trip to read what is cached
+    /// (see [`FeedCache::answer`] for what follows).
     pub async fn feed(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {
-        self.feed_from(viewer, page, true).await
+        match self.read(viewer, page).await {
+            Ok(read) => self.answer(viewer, page, read).await,
+            Err(e) => {
+                self.stats.cache_bypasses.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "feed cache unavailable, reading Postgres");
+                self.db.feed(viewer, page).await
+            }
+        }
     }
 
-    /// The feed when its cached first page was just found missing (by
-    /// [`super::session_feed`]): straight to the id list.
-    pub async fn feed_past_page(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {
-        self.feed_from(viewer, page, false).await
-    }
-
-    async fn feed_from(
+    /// The page from what one cache read found (by [`FeedCache::feed`], or
+    /// with the session by [`super::session_feed`]). The round trips that
+    /// follow the read:
+    /// - a cached page: none;
+    /// - a cached id list: the page's photos from Postgres by id (one),
+    ///   then the first page stored (one, when it is kept whole);
+    /// - nothing cached, the rebuild lock taken: the id list and the
+    ///   page's photos in one Postgres statement, then both stored and the
+    ///   lock released in one script (one each);
+    /// - another reader rebuilding: a few short waits for its id list,
+    ///   then Postgres directly (the stampede path, not the budget's).
+    pub async fn answer(
         &self,
         viewer: UserId,
         page: PageQuery,
-        read_page: bool,
+        read: CacheRead,
     ) -> StoreResult<PhotoPage> {
         let stats = &self.stats;
-        // Only the page size clients get by default is kept as a rendered
-        // page: a client choosing `limit` 1..=100 must not make up to a
-        // hundred cached pages per viewer. Other sizes come from the id list.
-        let first = page.before.is_none() && page.limit.get() == PageLimit::DEFAULT;
-        let bypass = |e: anyhow::Error| {
-            stats.cache_bypasses.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(error = %e, "feed cache unavailable, reading Postgres");
-        };
-        if first && read_page {
-            match self.read_first_page(viewer, page.limit.get()).await {
-                Ok(Some(json)) => {
-                    if let Ok(cached) = serde_json::from_str(&json) {
-                        stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                        stats.page_hits.fetch_add(1, Ordering::Relaxed);
-                        return Ok(cached);
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    bypass(e);
-                    return self.db.feed(viewer, page).await;
-                }
+        let (generation, ids) = match read {
+            CacheRead::Page(cached) => {
+                stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                stats.page_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(cached);
             }
-        }
-        let read = match self.read_feed_ids(viewer).await {
-            Ok(read) => read,
-            Err(e) => {
-                bypass(e);
+            CacheRead::Ids { generation, ids } => {
+                stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                (generation, ids)
+            }
+            CacheRead::Rebuild { generation } => {
+                stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                return self.rebuild(viewer, page, &generation).await;
+            }
+            CacheRead::Unusable => {
+                stats.cache_bypasses.fetch_add(1, Ordering::Relaxed);
                 return self.db.feed(viewer, page).await;
             }
-        };
-        let ids = match read.ids.as_deref() {
-            Some(ids) => {
-                stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                parse_ids(ids)
-            }
-            None => {
+            CacheRead::Wait { generation } => {
                 stats.cache_misses.fetch_add(1, Ordering::Relaxed);
-                match self.rebuild_feed_ids(viewer, &read.generation).await? {
-                    Some(ids) => ids,
+                match self.wait_for_rebuild(viewer).await {
+                    Some(ids) => (generation, ids),
                     None => return self.db.feed(viewer, page).await,
                 }
             }
@@ -283,34 +287,99 @@ impl FeedCache {
             return self.db.feed(viewer, page).await; // past the cached window
         }
         let result = PhotoPage::from_rows(self.hydrate(viewer, &wanted).await?, page);
-        if first {
-            self.store_first_page(viewer, page.limit.get(), &read.generation, &result)
+        if keeps_whole(page) {
+            self.store_first_page(viewer, &generation, &result, page.limit.get())
                 .await;
         }
         Ok(result)
     }
 
-    /// The newest `window` photo ids of `viewer`'s feed (what the feed
-    /// cache keeps).
-    async fn feed_ids(&self, viewer: UserId) -> StoreResult<Vec<i64>> {
-        self.db
+    /// Nothing cached and this reader holds the rebuild lock: one statement
+    /// reads the viewer's id window and the page's photos from it, one
+    /// script stores both (the page if kept whole) and releases the lock.
+    async fn rebuild(
+        &self,
+        viewer: UserId,
+        page: PageQuery,
+        generation: &str,
+    ) -> StoreResult<PhotoPage> {
+        let read = self.window_and_page(viewer, page).await;
+        let (window, rows) = match read {
+            Ok(found) => found,
+            Err(e) => {
+                self.store_rebuilt(viewer, generation, None, None, page.limit.get())
+                    .await;
+                return Err(e);
+            }
+        };
+        let complete = window.as_ref().is_some_and(|w| w.len() < FEED_WINDOW);
+        let past_window = !complete && rows.len() < fetch(page) as usize;
+        let result = PhotoPage::from_rows(rows, page);
+        let whole = (keeps_whole(page) && !past_window).then_some(&result);
+        self.store_rebuilt(
+            viewer,
+            generation,
+            window.as_deref(),
+            whole,
+            page.limit.get(),
+        )
+        .await;
+        if past_window {
+            return self.db.feed(viewer, page).await;
+        }
+        Ok(result)
+    }
+
+    /// The viewer's newest [`FEED_WINDOW`] feed ids and the photos of
+    /// `page` among them, in one statement. The window is `None` when the
+    /// page had no rows and so could not carry it (a page past the newest).
+    async fn window_and_page(
+        &self,
+        viewer: UserId,
+        page: PageQuery,
+    ) -> StoreResult<(Option<Vec<i64>>, Vec<Photo>)> {
+        let rows = self
+            .db
             .run(
-                "reading feed ids",
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT p.id
-                 FROM (SELECT $1::bigint AS uid UNION ALL
-                       SELECT followee_id FROM follows WHERE follower_id = $1) f
-                 CROSS JOIN LATERAL (
-                     SELECT id FROM photos WHERE user_id = f.uid AND status = 'ready'
-                     ORDER BY id DESC LIMIT $2
-                 ) p
-                 ORDER BY p.id DESC LIMIT $2",
-                )
+                "reading a feed window",
+                sqlx::query_as::<_, WindowRow>(AssertSqlSafe(format!(
+                    "WITH win AS (
+                         SELECT p.id
+                         FROM (SELECT $1::bigint AS uid UNION ALL
+                               SELECT followee_id FROM follows WHERE follower_id = $1) f
+                         CROSS JOIN LATERAL (
+                             SELECT id FROM photos WHERE user_id = f.uid AND status = 'ready'
+                             ORDER BY id DESC LIMIT $2
+                         ) p
+                         ORDER BY p.id DESC LIMIT $2)
+                     SELECT {PHOTO_COLUMNS},
+                            CASE WHEN row_number() OVER (ORDER BY p.id DESC) = 1
+                                 THEN (SELECT array_agg(id ORDER BY id DESC) FROM win)
+                            END AS feed_window
+                     FROM photos p JOIN users u ON u.id = p.user_id
+                     WHERE p.id IN (SELECT id FROM win WHERE id < $3 ORDER BY id DESC LIMIT $4)
+                     ORDER BY p.id DESC"
+                )))
                 .bind(viewer.0)
                 .bind(FEED_WINDOW as i64)
+                .bind(before(page))
+                .bind(fetch(page))
                 .fetch_all(self.db.pool()),
             )
-            .await
+            .await?;
+        let mut window = None;
+        let mut photos = Vec::with_capacity(rows.len());
+        for row in rows {
+            if window.is_none() {
+                window = row.feed_window;
+            }
+            photos.push(Photo::try_from(row.photo)?);
+        }
+        // No rows on a page from the newest means an empty feed.
+        if window.is_none() && page.before.is_none() {
+            window = Some(Vec::new());
+        }
+        Ok((window, photos))
     }
 
     /// Full photo rows for `ids`, newest first, as `viewer` sees them.
@@ -335,13 +404,48 @@ impl FeedCache {
     }
 }
 
-/// Store the rebuilt feed only if no invalidation happened since the reader
-/// read the generation (KEYS: feed, generation, lock; ARGV: generation as
-/// read, ids, ttl). Always releases the rebuild lock.
-const SET_IF_GENERATION: &str = r"
+/// How long a reader may hold a viewer's rebuild lock (it is released
+/// when the rebuild is stored; this bounds a reader that died meanwhile).
+pub(super) const REBUILD_LOCK_MS: u64 = 3000;
+
+/// What the cache holds for a viewer, as a Lua function that both the
+/// cache's own read and the session's one-trip read
+/// ([`super::session_feed`]) call. Arguments: the keys of the viewer's
+/// rendered pages, generation, id list and rebuild lock; the page size;
+/// "1" if the page is one kept whole; the lock's lifetime in ms. Returns
+/// `{"page", json}`, `{"ids", generation, ids}`, `{"rebuild", generation}`
+/// (the lock is now this reader's) or `{"wait", generation}`.
+pub(super) const READ_FEED_LUA: &str = r"
+local function read_feed(page_key, gen_key, ids_key, lock_key, limit, whole, lock_ms)
+  if whole == '1' then
+    local page = redis.call('HGET', page_key, limit)
+    if page then return {'page', page} end
+  end
+  local generation = redis.call('GET', gen_key) or ''
+  local ids = redis.call('GET', ids_key)
+  if ids then return {'ids', generation, ids} end
+  if redis.call('SET', lock_key, '1', 'NX', 'PX', lock_ms) then
+    return {'rebuild', generation}
+  end
+  return {'wait', generation}
+end
+";
+
+/// Store a rebuilt feed's id list (if ARGV[2] is "1") and its page (if
+/// ARGV[6] is not empty) only if no invalidation happened since the reader
+/// read the generation, and always release the rebuild lock (KEYS: ids,
+/// generation, lock, pages; ARGV: generation as read, "1" to store the
+/// ids, ids, ttl in s, page size, page JSON or "", page ttl in ms).
+const STORE_REBUILT: &str = r"
 local current = redis.call('GET', KEYS[2]) or ''
 if current == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  if ARGV[2] == '1' then
+    redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
+  end
+  if ARGV[6] ~= '' then
+    redis.call('HSET', KEYS[4], ARGV[5], ARGV[6])
+    redis.call('PEXPIRE', KEYS[4], ARGV[7])
+  end
 end
 redis.call('DEL', KEYS[3])
 return 0
@@ -359,10 +463,64 @@ end
 return 0
 ";
 
-/// What one round trip to the cache found for a viewer.
-struct CacheRead {
-    generation: Option<String>,
-    ids: Option<String>,
+/// What one read of the cache found for a viewer (see [`READ_FEED_LUA`]).
+pub enum CacheRead {
+    /// Their rendered page, as cached.
+    Page(PhotoPage),
+    /// Their feed's id window and the generation it was read at.
+    Ids { generation: String, ids: Vec<i64> },
+    /// Nothing cached; this reader holds the rebuild lock.
+    Rebuild { generation: String },
+    /// Nothing cached; another reader is rebuilding.
+    Wait { generation: String },
+    /// A cached page that no longer parses (written by another version):
+    /// read Postgres this time; the next change or its TTL replaces it.
+    Unusable,
+}
+
+impl CacheRead {
+    /// Reads the script's answer (`found`, without anything a caller put
+    /// before it). A cached page that no longer parses is read as missing.
+    pub fn parse(found: &[String]) -> anyhow::Result<Self> {
+        let field = |i: usize| found.get(i).cloned().unwrap_or_default();
+        Ok(match found.first().map(String::as_str) {
+            Some("page") => match serde_json::from_str(&field(1)) {
+                Ok(page) => Self::Page(page),
+                Err(_) => Self::Unusable,
+            },
+            Some("ids") => Self::Ids {
+                generation: field(1),
+                ids: parse_ids(&field(2)),
+            },
+            Some("rebuild") => Self::Rebuild {
+                generation: field(1),
+            },
+            Some("wait") => Self::Wait {
+                generation: field(1),
+            },
+            other => anyhow::bail!("unexpected feed cache answer {other:?}"),
+        })
+    }
+}
+
+/// Whether `page` is one the cache keeps whole (the first page of the
+/// default size): a client choosing `limit` 1..=100 must not make up to a
+/// hundred cached pages per viewer, so other sizes come from the id list.
+pub fn keeps_whole(page: PageQuery) -> bool {
+    page.before.is_none() && page.limit.get() == PageLimit::DEFAULT
+}
+
+/// One row of [`FeedCache::window_and_page`]: a photo of the page, the
+/// first row also carrying the viewer's whole id window.
+#[derive(sqlx::FromRow)]
+struct WindowRow {
+    #[sqlx(flatten)]
+    photo: PhotoRow,
+    feed_window: Option<Vec<i64>>,
+}
+
+fn join_ids(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
 
 fn parse_ids(s: &str) -> Vec<i64> {

@@ -1,22 +1,26 @@
 //! The cached feed in one round trip (part of the round-trip budget): a
-//! feed read resolves its session and reads the cached first page in one
-//! Redis script, instead of a session GET and then the page.
+//! feed read resolves its session and reads what the feed cache holds for
+//! its user in one Redis script, instead of a session GET and then the
+//! cache.
 //!
 //! Only when the feed cache lives on the same Redis as the sessions (no
 //! `--cache-redis-url` of its own): a script runs on one server. A logout
 //! keeps its immediate effect, since the script reads the session key at
-//! the moment it runs, as the plain lookup did. A session that exists but
-//! whose page is not cached goes on to the cache's usual path with the
-//! user already known (one round trip fewer than before on a miss too).
-//! The script touches a key it computes (the page of the session's user),
+//! the moment it runs, as the plain lookup did. The cache part is the
+//! cache's own read ([`feed_cache::READ_FEED_LUA`]): a cached page is the
+//! whole answer, read here (one round trip); otherwise the cache goes on
+//! from what the script found, so a miss costs at most three round trips
+//! in all (see [`feed_cache::FeedCache::answer`]).
+//! The script touches keys it computes (those of the session's user),
 //! which a Redis Cluster would refuse; a single Redis, as here, does not.
 
-use minigram::domain::{PageLimit, PageQuery};
+use minigram::domain::PageQuery;
 use minigram::store::{PhotoPage, SessionUser};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::Stage2Stats;
+use super::feed_cache::{self, CacheRead, keeps_whole};
 use super::redis_pool::{Keys, RedisPool};
 use super::sessions::parse_session;
 
@@ -24,10 +28,11 @@ use super::sessions::parse_session;
 pub enum SessionPage {
     /// The token is not (or no longer) a session.
     NoSession,
-    /// The session's user and their cached first page.
+    /// The session's user and their cached first page: the whole answer.
     Hit(SessionUser, PhotoPage),
-    /// The session's user; their page must be read the usual way.
-    Miss(SessionUser),
+    /// The session's user and what else the cache holds for them, for
+    /// [`feed_cache::FeedCache::answer`] to go on from.
+    Miss(SessionUser, CacheRead),
 }
 
 pub struct SessionFeed {
@@ -37,12 +42,19 @@ pub struct SessionFeed {
     script: redis::Script,
 }
 
-const SESSION_AND_PAGE: &str = r"
+/// KEYS: the session; ARGV: the key prefix (`<prefix>:`), the page size,
+/// the rebuild lock's lifetime in ms. Returns nothing without a session,
+/// else the session followed by what `read_feed` found for its user.
+const SESSION_AND_FEED: &str = r"
 local session = redis.call('GET', KEYS[1])
-if not session then return false end
+if not session then return {} end
 local user = string.match(session, '^(%d+):')
-if not user then return {session, false} end
-return {session, redis.call('HGET', ARGV[1] .. user, ARGV[2])}
+if not user then return {session} end
+local p = ARGV[1]
+local found = read_feed(p .. 'feedpage:' .. user, p .. 'feedgen:' .. user,
+  p .. 'feed:' .. user, p .. 'feedlock:' .. user, ARGV[2], '1', ARGV[3])
+table.insert(found, 1, session)
+return found
 ";
 
 impl SessionFeed {
@@ -51,37 +63,40 @@ impl SessionFeed {
             redis,
             keys,
             stats,
-            script: redis::Script::new(SESSION_AND_PAGE),
+            script: redis::Script::new(&format!(
+                "{}\n{SESSION_AND_FEED}",
+                feed_cache::READ_FEED_LUA
+            )),
         }
     }
 
-    /// Whether `page` is one the cache keeps whole (the first page of the
-    /// default size): only those can be answered in one round trip.
+    /// Whether `page` can be read this way: the page the cache keeps whole
+    /// (the first of the default size).
     pub fn serves(page: PageQuery) -> bool {
-        page.before.is_none() && page.limit.get() == PageLimit::DEFAULT
+        keeps_whole(page)
     }
 
-    /// The session of `token_hash` and, if cached, its user's first page.
+    /// The session of `token_hash` and what the cache holds for its user.
     pub async fn read(&self, token_hash: [u8; 32], page: PageQuery) -> anyhow::Result<SessionPage> {
         let mut script = self.script.prepare_invoke();
         script
             .key(self.keys.of("session", hex::encode(token_hash)))
-            .arg(self.keys.of("feedpage", ""))
-            .arg(page.limit.get());
-        let found: Option<(String, Option<String>)> = self.redis.script(&script).await?;
-        let Some((session, cached)) = found else {
+            .arg(format!("{}:", self.keys.0))
+            .arg(page.limit.get())
+            .arg(feed_cache::REBUILD_LOCK_MS);
+        let found: Vec<String> = self.redis.script(&script).await?;
+        let Some(user) = found.first().and_then(|session| parse_session(session)) else {
             return Ok(SessionPage::NoSession);
         };
-        let Some(user) = parse_session(&session) else {
-            return Ok(SessionPage::NoSession);
-        };
-        match cached.and_then(|json| serde_json::from_str(&json).ok()) {
-            Some(page) => {
-                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                self.stats.page_hits.fetch_add(1, Ordering::Relaxed);
-                Ok(SessionPage::Hit(user, page))
-            }
-            None => Ok(SessionPage::Miss(user)),
+        // The hot path reads its page here; anything else is the cache's.
+        if let [_, kind, json] = found.as_slice()
+            && kind == "page"
+            && let Ok(page) = serde_json::from_str(json)
+        {
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.stats.page_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(SessionPage::Hit(user, page));
         }
+        Ok(SessionPage::Miss(user, CacheRead::parse(&found[1..])?))
     }
 }

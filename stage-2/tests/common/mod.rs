@@ -51,6 +51,9 @@ pub fn fresh_config() -> (Stage2Config, String) {
     config.redis_prefix = format!("mgtest:{name}");
     config.pg_pool_size = 5;
     config.redis_pool_size = 8;
+    // Tests count round trips exactly: no connection is pinged for having
+    // sat idle (one test sets this itself to see the ping counted).
+    config.pg_ping_idle_after = std::time::Duration::from_secs(3600);
     (config, name)
 }
 
