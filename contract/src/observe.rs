@@ -166,6 +166,19 @@ pub async fn live_page_in_a_browser<B: Backend>() {
         "the stage's saturation panels"
     );
     assert!(dom.contains("<td>/api/feed</td>"), "the per-route table");
+    // Its last column: round trips per request to Postgres / Redis.
+    let feed_row = dom.split("<td>/api/feed</td>").nth(1).unwrap();
+    let feed_row = feed_row.split("</tr>").next().unwrap();
+    let trips = feed_row.rsplit("<td>").next().unwrap().trim_end_matches("</td>");
+    assert!(
+        trips
+            .split(" / ")
+            .map(|n| n.parse::<f64>().is_ok_and(|n| n >= 0.0))
+            .filter(|ok| *ok)
+            .count()
+            == 2,
+        "round trips on the feed's row: {trips:?}"
+    );
     let png = std::fs::read(&shot).expect("a screenshot");
     assert!(
         png.len() > 10_000 && png.starts_with(b"\x89PNG"),

@@ -16,6 +16,7 @@
 //! a history sample and refreshes the gauges.
 
 use crate::figure_keys as keys;
+use crate::timing::RoundTrips;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
@@ -114,6 +115,8 @@ struct RouteSlot {
     shed: u64,
     /// The slowest shed (503/429) answer: shedding must stay fast.
     shed_max_micros: u64,
+    /// Round trips to the servers behind the app (stage 2), summed.
+    trips: RoundTrips,
     micros: Option<Histogram<u64>>,
 }
 
@@ -125,8 +128,10 @@ impl RouteSlot {
             .get_or_insert_with(|| Histogram::new_with_bounds(1, 600_000_000, 2).expect("bounds"))
     }
 
-    fn record(&mut self, status: StatusCode, micros: u64) {
+    fn record(&mut self, status: StatusCode, micros: u64, trips: RoundTrips) {
         self.count += 1;
+        self.trips.postgres += trips.postgres;
+        self.trips.redis += trips.redis;
         match status.as_u16() {
             429 | 503 => {
                 self.shed += 1;
@@ -145,6 +150,8 @@ impl RouteSlot {
         self.server_errors += other.server_errors;
         self.shed += other.shed;
         self.shed_max_micros = self.shed_max_micros.max(other.shed_max_micros);
+        self.trips.postgres += other.trips.postgres;
+        self.trips.redis += other.trips.redis;
         if let Some(h) = &other.micros {
             let mine = self.histogram();
             let _ = mine.add(h);
@@ -194,6 +201,10 @@ pub struct RouteStats {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// Round trips per request to Postgres and to Redis (stage 2; 0 where
+    /// the route has none, and in stage 1).
+    pub pg_trips: f64,
+    pub redis_trips: f64,
 }
 
 /// The body of `/api/metrics`.
@@ -278,7 +289,14 @@ impl Telemetry {
         self.started.elapsed().as_secs()
     }
 
-    fn record(&self, method: &str, route: &str, status: StatusCode, took: Duration) {
+    fn record(
+        &self,
+        method: &str,
+        route: &str,
+        status: StatusCode,
+        took: Duration,
+        trips: RoundTrips,
+    ) {
         self.requests_total.fetch_add(1, Ordering::Relaxed);
         let now = self.second();
         let mut slots = self.slots.lock().expect("metrics slots");
@@ -292,7 +310,7 @@ impl Telemetry {
         slot.routes
             .entry(key)
             .or_default()
-            .record(status, took.as_micros() as u64);
+            .record(status, took.as_micros() as u64, trips);
     }
 
     /// Merges the finished seconds in `[from, to)` per route.
@@ -330,6 +348,8 @@ impl Telemetry {
                     p50_ms: quantile_ms(&r.micros, 0.5),
                     p95_ms: quantile_ms(&r.micros, 0.95),
                     p99_ms: quantile_ms(&r.micros, 0.99),
+                    pg_trips: f64::from(r.trips.postgres) / r.count.max(1) as f64,
+                    redis_trips: f64::from(r.trips.redis) / r.count.max(1) as f64,
                 }
             })
             .collect();
@@ -512,20 +532,21 @@ pub async fn record_requests(
     )
     .record(took.as_secs_f64());
     // Round trips to the servers behind the app (stage 2), per route.
-    if let Ok(r) = &res
-        && let Some(trips) = r.response().extensions().get::<crate::timing::RoundTrips>()
-    {
-        for (server, n) in [("postgres", trips.postgres), ("redis", trips.redis)] {
-            if n > 0 {
-                metrics::counter!(
-                    "minigram_round_trips_total",
-                    "http_route" => route.clone(),
-                    "server" => server
-                )
-                .increment(u64::from(n));
-            }
+    let trips = res
+        .as_ref()
+        .ok()
+        .and_then(|r| r.response().extensions().get::<RoundTrips>().copied())
+        .unwrap_or_default();
+    for (server, n) in [("postgres", trips.postgres), ("redis", trips.redis)] {
+        if n > 0 {
+            metrics::counter!(
+                "minigram_round_trips_total",
+                "http_route" => route.clone(),
+                "server" => server
+            )
+            .increment(u64::from(n));
         }
     }
-    t.record(&method, &route, status, took);
+    t.record(&method, &route, status, took, trips);
     res
 }

@@ -101,7 +101,8 @@ function render(m) {
   body.replaceChildren(...m.routes.map(r => {
     const tr = el("tr");
     for (const v of [r.method, r.route, fmt(r.rps), r.clientErrors, r.serverErrors, r.shed,
-                     fmt(r.p50Ms, 2), fmt(r.p95Ms, 2), fmt(r.p99Ms, 2)]) {
+                     fmt(r.p50Ms, 2), fmt(r.p95Ms, 2), fmt(r.p99Ms, 2),
+                     fmt(r.pgTrips, 1) + " / " + fmt(r.redisTrips, 1)]) {
       tr.append(el("td", {}, String(v)));
     }
     return tr;

@@ -364,6 +364,21 @@ async fn server_timing_counts_round_trips() {
     let total: u64 = redis_feed.rsplit(' ').next().unwrap().parse().unwrap();
     // The recorder is one per process: other tests' feeds count too.
     assert!(total >= 5, "{total}");
+
+    // The live page's route table has them per request (over finished
+    // seconds: wait for this one to end).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let live: Value = app.get("/api/metrics", None).await.json().await.unwrap();
+    let feed = live["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "/api/feed")
+        .expect("the feed in the route table");
+    let redis = feed["redisTrips"].as_f64().unwrap();
+    assert!((1.0..=2.0).contains(&redis), "Redis trips per feed: {redis}");
+    let pg = feed["pgTrips"].as_f64().unwrap();
+    assert!(pg > 0.0 && pg < 1.0, "Postgres trips per feed: {pg}");
 }
 
 /// A connection that sat idle longer than `pg_ping_idle_after` is pinged
