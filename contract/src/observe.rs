@@ -169,7 +169,11 @@ pub async fn live_page_in_a_browser<B: Backend>() {
     // Its last column: round trips per request to Postgres / Redis.
     let feed_row = dom.split("<td>/api/feed</td>").nth(1).unwrap();
     let feed_row = feed_row.split("</tr>").next().unwrap();
-    let trips = feed_row.rsplit("<td>").next().unwrap().trim_end_matches("</td>");
+    let trips = feed_row
+        .rsplit("<td>")
+        .next()
+        .unwrap()
+        .trim_end_matches("</td>");
     assert!(
         trips
             .split(" / ")

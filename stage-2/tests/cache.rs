@@ -376,7 +376,10 @@ async fn server_timing_counts_round_trips() {
         .find(|r| r["route"] == "/api/feed")
         .expect("the feed in the route table");
     let redis = feed["redisTrips"].as_f64().unwrap();
-    assert!((1.0..=2.0).contains(&redis), "Redis trips per feed: {redis}");
+    assert!(
+        (1.0..=2.0).contains(&redis),
+        "Redis trips per feed: {redis}"
+    );
     let pg = feed["pgTrips"].as_f64().unwrap();
     assert!(pg > 0.0 && pg < 1.0, "Postgres trips per feed: {pg}");
 }
