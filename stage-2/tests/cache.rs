@@ -316,6 +316,17 @@ async fn server_timing_counts_round_trips() {
     let page_miss = app.get("/api/feed", Some(&me.token)).await;
     let page_miss_trips = trips(&page_miss);
     assert_eq!(page_miss.json::<Value>().await.unwrap(), hit_body);
+    // Pages the cache does not keep whole (another size, an older page):
+    // the session and the id list in one script, then their photos.
+    let other_size = trips(&app.get("/api/feed?limit=10", Some(&me.token)).await);
+    let older = app
+        .get(
+            &format!("/api/feed?before={}", photo["id"].as_i64().unwrap() + 1),
+            Some(&me.token),
+        )
+        .await;
+    assert_eq!(older.status(), 200);
+    let older = trips(&older);
     let liked = app
         .send(
             Method::POST,
@@ -325,10 +336,13 @@ async fn server_timing_counts_round_trips() {
         .await;
     assert_eq!(liked.status(), 200);
     eprintln!(
-        "round trips (postgres, redis): feed miss {:?}, page miss {page_miss_trips:?}, like {:?}",
+        "round trips (postgres, redis): feed miss {:?}, page miss {page_miss_trips:?}, \
+         limit=10 {other_size:?}, older page {older:?}, like {:?}",
         trips(&miss),
         trips(&liked)
     );
+    assert_eq!(other_size, (1, 1), "another page size: script, photos");
+    assert_eq!(older, (1, 1), "an older page: script, photos");
     assert_eq!(
         trips(&miss),
         (1, 2),

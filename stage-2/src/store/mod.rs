@@ -316,9 +316,7 @@ impl Store for Stage2Store {
         token_hash: [u8; 32],
         page: PageQuery,
     ) -> StoreResult<Option<PhotoPage>> {
-        if let (Some(one_trip), Some(cache)) = (&self.inner.session_feed, &self.inner.cache)
-            && SessionFeed::serves(page)
-        {
+        if let (Some(one_trip), Some(cache)) = (&self.inner.session_feed, &self.inner.cache) {
             match one_trip.read(token_hash, page).await {
                 Ok(SessionPage::NoSession) => return Ok(None),
                 Ok(SessionPage::Hit(_, cached)) => return Ok(Some(cached)),
@@ -330,7 +328,7 @@ impl Store for Stage2Store {
                 Err(e) => return Err(sessions::unavailable(e)),
             }
         }
-        // Other pages, or the cache on its own server: two steps.
+        // No cache, or the cache on its own server: two steps.
         match self.session_user(token_hash).await? {
             Some(user) => self.feed(user.user_id, page).await.map(Some),
             None => Ok(None),

@@ -7,10 +7,11 @@
 //! `--cache-redis-url` of its own): a script runs on one server. A logout
 //! keeps its immediate effect, since the script reads the session key at
 //! the moment it runs, as the plain lookup did. The cache part is the
-//! cache's own read ([`feed_cache::READ_FEED_LUA`]): a cached page is the
-//! whole answer, read here (one round trip); otherwise the cache goes on
-//! from what the script found, so a miss costs at most three round trips
-//! in all (see [`feed_cache::FeedCache::answer`]).
+//! cache's own read ([`feed_cache::READ_FEED_LUA`]): a cached first page
+//! is the whole answer, read here (one round trip); otherwise the cache
+//! goes on from what the script found (see
+//! [`feed_cache::FeedCache::answer`]): any page within the cached id list
+//! costs one Postgres statement more (two in all), a miss three.
 //! The script touches keys it computes (those of the session's user),
 //! which a Redis Cluster would refuse; a single Redis, as here, does not.
 
@@ -43,7 +44,8 @@ pub struct SessionFeed {
 }
 
 /// KEYS: the session; ARGV: the key prefix (`<prefix>:`), the page size,
-/// the rebuild lock's lifetime in ms. Returns nothing without a session,
+/// "1" if the page is one the cache keeps whole, the rebuild lock's
+/// lifetime in ms. Returns nothing without a session,
 /// else the session followed by what `read_feed` found for its user.
 const SESSION_AND_FEED: &str = r"
 local session = redis.call('GET', KEYS[1])
@@ -52,7 +54,7 @@ local user = string.match(session, '^(%d+):')
 if not user then return {session} end
 local p = ARGV[1]
 local found = read_feed(p .. 'feedpage:' .. user, p .. 'feedgen:' .. user,
-  p .. 'feed:' .. user, p .. 'feedlock:' .. user, ARGV[2], '1', ARGV[3])
+  p .. 'feed:' .. user, p .. 'feedlock:' .. user, ARGV[2], ARGV[3], ARGV[4])
 table.insert(found, 1, session)
 return found
 ";
@@ -70,12 +72,6 @@ impl SessionFeed {
         }
     }
 
-    /// Whether `page` can be read this way: the page the cache keeps whole
-    /// (the first of the default size).
-    pub fn serves(page: PageQuery) -> bool {
-        keeps_whole(page)
-    }
-
     /// The session of `token_hash` and what the cache holds for its user.
     pub async fn read(&self, token_hash: [u8; 32], page: PageQuery) -> anyhow::Result<SessionPage> {
         let mut script = self.script.prepare_invoke();
@@ -83,6 +79,7 @@ impl SessionFeed {
             .key(self.keys.of("session", hex::encode(token_hash)))
             .arg(format!("{}:", self.keys.0))
             .arg(page.limit.get())
+            .arg(u8::from(keeps_whole(page)))
             .arg(feed_cache::REBUILD_LOCK_MS);
         let found: Vec<String> = self.redis.script(&script).await?;
         let Some(user) = found.first().and_then(|session| parse_session(session)) else {
