@@ -241,6 +241,10 @@ fn expected(name: &str) -> Value {
             3,
             "session GET + one Postgres statement + the pipeline invalidating the liker's cache",
         ),
+        name::FOLLOW => (
+            3,
+            "session GET + one Postgres statement (the check, the write and the count together) + the pipeline invalidating the follower's cache",
+        ),
         name::LOGIN => (
             4,
             "strike check (EVAL) + credentials (1) + the session SET + clearing strikes (DEL); the hash is CPU, not a round trip",

@@ -297,8 +297,8 @@ async fn only_the_default_page_size_is_kept_rendered() {
 /// The round trips a request makes, as its Server-Timing says and the
 /// metrics add up (the round-trip budget): a cached first feed page is one
 /// Redis round trip (the session and the page in one script) and no
-/// Postgres; a miss at most three; a like is the session, the statement
-/// and the invalidation.
+/// Postgres; a miss at most three; a like or a follow is the session, one
+/// statement and the invalidation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn server_timing_counts_round_trips() {
     let app = spawn_app::<Pg>().await;
@@ -335,6 +335,21 @@ async fn server_timing_counts_round_trips() {
         )
         .await;
     assert_eq!(liked.status(), 200);
+    let idol = app.make_user("idol").await;
+    let followed = app
+        .send(
+            Method::POST,
+            &format!("/api/users/{}/follow", idol.id),
+            Some(&me.token),
+        )
+        .await;
+    assert_eq!(followed.status(), 200);
+    eprintln!("round trips of a follow: {:?}", trips(&followed));
+    assert_eq!(
+        trips(&followed),
+        (1, 2),
+        "follow: session, one statement, invalidation"
+    );
     eprintln!(
         "round trips (postgres, redis): feed miss {:?}, page miss {page_miss_trips:?}, \
          limit=10 {other_size:?}, older page {older:?}, like {:?}",

@@ -115,9 +115,8 @@ impl Postgres {
             return Err(StoreError::Overloaded);
         };
         // A step is one statement: one round trip (plus the ping of a
-        // connection that sat idle, counted where it is sent). The one
-        // transaction (set_follow) counts its extra statements itself.
-        // Opening a new connection is not counted.
+        // connection that sat idle, counted where it is sent). Opening a
+        // new connection is not counted.
         timing::round_trips(Remote::Postgres, 1);
         let started = Instant::now();
         let result = step.await;
@@ -283,49 +282,43 @@ impl Postgres {
         followee: UserId,
         on: bool,
     ) -> StoreResult<FollowState> {
-        let result: Result<Option<i64>, sqlx::Error> = self
-            .timed(async {
-            let mut tx = self.pool.begin().await?;
-            // BEGIN is a round trip of its own (the step's one is the
-            // SELECT below); so are the writes and COMMIT,
-            // or the ROLLBACK a dropped transaction sends.
-            timing::round_trips(Remote::Postgres, 1);
-            let exists = sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE id = $1")
-                .bind(followee.0)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if exists.is_none() {
-                timing::round_trips(Remote::Postgres, 1);
-                return Ok(None);
-            }
-            timing::round_trips(Remote::Postgres, 3);
-            let sql = if on {
-                "INSERT INTO follows (follower_id, followee_id, created_at) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING"
-            } else {
-                "DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2 AND $3::bigint IS NOT NULL"
-            };
-            sqlx::query(sql)
-                .bind(follower.0)
-                .bind(followee.0)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
-            let followers = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM follows WHERE followee_id = $1")
-                .bind(followee.0)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(Some(followers))
-        })
-        .await?;
-        let followers = result
-            .map_err(|e| self.error(e, "following"))?
-            .ok_or(StoreError::NotFound)?;
-        Ok(FollowState {
-            following: on,
-            followers,
-        })
+        // One statement (one round trip, where a transaction took five:
+        // BEGIN, the check, the write, the count, COMMIT): no row when the
+        // followee does not exist. The count is read in the statement's
+        // snapshot, which does not see its own change: that is added.
+        let sql = if on {
+            "WITH target AS (SELECT id FROM users WHERE id = $2),
+             changed AS (
+                 INSERT INTO follows (follower_id, followee_id, created_at)
+                 SELECT $1, id, $3 FROM target
+                 ON CONFLICT DO NOTHING RETURNING 1)
+             SELECT (SELECT COUNT(*) FROM follows WHERE followee_id = $2)
+                    + (SELECT COUNT(*) FROM changed)
+             FROM target"
+        } else {
+            "WITH target AS (SELECT id FROM users WHERE id = $2),
+             changed AS (
+                 DELETE FROM follows
+                 WHERE follower_id = $1 AND followee_id = $2 AND $3::bigint IS NOT NULL
+                 RETURNING 1)
+             SELECT (SELECT COUNT(*) FROM follows WHERE followee_id = $2)
+                    - (SELECT COUNT(*) FROM changed)
+             FROM target"
+        };
+        let followed = sqlx::query_scalar::<_, i64>(sql)
+            .bind(follower.0)
+            .bind(followee.0)
+            .bind(now_ms())
+            .fetch_optional(&self.pool);
+        match self.timed(followed).await? {
+            Ok(Some(followers)) => Ok(FollowState {
+                following: on,
+                followers,
+            }),
+            Ok(None) => Err(StoreError::NotFound),
+            Err(e) if is_fk_violation(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(self.error(e, "following")),
+        }
     }
 
     pub async fn insert_photo(&self, photo: NewPhoto) -> StoreResult<Photo> {
