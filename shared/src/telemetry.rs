@@ -399,9 +399,15 @@ impl Telemetry {
 
     /// Once a second: a history sample of the second that just ended, fresh
     /// gauges, and the exporter's upkeep.
-    fn sample(&self, previous: &mut HashMap<&'static str, f64>, last_cpu: &mut f64) {
+    fn sample(
+        &self,
+        previous: &mut HashMap<&'static str, f64>,
+        last_cpu: &mut f64,
+        trips_counted_to: &mut u64,
+    ) {
         let now = self.second();
         let second = self.merged(now.saturating_sub(1), now);
+        self.count_round_trips(trips_counted_to, now);
         let mut all = RouteSlot::default();
         for r in second.values() {
             all.merge(r);
@@ -452,18 +458,40 @@ impl Telemetry {
         prometheus().run_upkeep();
     }
 
+    /// Adds the round trips of the seconds finished since the last call to
+    /// `minigram_round_trips_total{http_route, server}` (one registry
+    /// lookup per route and server a second, instead of one per request).
+    /// Seconds older than the live window (a sampler stalled for longer)
+    /// are no longer there and go uncounted.
+    fn count_round_trips(&self, counted_to: &mut u64, now: u64) {
+        for ((_, route), r) in self.merged(*counted_to, now) {
+            for (server, n) in [("postgres", r.trips.postgres), ("redis", r.trips.redis)] {
+                if n > 0 {
+                    metrics::counter!(
+                        "minigram_round_trips_total",
+                        "http_route" => route.clone(),
+                        "server" => server
+                    )
+                    .increment(u64::from(n));
+                }
+            }
+        }
+        *counted_to = now;
+    }
+
     /// Starts the once-a-second sampler on the current tokio runtime.
     pub fn start_sampler(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut previous = HashMap::new();
             let mut last_cpu = process_usage().0;
+            let mut trips_counted_to = 0;
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tick.tick().await;
                 let Some(t) = me.upgrade() else { return };
-                t.sample(&mut previous, &mut last_cpu);
+                t.sample(&mut previous, &mut last_cpu, &mut trips_counted_to);
             }
         });
     }
@@ -531,22 +559,14 @@ pub async fn record_requests(
         "http_response_status_code" => status.as_u16().to_string()
     )
     .record(took.as_secs_f64());
-    // Round trips to the servers behind the app (stage 2), per route.
+    // Round trips to the servers behind the app (stage 2): summed per
+    // route in the live window; the sampler adds each finished second's
+    // to the Prometheus counter, off the request's path.
     let trips = res
         .as_ref()
         .ok()
         .and_then(|r| r.response().extensions().get::<RoundTrips>().copied())
         .unwrap_or_default();
-    for (server, n) in [("postgres", trips.postgres), ("redis", trips.redis)] {
-        if n > 0 {
-            metrics::counter!(
-                "minigram_round_trips_total",
-                "http_route" => route.clone(),
-                "server" => server
-            )
-            .increment(u64::from(n));
-        }
-    }
     t.record(&method, &route, status, took, trips);
     res
 }

@@ -381,6 +381,9 @@ async fn server_timing_counts_round_trips() {
         "cached feed: session and page in one script"
     );
 
+    // The metric and the live page's route table add them up per second
+    // (over finished seconds: wait for this one and the sampler's tick).
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let text = app.get("/metrics", None).await.text().await.unwrap();
     let redis_feed = text
         .lines()
@@ -393,10 +396,6 @@ async fn server_timing_counts_round_trips() {
     let total: u64 = redis_feed.rsplit(' ').next().unwrap().parse().unwrap();
     // The recorder is one per process: other tests' feeds count too.
     assert!(total >= 5, "{total}");
-
-    // The live page's route table has them per request (over finished
-    // seconds: wait for this one to end).
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let live: Value = app.get("/api/metrics", None).await.json().await.unwrap();
     let feed = live["routes"]
         .as_array()
