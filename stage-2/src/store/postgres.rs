@@ -305,19 +305,35 @@ impl Postgres {
                     - (SELECT COUNT(*) FROM changed)
              FROM target"
         };
-        let followed = sqlx::query_scalar::<_, i64>(sql)
-            .bind(follower.0)
-            .bind(followee.0)
+        let followers = self
+            .toggle("following", sql, follower.0, followee.0)
+            .await?;
+        Ok(FollowState {
+            following: on,
+            followers,
+        })
+    }
+
+    /// Runs a one-statement toggle (a like, a follow) whose parameters are
+    /// (`a`, `b`, now) and whose one row is the count after it; no row, or
+    /// a reference to a row that is gone, is `NotFound`.
+    async fn toggle(
+        &self,
+        doing: &'static str,
+        sql: &'static str,
+        a: i64,
+        b: i64,
+    ) -> StoreResult<i64> {
+        let step = sqlx::query_scalar::<_, i64>(sql)
+            .bind(a)
+            .bind(b)
             .bind(now_ms())
             .fetch_optional(&self.pool);
-        match self.timed(followed).await? {
-            Ok(Some(followers)) => Ok(FollowState {
-                following: on,
-                followers,
-            }),
+        match self.timed(step).await? {
+            Ok(Some(count)) => Ok(count),
             Ok(None) => Err(StoreError::NotFound),
             Err(e) if is_fk_violation(&e) => Err(StoreError::NotFound),
-            Err(e) => Err(self.error(e, "following")),
+            Err(e) => Err(self.error(e, doing)),
         }
     }
 
@@ -378,20 +394,11 @@ impl Postgres {
              UPDATE photos SET like_count = like_count - (SELECT COUNT(*) FROM changed)
              WHERE id = $1 RETURNING like_count"
         };
-        let liked = sqlx::query_scalar::<_, i64>(sql)
-            .bind(photo.0)
-            .bind(user.0)
-            .bind(now_ms())
-            .fetch_optional(&self.pool);
-        match self.timed(liked).await? {
-            Ok(Some(like_count)) => Ok(LikeState {
-                liked: on,
-                like_count,
-            }),
-            Ok(None) => Err(StoreError::NotFound),
-            Err(e) if is_fk_violation(&e) => Err(StoreError::NotFound),
-            Err(e) => Err(self.error(e, "liking")),
-        }
+        let like_count = self.toggle("liking", sql, photo.0, user.0).await?;
+        Ok(LikeState {
+            liked: on,
+            like_count,
+        })
     }
 
     pub async fn explore(&self, viewer: Option<UserId>, page: PageQuery) -> StoreResult<PhotoPage> {
