@@ -51,3 +51,12 @@ pub const CACHE_BYPASSES: &str = "cache.bypasses";
 pub const PHOTOS_QUEUED: &str = "photos.queued";
 pub const PHOTOS_PROCESSED: &str = "photos.processed";
 pub const PHOTOS_LAG_MS: &str = "photos.lagMs";
+
+/// Stage 2 with read replicas: reads sent to the primary because no
+/// replica had replayed the reader's own last write.
+pub const REPLICA_BEHIND_FLOOR: &str = "replicas.behindOwnWrite";
+/// Reads sent to the primary because no replica was usable (down, too far
+/// behind, or busy).
+pub const REPLICA_NONE_USABLE: &str = "replicas.noneUsable";
+/// Reads that failed on a replica and were answered by the primary.
+pub const REPLICA_RETRIED: &str = "replicas.retried";

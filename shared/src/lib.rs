@@ -27,6 +27,7 @@ pub mod job_threads;
 pub mod openapi;
 pub mod ops;
 pub mod pages;
+pub mod read_floor;
 pub mod seed;
 pub mod startup;
 pub mod store;

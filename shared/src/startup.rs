@@ -14,7 +14,7 @@ use crate::error::{json_error, query_error};
 use crate::extract::{SessionLookup, path_error};
 use crate::store::Store;
 use crate::telemetry::{self, Telemetry};
-use crate::{api, ops, pages, timing};
+use crate::{api, ops, pages, read_floor, timing};
 
 /// A bound, not yet running server.
 pub struct Application {
@@ -66,6 +66,7 @@ impl Application {
                 )
                 .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
                 .app_data(web::FormConfig::default().limit(body::SMALL_BODY_MAX))
+                .wrap(from_fn(read_floor::per_request))
                 .wrap(from_fn(timing::server_timing))
                 // Outside admission: a slow body holds no permit (body.rs).
                 .wrap(from_fn(body::read_body))

@@ -13,6 +13,7 @@ const EXAMPLES: &str = "Examples:
   stage-2 --listen 127.0.0.1:8082           a second process: same database, same Redis, same uploads
   stage-2 --database-url postgres://postgres@db:5432/minigram --redis-url redis://cache:6379
   stage-2 --feed-cache off                  every feed read goes to Postgres
+  stage-2 --read-replica postgres://postgres@127.0.0.1:5433/minigram   reads on a streaming replica
   stage-2 check                             after a crash: are the data consistent?
   stage-2 drop-data --database-url postgres://postgres@127.0.0.1:5432/scratch --redis-prefix scratch --yes
   stage-2 seed --users 10000 --photos 100000 --follows-per-user 50 --likes 200000";
@@ -133,6 +134,18 @@ pub struct StorageArgs {
     /// Queued photos at most (with `queue`); past it uploads get 503.
     #[arg(long, env = "MINIGRAM_PHOTO_QUEUE_MAX", default_value_t = 1000)]
     pub photo_queue_max: u64,
+    /// A Postgres read replica (a streaming standby of --database-url);
+    /// repeat for more. Explore, profiles, photos and the uncached feed
+    /// are read there; each person still reads their own writes.
+    #[arg(
+        long = "read-replica",
+        env = "MINIGRAM_READ_REPLICAS",
+        value_delimiter = ','
+    )]
+    pub read_replicas: Vec<String>,
+    /// A replica further behind than this (ms) is not read at all.
+    #[arg(long, env = "MINIGRAM_REPLICA_MAX_LAG_MS", default_value_t = 10_000)]
+    pub replica_max_lag_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -159,6 +172,9 @@ impl StorageArgs {
             photo_queue: self.photo_processing == Processing::Queue,
             photo_workers: self.photo_workers,
             photo_queue_max: self.photo_queue_max.max(1),
+            read_replicas: self.read_replicas.clone(),
+            replica_poll: Stage2Config::REPLICA_POLL,
+            replica_max_lag: Duration::from_millis(self.replica_max_lag_ms),
         }
     }
 }
@@ -189,12 +205,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = Stage2Store::connect(args.storage.config()).await?;
     let s = &args.storage;
     let describe = format!(
-        "uploads: {}, Postgres pool {}, Redis pool {}, feed cache {:?}, photo processing {:?}",
+        "uploads: {}, Postgres pool {}, Redis pool {}, feed cache {:?}, photo processing {:?}, read replicas {}",
         s.data_dir.display(),
         s.pg_pool,
         s.redis_pool,
         s.feed_cache,
-        s.photo_processing
+        s.photo_processing,
+        s.read_replicas.len()
     );
     let images = args.app.image_pool()?;
     if s.photo_processing == Processing::Queue {

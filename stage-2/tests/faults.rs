@@ -6,26 +6,21 @@
 //! Needs `redis-server` and PostgreSQL's `initdb`/`pg_ctl` (Debian packages
 //! redis-server and postgresql); fails, never skips, without them.
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
 
+use cluster::{Postgres, free_port, wait_for_port};
 use contract::Backend;
 use minigram::{App, Application, Settings};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use stage_2::{Stage2Config, Stage2Store};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A private redis-server, killed on drop.
 struct Redis {
@@ -70,125 +65,6 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A private Postgres cluster in a temporary directory, stopped on drop.
-struct Postgres {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-fn pg_bin() -> PathBuf {
-    let versions = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL server binaries not found under /usr/lib/postgresql: install the postgresql package");
-    let mut bins: Vec<PathBuf> = versions
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(|b| b.join("initdb").exists())
-        .collect();
-    bins.sort();
-    bins.pop()
-        .expect("no initdb under /usr/lib/postgresql/*/bin")
-}
-
-/// Runs a PostgreSQL tool as the `postgres` user when we are root (the
-/// server refuses to run as root).
-fn as_postgres(program: &Path) -> Command {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
-    if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-impl Postgres {
-    fn init() -> Self {
-        let bin = pg_bin();
-        let dir = tempfile::Builder::new()
-            .prefix("minigram-pg-")
-            .tempdir()
-            .unwrap();
-        let _ = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .status();
-        let data = dir.path().join("data");
-        let out = as_postgres(&bin.join("initdb"))
-            .args(["-U", "postgres", "--auth=trust", "-D"])
-            .arg(&data)
-            .output()
-            .expect("initdb");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let pg = Self {
-            bin,
-            dir,
-            port: free_port(),
-        };
-        pg.start();
-        pg
-    }
-
-    fn ctl(&self, args: &[&str]) {
-        let out = as_postgres(&self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(args)
-            .output()
-            .expect("pg_ctl");
-        assert!(
-            out.status.success(),
-            "pg_ctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn start(&self) {
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.path().display()
-        );
-        let log = self.dir.path().join("log");
-        self.ctl(&["-w", "-o", &opts, "-l", log.to_str().unwrap(), "start"]);
-    }
-
-    fn stop_immediately(&self) {
-        self.ctl(&["-w", "-m", "immediate", "stop"]);
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/minigram", self.port)
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = as_postgres(&self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(["-m", "immediate", "stop"])
-            .output();
     }
 }
 

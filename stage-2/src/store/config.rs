@@ -1,6 +1,7 @@
 //! What a stage-2 process is told about its storage: where Postgres and
 //! the two Redis roles are, how big each pool is, and which of the
-//! optional components (the feed cache, the photo queue) are switched on.
+//! optional components (the feed cache, the photo queue, read replicas)
+//! are switched on.
 
 use std::time::Duration;
 
@@ -41,6 +42,15 @@ pub struct Stage2Config {
     pub photo_workers: usize,
     /// Queued photos at most; past it an upload is refused with 503.
     pub photo_queue_max: u64,
+    /// Postgres read replicas (`--read-replica`, streaming standbys of
+    /// `database_url`): explore, profiles, photos and the uncached feed
+    /// are read there; none means every read goes to the primary.
+    pub read_replicas: Vec<String>,
+    /// How often each replica's replayed position and lag are read.
+    pub replica_poll: Duration,
+    /// A replica further behind than this is not read at all: the most
+    /// that others' writes can be late on a read (your own never are).
+    pub replica_max_lag: Duration,
 }
 
 impl Stage2Config {
@@ -48,6 +58,10 @@ impl Stage2Config {
     /// connection returns within milliseconds and is not pinged; after a
     /// quiet second (when a restarted Postgres may have dropped it) it is.
     pub const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+    /// The default of [`Stage2Config::replica_poll`].
+    pub const REPLICA_POLL: Duration = Duration::from_millis(100);
+    /// The default of [`Stage2Config::replica_max_lag`].
+    pub const REPLICA_MAX_LAG: Duration = Duration::from_secs(10);
 
     pub fn new(database_url: impl Into<String>, redis_url: impl Into<String>) -> Self {
         Self {
@@ -66,6 +80,9 @@ impl Stage2Config {
             photo_queue: false,
             photo_workers: 1,
             photo_queue_max: 1000,
+            read_replicas: Vec::new(),
+            replica_poll: Self::REPLICA_POLL,
+            replica_max_lag: Self::REPLICA_MAX_LAG,
         }
     }
 }

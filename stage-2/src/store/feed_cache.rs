@@ -37,6 +37,9 @@
 //!   and one script that stores what it read ([`FeedCache::answer`]).
 //! - **Faults:** a Redis that fails or whose pool is full is bypassed
 //!   (counted): the read goes to Postgres.
+//! - **Read replicas:** everything here reads the primary
+//!   ([`Postgres::primary_feed`] says why): with the cache on, the cache is
+//!   what scales feed reads, and replicas take the other reads.
 
 use minigram::domain::{PageLimit, PageQuery, UserId};
 use minigram::store::{Photo, PhotoPage, StoreResult};
@@ -227,7 +230,7 @@ impl FeedCache {
             Err(e) => {
                 self.stats.cache_bypasses.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "feed cache unavailable, reading Postgres");
-                self.db.feed(viewer, page).await
+                self.db.primary_feed(viewer, page).await
             }
         }
     }
@@ -266,13 +269,13 @@ impl FeedCache {
             }
             CacheRead::Unusable => {
                 stats.cache_bypasses.fetch_add(1, Ordering::Relaxed);
-                return self.db.feed(viewer, page).await;
+                return self.db.primary_feed(viewer, page).await;
             }
             CacheRead::Wait { generation } => {
                 stats.cache_misses.fetch_add(1, Ordering::Relaxed);
                 match self.wait_for_rebuild(viewer).await {
                     Some(ids) => (generation, ids),
-                    None => return self.db.feed(viewer, page).await,
+                    None => return self.db.primary_feed(viewer, page).await,
                 }
             }
         };
@@ -284,7 +287,7 @@ impl FeedCache {
             .take(fetch(page) as usize)
             .collect();
         if !complete && wanted.len() < fetch(page) as usize {
-            return self.db.feed(viewer, page).await; // past the cached window
+            return self.db.primary_feed(viewer, page).await; // past the cached window
         }
         let result = PhotoPage::from_rows(self.hydrate(viewer, &wanted).await?, page);
         if keeps_whole(page) {
@@ -325,7 +328,7 @@ impl FeedCache {
         )
         .await;
         if past_window {
-            return self.db.feed(viewer, page).await;
+            return self.db.primary_feed(viewer, page).await;
         }
         Ok(result)
     }

@@ -13,6 +13,10 @@
 //! - [`session_feed`] (with the cache on the sessions' Redis): a feed read
 //!   resolves its session and reads the cached first page in one round
 //!   trip (and on a miss, what else is cached, so a miss costs three).
+//! - [`replicas`] (optional, `--read-replica URL`, repeatable): reads
+//!   that may be a little old go to streaming replicas; each person still
+//!   reads their own writes (the store records where the primary was after
+//!   them, and [`sessions`] hands that back with their session).
 //! - [`redis_pool`]: the Redis connections the components share; with
 //!   `--cache-redis-url` the cache has its own server (which may evict),
 //!   while sessions, counters and the queue stay on a `noeviction` one.
@@ -25,8 +29,9 @@
 //! themselves when a server returns.
 //!
 //! This file connects the parts and answers each `Store` call with the
-//! component that owns it; the one thing it adds is *when* the cache is
-//! invalidated: after a write commits, before its answer.
+//! component that owns it; what it adds is *when* things happen after a
+//! write commits, before its answer: the cache is invalidated, and with
+//! replicas the writer's position is recorded.
 
 mod config;
 pub mod feed_cache;
@@ -34,6 +39,7 @@ mod figures;
 pub mod photo_queue;
 pub mod postgres;
 pub mod redis_pool;
+pub mod replicas;
 pub mod session_feed;
 pub mod sessions;
 
@@ -55,6 +61,7 @@ pub use figures::Stage2Stats;
 pub use photo_queue::PhotoQueue;
 pub use postgres::Postgres;
 pub use redis_pool::{RedisManager, RedisPool};
+pub use replicas::Replicas;
 pub use session_feed::{SessionFeed, SessionPage};
 pub use sessions::Sessions;
 
@@ -120,7 +127,7 @@ impl Stage2Store {
             .then(|| PhotoQueue::new(&config, redis.clone(), db.clone(), Arc::clone(&stats)));
         Ok(Self {
             inner: Arc::new(Inner {
-                sessions: Sessions::new(redis.clone(), keys),
+                sessions: Sessions::new(redis.clone(), keys, !config.read_replicas.is_empty()),
                 db,
                 redis,
                 cache,
@@ -155,6 +162,25 @@ impl Stage2Store {
         match &self.inner.cache {
             Some(cache) => cache.invalidate(viewers).await,
             None => Ok(()),
+        }
+    }
+
+    /// With read replicas, after `user`'s write has committed: records
+    /// where the primary is now, so their next reads (in any process) skip
+    /// replicas that have not replayed that far. One Postgres and one Redis
+    /// round trip: the price of read-your-writes. A failure is logged, not
+    /// answered (the write is committed): the writer may then miss it on a
+    /// lagging replica, for at most that replica's lag.
+    async fn record_write(&self, user: UserId) {
+        if self.inner.db.replicas().is_none() {
+            return;
+        }
+        let recorded = async {
+            let position = self.inner.db.position().await?;
+            self.inner.sessions.wrote(user, position).await
+        };
+        if let Err(e) = recorded.await {
+            tracing::warn!(error = %e, user = user.0, "write position not recorded");
         }
     }
 
@@ -223,7 +249,9 @@ impl Store for Stage2Store {
     }
 
     async fn create_user(&self, user: NewUser) -> StoreResult<UserId> {
-        self.inner.db.create_user(user).await
+        let id = self.inner.db.create_user(user).await?;
+        self.record_write(id).await;
+        Ok(id)
     }
 
     async fn credentials_for(&self, username: &str) -> StoreResult<Option<Credentials>> {
@@ -279,6 +307,7 @@ impl Store for Stage2Store {
         on: bool,
     ) -> StoreResult<FollowState> {
         let state = self.inner.db.set_follow(follower, followee, on).await?;
+        self.record_write(follower).await;
         // The follower's feed changed. Logged and counted inside; the
         // follow is committed either way.
         let _ = self.invalidate(&[follower.0]).await;
@@ -288,6 +317,7 @@ impl Store for Stage2Store {
     async fn insert_photo(&self, photo: NewPhoto) -> StoreResult<Photo> {
         let ready = photo.status == PhotoStatus::Ready;
         let photo = self.inner.db.insert_photo(photo).await?;
+        self.record_write(photo.user_id).await;
         // A queued photo is invisible until the worker has processed it;
         // the worker invalidates then. The photo is committed: a failed
         // invalidation must not turn its answer into an error (the client
@@ -304,6 +334,7 @@ impl Store for Stage2Store {
 
     async fn set_like(&self, user: UserId, photo: PhotoId, on: bool) -> StoreResult<LikeState> {
         let state = self.inner.db.set_like(user, photo, on).await?;
+        self.record_write(user).await;
         // The liker's cached pages show likedByMe and the count: drop them
         // so the liker's next read is fresh. Logged and counted inside; the
         // like is committed either way.
@@ -360,7 +391,11 @@ impl Store for Stage2Store {
     }
 
     fn figures(&self) -> Vec<Figure> {
-        figures::figures(&self.inner.db, &self.inner.redis, &self.inner.stats)
+        let mut all = figures::figures(&self.inner.db, &self.inner.redis, &self.inner.stats);
+        if let Some(replicas) = self.inner.db.replicas() {
+            all.extend(replicas.figures());
+        }
+        all
     }
 
     type PhotoQueue = PhotoQueue;

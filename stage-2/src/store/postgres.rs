@@ -8,6 +8,11 @@
 //! Server-Timing; a lost connection, a pool timeout or a server shutting
 //! down is `Unavailable` (503), anything else `Unexpected` (500).
 //!
+//! Reads that may be a little old (explore, profiles, photos, the feed
+//! without the cache) go through [`Postgres::read`], which sends them to a
+//! read replica when there are any (`replicas.rs` says which and when);
+//! everything else reads and writes the primary.
+//!
 //! This file knows nothing of Redis: the feed cache and the photo queue
 //! call the queries they need, and the store's `mod.rs` invalidates the
 //! cache after the writes here.
@@ -27,14 +32,17 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::replicas::{Replicas, parse_lsn};
 use super::{InFlight, Stage2Config, Stage2Stats, server_of};
 
-/// The Postgres pool and its gate. Cheap to clone.
+/// The Postgres pool and its gate, and the read replicas if any. Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct Postgres {
     pool: PgPool,
     /// Calls that may hold or wait for a connection at once.
     limit: i64,
+    replicas: Option<Arc<Replicas>>,
     stats: Arc<Stage2Stats>,
 }
 
@@ -87,15 +95,98 @@ impl Postgres {
             .await
             .context("running the Postgres migrations")?;
 
+        let replicas = Replicas::new(config)?;
+        if let Some(replicas) = &replicas {
+            replicas.start_poller(pg.clone(), config.replica_poll);
+        }
         Ok(Self {
             pool: pg,
             limit: i64::from(config.pg_pool_size.max(1)) + i64::from(config.pool_queue_max),
+            replicas,
             stats,
         })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub fn replicas(&self) -> Option<&Replicas> {
+        self.replicas.as_deref()
+    }
+
+    /// A read that may be served by a replica: one whose replayed position
+    /// has reached this request's read floor (the reader's own last write),
+    /// else the primary. A read that fails on a replica for want of the
+    /// replica (down, unreachable, or cancelled by replay) takes the
+    /// replica out of service and is retried on the primary, so a replica
+    /// lost under load costs time, not an error. `step` builds the
+    /// statement on the pool it is given.
+    pub async fn read<T, F>(
+        &self,
+        doing: &'static str,
+        step: impl Fn(PgPool) -> F,
+    ) -> StoreResult<T>
+    where
+        F: Future<Output = Result<T, sqlx::Error>>,
+    {
+        self.read_from(Source::AnyCopy, doing, step).await
+    }
+
+    async fn read_from<T, F>(
+        &self,
+        source: Source,
+        doing: &'static str,
+        step: impl Fn(PgPool) -> F,
+    ) -> StoreResult<T>
+    where
+        F: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let on_replica = self
+            .replicas
+            .as_deref()
+            .filter(|_| source == Source::AnyCopy)
+            .and_then(|r| Some((r, r.pick(minigram::read_floor::get())?)));
+        if let Some((replicas, turn)) = on_replica {
+            timing::round_trips(Remote::Postgres, 1);
+            let started = Instant::now();
+            let result = step(turn.replica.pool().clone()).await;
+            timing::record(Phase::Db, started.elapsed());
+            match result {
+                Ok(found) => return Ok(found),
+                Err(e) if Self::replica_trouble(&e) => {
+                    turn.replica.down(&e.to_string());
+                    replicas.retried.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => return Err(self.error(e, doing)),
+            }
+        }
+        self.run(doing, step(self.pool.clone())).await
+    }
+
+    /// An error that says the replica, not the read, failed: what the
+    /// primary would classify as unavailable, or a statement cancelled
+    /// because replay needed what it read (40001).
+    fn replica_trouble(e: &sqlx::Error) -> bool {
+        let cancelled =
+            matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40001"));
+        cancelled || is_unavailable(e)
+    }
+
+    /// The primary's WAL position now: after a write has committed, a
+    /// position every copy that shows the write has reached (one round
+    /// trip; only with replicas, for read-your-writes).
+    pub async fn position(&self) -> StoreResult<u64> {
+        let lsn = self
+            .run(
+                "reading the WAL position",
+                sqlx::query_scalar::<_, String>("SELECT pg_current_wal_lsn()::text")
+                    .fetch_one(&self.pool),
+            )
+            .await?;
+        parse_lsn(&lsn).ok_or_else(|| {
+            StoreError::Unexpected(anyhow::anyhow!("an unreadable WAL position: {lsn:?}"))
+        })
     }
 
     /// Runs a Postgres step, counted in flight (for the pool-waiter figure)
@@ -137,17 +228,7 @@ impl Postgres {
     }
 
     pub fn error(&self, e: sqlx::Error, doing: &'static str) -> StoreError {
-        let unavailable = match &e {
-            sqlx::Error::PoolTimedOut => true,
-            sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
-            sqlx::Error::Protocol(_) => true,
-            // 08: connection exception; 57P0x: shutting down / starting up;
-            // 53300: too many connections.
-            sqlx::Error::Database(db) => db
-                .code()
-                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300"),
-            _ => false,
-        };
+        let unavailable = is_unavailable(&e);
         let e = anyhow::Error::new(e).context(doing);
         if unavailable {
             StoreError::Unavailable(e)
@@ -248,27 +329,28 @@ impl Postgres {
         viewer: Option<UserId>,
         user: UserId,
     ) -> StoreResult<Option<UserProfile>> {
+        let viewer = viewer.map_or(0, |v| v.0);
         let row = self
-            .run(
-                "reading a profile",
+            .read("reading a profile", |pool| async move {
                 sqlx::query_as::<_, ProfileRow>(PROFILE)
                     .bind(user.0)
-                    .bind(viewer.map_or(0, |v| v.0))
-                    .fetch_optional(&self.pool),
-            )
+                    .bind(viewer)
+                    .fetch_optional(&pool)
+                    .await
+            })
             .await?;
         Ok(row.map(|r| r.profile()))
     }
 
     pub async fn my_profile(&self, me: UserId) -> StoreResult<Option<MyProfile>> {
         let row = self
-            .run(
-                "reading my profile",
+            .read("reading my profile", |pool| async move {
                 sqlx::query_as::<_, ProfileRow>(PROFILE)
                     .bind(me.0)
                     .bind(0i64)
-                    .fetch_optional(&self.pool),
-            )
+                    .fetch_optional(&pool)
+                    .await
+            })
             .await?;
         Ok(row.map(|r| MyProfile {
             profile: r.profile(),
@@ -365,16 +447,17 @@ impl Postgres {
         viewer: Option<UserId>,
         photo: PhotoId,
     ) -> StoreResult<Option<Photo>> {
+        let viewer = viewer.map_or(0, |v| v.0);
         let row = self
-            .run(
-                "reading a photo",
+            .read("reading a photo", |pool| async move {
                 sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(format!(
                     "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id WHERE p.id = $2"
                 )))
-                .bind(viewer.map_or(0, |v| v.0))
+                .bind(viewer)
                 .bind(photo.0)
-                .fetch_optional(&self.pool),
-            )
+                .fetch_optional(&pool)
+                .await
+            })
             .await?;
         row.map(Photo::try_from).transpose()
     }
@@ -407,7 +490,7 @@ impl Postgres {
              WHERE p.status = 'ready' AND p.id < $2 ORDER BY p.id DESC LIMIT $3"
         );
         let viewer = viewer.map_or(0, |v| v.0);
-        self.photo_page("reading explore", sql, viewer, page, None)
+        self.photo_page(Source::AnyCopy, "reading explore", sql, viewer, page, None)
             .await
     }
 
@@ -418,12 +501,12 @@ impl Postgres {
         page: PageQuery,
     ) -> StoreResult<Option<PhotoPage>> {
         let exists = self
-            .run(
-                "checking a user",
+            .read("checking a user", |pool| async move {
                 sqlx::query_scalar::<_, i64>("SELECT id FROM users WHERE id = $1")
                     .bind(owner.0)
-                    .fetch_optional(&self.pool),
-            )
+                    .fetch_optional(&pool)
+                    .await
+            })
             .await?;
         if exists.is_none() {
             return Ok(None);
@@ -434,13 +517,33 @@ impl Postgres {
              ORDER BY p.id DESC LIMIT $3"
         );
         let viewer = viewer.map_or(0, |v| v.0);
-        self.photo_page("reading a user's photos", sql, viewer, page, Some(owner.0))
+        let doing = "reading a user's photos";
+        self.photo_page(Source::AnyCopy, doing, sql, viewer, page, Some(owner.0))
             .await
             .map(Some)
     }
 
-    /// A feed page straight from Postgres (no cache, or past its window).
+    /// A feed page straight from Postgres, without the cache: a read a
+    /// replica may serve.
     pub async fn feed(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {
+        self.feed_from(Source::AnyCopy, viewer, page).await
+    }
+
+    /// A feed page from the primary: what the feed cache reads when it
+    /// cannot answer from what it holds. A page built from a lagging
+    /// replica would be kept, and stay stale, for the cache's lifetime
+    /// rather than the replica's lag; and the one-trip cached read does not
+    /// carry the reader's floor.
+    pub async fn primary_feed(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {
+        self.feed_from(Source::Primary, viewer, page).await
+    }
+
+    async fn feed_from(
+        &self,
+        source: Source,
+        viewer: UserId,
+        page: PageQuery,
+    ) -> StoreResult<PhotoPage> {
         let sql = format!(
             "SELECT {PHOTO_COLUMNS}
              FROM (SELECT $1::bigint AS uid UNION ALL
@@ -452,29 +555,34 @@ impl Postgres {
              JOIN users u ON u.id = p.user_id
              ORDER BY p.id DESC LIMIT $3"
         );
-        self.photo_page("reading a feed", sql, viewer.0, page, None)
+        self.photo_page(source, "reading a feed", sql, viewer.0, page, None)
             .await
     }
 
     /// Runs a page query whose parameters are (viewer, before, limit + 1,
     /// `extra` if any): `limit + 1` rows, the last only proving that a
-    /// next page exists.
+    /// next page exists. A read a replica may serve.
     async fn photo_page(
         &self,
+        source: Source,
         doing: &'static str,
         sql: String,
         viewer: i64,
         page: PageQuery,
         extra: Option<i64>,
     ) -> StoreResult<PhotoPage> {
-        let mut query = sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(sql))
-            .bind(viewer)
-            .bind(before(page))
-            .bind(fetch(page));
-        if let Some(extra) = extra {
-            query = query.bind(extra);
-        }
-        let rows = self.run(doing, query.fetch_all(&self.pool)).await?;
+        let rows = self
+            .read_from(source, doing, |pool| {
+                let mut query = sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(sql.clone()))
+                    .bind(viewer)
+                    .bind(before(page))
+                    .bind(fetch(page));
+                if let Some(extra) = extra {
+                    query = query.bind(extra);
+                }
+                async move { query.fetch_all(&pool).await }
+            })
+            .await?;
         let photos = rows
             .into_iter()
             .map(Photo::try_from)
@@ -500,6 +608,14 @@ impl Postgres {
         )
         .await
     }
+}
+
+/// Where a read may be served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A replica that has the reader's own writes, or the primary.
+    AnyCopy,
+    Primary,
 }
 
 pub(super) fn before(page: PageQuery) -> i64 {
@@ -593,6 +709,21 @@ impl ProfileRow {
             photos: self.photos,
             followed_by_me: self.followed_by_me,
         }
+    }
+}
+
+/// A failure of the server or the way to it, not of the statement: 503.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Protocol(_) => true,
+        // 08: connection exception; 57P0x: shutting down / starting up;
+        // 53300: too many connections.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300"),
+        _ => false,
     }
 }
 

@@ -8,11 +8,23 @@
 //! process counts the same failures (see `auth::Throttle`). Both are state,
 //! not cache: their Redis runs with `noeviction`. When it cannot be
 //! reached nobody's token can be checked: 503 `sessions_unavailable`.
+//!
+//! With read replicas, each user's **write position** lives here too: the
+//! primary's WAL position after their last write ([`Sessions::wrote`]),
+//! returned with their session in the same round trip, so whichever
+//! process serves their next request raises its read floor to it
+//! (`minigram::read_floor`, `replicas.rs`).
 
 use minigram::auth::{AttemptLimit, Reservation};
 use minigram::domain::{UserId, Username};
 use minigram::store::{NewSession, SessionUser, StoreError, StoreResult};
 use std::time::Duration;
+
+/// How long a user's write position is kept. It must outlast the time
+/// any replica in use takes to replay the write: a replica more than
+/// `replica_max_lag` (10 s by default) behind is not read, and one within
+/// it has replayed every write older than that, so a minute is ample.
+pub const WRITE_POSITION_TTL: Duration = Duration::from_secs(60);
 
 use super::redis_pool::{Keys, QueueFull, RedisPool};
 
@@ -32,6 +44,10 @@ pub struct Sessions {
     revoke: redis::Script,
     reserve: redis::Script,
     release: redis::Script,
+    /// With read replicas: the session and its user's write position in
+    /// one script; without, a plain GET.
+    user_and_position: Option<redis::Script>,
+    wrote: redis::Script,
 }
 
 /// A failure of the sessions' Redis as the app answers it: 503.
@@ -44,7 +60,9 @@ pub(super) fn unavailable(e: anyhow::Error) -> StoreError {
 }
 
 impl Sessions {
-    pub fn new(redis: RedisPool, keys: Keys) -> Self {
+    /// `write_positions`: whether reads may go to replicas, so the
+    /// session lookup also returns the user's write position.
+    pub fn new(redis: RedisPool, keys: Keys, write_positions: bool) -> Self {
         Self {
             redis,
             keys,
@@ -52,6 +70,8 @@ impl Sessions {
             revoke: redis::Script::new(REVOKE_SESSION),
             reserve: redis::Script::new(RESERVE_SIGN_IN),
             release: redis::Script::new(RELEASE_SIGN_IN),
+            user_and_position: write_positions.then(|| redis::Script::new(SESSION_AND_POSITION)),
+            wrote: redis::Script::new(RECORD_WRITE_POSITION),
         }
     }
 
@@ -84,12 +104,35 @@ impl Sessions {
         self.session_script::<()>(&script).await
     }
 
+    /// The session's user; with replicas, the request's read floor is
+    /// raised to the user's write position in the same round trip.
     pub async fn user(&self, token_hash: [u8; 32]) -> StoreResult<Option<SessionUser>> {
-        let cmd = redis::cmd("GET")
-            .arg(self.keys.of("session", hex::encode(token_hash)))
-            .clone();
-        let value: Option<String> = self.session_redis(&cmd).await?;
-        Ok(value.as_deref().and_then(parse_session))
+        let session_key = self.keys.of("session", hex::encode(token_hash));
+        let Some(script) = &self.user_and_position else {
+            let cmd = redis::cmd("GET").arg(session_key).clone();
+            let value: Option<String> = self.session_redis(&cmd).await?;
+            return Ok(value.as_deref().and_then(parse_session));
+        };
+        let mut script = script.prepare_invoke();
+        script.key(session_key).arg(self.keys.of("wrote", ""));
+        let found: Option<(String, u64)> = self.session_script(&script).await?;
+        Ok(found.and_then(|(value, position)| {
+            minigram::read_floor::raise(position);
+            parse_session(&value)
+        }))
+    }
+
+    /// Records that `user` wrote and the primary was at `position` after
+    /// the commit (kept if larger than the one recorded), and raises this
+    /// request's read floor to it.
+    pub async fn wrote(&self, user: UserId, position: u64) -> StoreResult<()> {
+        minigram::read_floor::raise(position);
+        let mut script = self.wrote.prepare_invoke();
+        script
+            .key(self.keys.of("wrote", user.0))
+            .arg(position)
+            .arg(WRITE_POSITION_TTL.as_millis() as u64);
+        self.session_script::<()>(&script).await
     }
 
     pub async fn revoke(&self, token_hash: [u8; 32]) -> StoreResult<bool> {
@@ -209,6 +252,30 @@ local release = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
   local n = tonumber(redis.call('GET', key) or '0')
   if i <= release and n > 1 then redis.call('DECR', key) else redis.call('DEL', key) end
+end
+return 0
+";
+
+/// A session and its user's write position (KEYS: session; ARGV: the
+/// write-position key prefix). Returns nil without a session, else
+/// {value, position} (0 when the user wrote nothing lately). The user's
+/// key is derived in the script, which is fine on one Redis server.
+const SESSION_AND_POSITION: &str = r"
+local value = redis.call('GET', KEYS[1])
+if not value then return false end
+local user = string.match(value, '^(%d+):')
+local position = user and redis.call('GET', ARGV[1] .. user)
+return {value, position or '0'}
+";
+
+/// Keeps the larger of the recorded and the new write position (KEYS: the
+/// user's key; ARGV: position, lifetime in ms): two writes of one user
+/// finishing out of order never lower it. Positions are below 2^53, which
+/// Lua's numbers hold exactly.
+const RECORD_WRITE_POSITION: &str = r"
+local known = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) >= known then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
 return 0
 ";
