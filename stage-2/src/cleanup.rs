@@ -37,7 +37,7 @@ pub async fn drop_data(database_url: &str, redis_url: &str, prefix: &str) -> any
 
 /// SCANs for the keys under `prefix:` (KEYS would block a shared server)
 /// and deletes them in batches.
-async fn delete_keys(redis_url: &str, prefix: &str) -> anyhow::Result<()> {
+pub async fn delete_keys(redis_url: &str, prefix: &str) -> anyhow::Result<()> {
     let client = redis::Client::open(redis_url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let pattern = format!("{prefix}:*");

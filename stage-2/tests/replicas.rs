@@ -63,6 +63,17 @@ impl Replicated {
     }
 }
 
+impl Drop for Replicated {
+    /// The clusters go with their directories; the test's Redis keys are
+    /// on the shared server.
+    fn drop(&mut self) {
+        let prefix = self.store.config().redis_prefix.clone();
+        common::clean_up(async move {
+            stage_2::cleanup::delete_keys(&common::redis_server(), &prefix).await
+        });
+    }
+}
+
 impl Backend for Replicated {
     type Store = Stage2Store;
 
@@ -79,10 +90,7 @@ impl Backend for Replicated {
     }
 
     async fn count(&self, table: &'static str) -> i64 {
-        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-            .fetch_one(self.store.pg())
-            .await
-            .expect("count rows")
+        common::count(&self.store, table).await
     }
 }
 
@@ -309,4 +317,11 @@ async fn a_killed_replica_costs_no_error_and_rejoins() {
         all.iter().map(|a| a.1).max().unwrap()
     );
     app.stop().await;
+}
+
+/// Both contract suites with a replica behind every read: the same HTTP
+/// contract, each case on a primary and a replica of its own.
+mod with_a_replica {
+    use super::*;
+    contract::contract_tests!(Replicated);
 }

@@ -81,14 +81,31 @@ impl Pg {
     }
 
     pub async fn redis_keys(&self, pattern: &str) -> i64 {
-        let mut conn = self.store.redis_pool().get().await.expect("redis");
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:{pattern}", self.store.config().redis_prefix))
-            .query_async(&mut conn.conn)
-            .await
-            .expect("KEYS");
-        keys.len() as i64
+        redis_keys(&self.store, pattern).await
     }
+}
+
+/// Keys under the store's prefix matching `pattern`.
+pub async fn redis_keys(store: &Stage2Store, pattern: &str) -> i64 {
+    let mut conn = store.redis_pool().get().await.expect("redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:{pattern}", store.config().redis_prefix))
+        .query_async(&mut conn.conn)
+        .await
+        .expect("KEYS");
+    keys.len() as i64
+}
+
+/// What `Backend::count` answers for a stage-2 store: rows of a table on
+/// the primary, or live sessions (keys in Redis).
+pub async fn count(store: &Stage2Store, table: &'static str) -> i64 {
+    if table == "sessions" {
+        return redis_keys(store, "session:*").await;
+    }
+    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(store.pg())
+        .await
+        .expect("count rows")
 }
 
 impl Backend for Pg {
@@ -108,37 +125,33 @@ impl Backend for Pg {
     }
 
     async fn count(&self, table: &'static str) -> i64 {
-        if table == "sessions" {
-            return self.redis_keys("session:*").await;
-        }
-        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-            .fetch_one(self.store.pg())
-            .await
-            .expect("count rows")
+        count(&self.store, table).await
     }
 }
 
 impl Drop for Pg {
-    /// Drops the test database and the test's Redis keys. Runs on its own
-    /// thread and runtime (Drop cannot await) and waits for it.
+    /// Drops the test database and the test's Redis keys.
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let database_url = format!("{}/{}", postgres_server(), self.name);
         let prefix = self.store.config().redis_prefix.clone();
-        let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let database_url = format!("{}/{name}", postgres_server());
-            let dropped = rt.block_on(stage_2::cleanup::drop_data(
-                &database_url,
-                &redis_server(),
-                &prefix,
-            ));
-            if let Err(e) = dropped {
-                eprintln!("test cleanup: {e:#} (what is left is named after the test)");
-            }
+        clean_up(async move {
+            stage_2::cleanup::drop_data(&database_url, &redis_server(), &prefix).await
         });
-        let _ = cleanup.join();
     }
+}
+
+/// Runs a test's clean-up to its end on a thread and runtime of its own
+/// (Drop cannot await); a failure is printed (what is left is named after
+/// the test).
+pub fn clean_up(work: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static) {
+    let cleanup = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        if let Err(e) = rt.block_on(work) {
+            eprintln!("test cleanup: {e:#} (what is left is named after the test)");
+        }
+    });
+    let _ = cleanup.join();
 }
