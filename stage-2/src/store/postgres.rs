@@ -148,11 +148,7 @@ impl Postgres {
             .filter(|_| source == Source::AnyCopy)
             .and_then(|r| Some((r, r.pick(minigram::read_floor::get())?)));
         if let Some((replicas, turn)) = on_replica {
-            timing::round_trips(Remote::Postgres, 1);
-            let started = Instant::now();
-            let result = step(turn.replica.pool().clone()).await;
-            timing::record(Phase::Db, started.elapsed());
-            match result {
+            match statement(step(turn.replica.pool().clone())).await {
                 Ok(found) => return Ok(found),
                 Err(e) if Self::replica_trouble(&e) => {
                     turn.replica.down(&e.to_string());
@@ -205,13 +201,7 @@ impl Postgres {
             stats.pg_shed.fetch_add(1, Ordering::Relaxed);
             return Err(StoreError::Overloaded);
         };
-        // A step is one statement: one round trip (plus the ping of a
-        // connection that sat idle, counted where it is sent). Opening a
-        // new connection is not counted.
-        timing::round_trips(Remote::Postgres, 1);
-        let started = Instant::now();
-        let result = step.await;
-        timing::record(Phase::Db, started.elapsed());
+        let result = statement(step).await;
         if matches!(result, Err(sqlx::Error::PoolTimedOut)) {
             stats.pg_timeouts.fetch_add(1, Ordering::Relaxed);
         }
@@ -710,6 +700,17 @@ impl ProfileRow {
             followed_by_me: self.followed_by_me,
         }
     }
+}
+
+/// Runs one statement, on the primary or a replica: one round trip (plus
+/// the ping of a connection that sat idle, counted where it is sent;
+/// opening a new connection is not counted), timed as `db`.
+async fn statement<T>(step: impl Future<Output = T>) -> T {
+    timing::round_trips(Remote::Postgres, 1);
+    let started = Instant::now();
+    let result = step.await;
+    timing::record(Phase::Db, started.elapsed());
+    result
 }
 
 /// A failure of the server or the way to it, not of the statement: 503.

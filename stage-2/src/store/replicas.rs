@@ -233,33 +233,30 @@ impl Replicas {
         let mut out = Vec::with_capacity(self.list.len() * 4 + 3);
         for r in &self.list {
             let k = r.keys;
-            out.push(
-                Figure::gauge(
+            let up = f64::from(u8::from(r.up.load(Ordering::Relaxed)));
+            let gauges = [
+                (
                     k.lag_bytes,
                     "Replication lag (bytes of WAL not yet replayed)",
                     "minigram_replica_lag_bytes",
                     load(&r.lag_bytes),
-                )
-                .labels(k.labels),
-            );
-            out.push(
-                Figure::gauge(
+                ),
+                (
                     k.lag_ms,
                     "Replication lag (ms behind, while behind)",
                     "minigram_replica_lag_milliseconds",
                     load(&r.lag_ms),
-                )
-                .labels(k.labels),
-            );
-            out.push(
-                Figure::gauge(
+                ),
+                (
                     k.up,
                     "Replica in service (1) or passed over (0)",
                     "minigram_replica_up",
-                    f64::from(u8::from(r.up.load(Ordering::Relaxed))),
-                )
-                .labels(k.labels),
-            );
+                    up,
+                ),
+            ];
+            for (key, title, metric, value) in gauges {
+                out.push(Figure::gauge(key, title, metric, value).labels(k.labels));
+            }
             out.push(
                 Figure::counter(
                     k.reads,
@@ -270,33 +267,32 @@ impl Replicas {
                 .labels(k.labels),
             );
         }
-        out.push(
-            Figure::counter(
+        let fallbacks = [
+            (
                 keys::REPLICA_BEHIND_FLOOR,
                 "Reads sent to the primary: no replica had the reader's own write yet",
-                "minigram_replica_fallbacks_total",
-                load(&self.behind_floor),
-            )
-            .labels(&[("reason", "own_write")]),
-        );
-        out.push(
-            Figure::counter(
+                &self.behind_floor,
+                &[("reason", "own_write")],
+            ),
+            (
                 keys::REPLICA_NONE_USABLE,
                 "Reads sent to the primary: every replica down, too far behind or busy",
-                "minigram_replica_fallbacks_total",
-                load(&self.none_usable),
-            )
-            .labels(&[("reason", "none_usable")]),
-        );
-        out.push(
-            Figure::counter(
+                &self.none_usable,
+                &[("reason", "none_usable")],
+            ),
+            (
                 keys::REPLICA_RETRIED,
                 "Reads that failed on a replica and were answered by the primary",
-                "minigram_replica_fallbacks_total",
-                load(&self.retried),
-            )
-            .labels(&[("reason", "retried")]),
-        );
+                &self.retried,
+                &[("reason", "retried")],
+            ),
+        ];
+        for (key, title, count, labels) in fallbacks {
+            out.push(
+                Figure::counter(key, title, "minigram_replica_fallbacks_total", load(count))
+                    .labels(labels),
+            );
+        }
         out
     }
 }
