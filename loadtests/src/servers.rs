@@ -1,6 +1,7 @@
 //! The servers a topology run starts for itself, each inside its host: a
 //! Postgres cluster of its own (initdb into a temporary directory, its own
-//! port), a Redis of its own, and the links between tiers (`link.rs`).
+//! port) and its streaming read replicas (`pg_basebackup -R`), a Redis of
+//! its own, and the links between tiers (`link.rs`).
 //!
 //! Nothing here touches the machine's shared Postgres or Redis, and
 //! everything is removed when its guard drops: the cluster is stopped
@@ -127,7 +128,106 @@ pub struct OwnPostgres {
 }
 
 impl OwnPostgres {
+    /// A new primary (`initdb`) in `host`.
     pub fn start(host: &Host, logs: &Path) -> anyhow::Result<Self> {
+        let empty = Empty::new()?;
+        let mut initdb = Command::new(empty.bin.join("initdb"));
+        initdb
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(empty.data());
+        empty.as_user(&mut initdb);
+        let out = initdb.output().context("cannot run initdb")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "initdb failed: {}",
+            last_line(&out.stderr)
+        );
+        empty.serve(host, &logs.join("postgres.log"))
+    }
+
+    /// A streaming replica of `primary` in `host`: a copy of its data
+    /// (`pg_basebackup -R`, which also writes the settings to follow it),
+    /// started read-only and replaying what the primary writes next.
+    pub fn replica_of(
+        primary: &OwnPostgres,
+        host: &Host,
+        logs: &Path,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        let empty = Empty::new()?;
+        let mut backup = Command::new(empty.bin.join("pg_basebackup"));
+        backup
+            .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+            .args([
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "-D",
+            ])
+            .arg(empty.data());
+        empty.as_user(&mut backup);
+        let out = backup.output().context("cannot run pg_basebackup")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "pg_basebackup of the lab's Postgres failed: {}",
+            last_line(&out.stderr)
+        );
+        empty.serve(host, &logs.join(format!("{name}.log")))
+    }
+
+    /// The server's URL (no database).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
+    /// One value from the server (`psql`, which comes with the server
+    /// binaries), for the lab's bookkeeping: never on a measured path.
+    pub fn query(&self, sql: &str) -> anyhow::Result<String> {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres", "-XAtc", sql])
+            .output()
+            .context("cannot run psql")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            last_line(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+/// The last line a tool wrote (its error, usually).
+fn last_line(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// A cluster directory not yet served: the binaries, a temporary
+/// directory the server's account owns, and that account.
+struct Empty {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    user: Option<(u32, u32)>,
+}
+
+impl Empty {
+    fn new() -> anyhow::Result<Self> {
         let bin = postgres_bin()?;
         let dir = tempfile::Builder::new().prefix("minigram-pg-").tempdir()?;
         // Postgres refuses to run as root: as root, the cluster belongs to
@@ -141,42 +241,31 @@ impl OwnPostgres {
         } else {
             None
         };
-        let as_user = |cmd: &mut Command| {
-            use std::os::unix::process::CommandExt;
-            if let Some((uid, gid)) = user {
-                cmd.uid(uid).gid(gid);
-            }
-        };
-        let data = dir.path().join("data");
-        let mut initdb = Command::new(bin.join("initdb"));
-        initdb
-            .args([
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "-D",
-            ])
-            .arg(&data);
-        as_user(&mut initdb);
-        let out = initdb.output().context("cannot run initdb")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
+        Ok(Self { bin, dir, user })
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn as_user(&self, cmd: &mut Command) {
+        use std::os::unix::process::CommandExt;
+        if let Some((uid, gid)) = self.user {
+            cmd.uid(uid).gid(gid);
+        }
+    }
+
+    /// Starts the server on the directory's data, on a free port, in
+    /// `host`, and waits until it accepts connections (a replica says
+    /// "ready to accept read-only connections").
+    fn serve(self, host: &Host, log: &Path) -> anyhow::Result<OwnPostgres> {
+        let data = self.data();
         let port = free_port()?;
-        let mut cmd = Command::new(bin.join("postgres"));
+        let mut cmd = Command::new(self.bin.join("postgres"));
         cmd.arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string(), "-k"])
-            .arg(dir.path())
+            .arg(self.dir.path())
             .args([
                 "-c",
                 "listen_addresses=127.0.0.1",
@@ -187,29 +276,24 @@ impl OwnPostgres {
                 "-c",
                 "logging_collector=off",
             ]);
-        as_user(&mut cmd);
+        self.as_user(&mut cmd);
         let (child, _) = start(
             cmd,
             "the lab's Postgres",
             Some(host),
-            &logs.join("postgres.log"),
-            "ready to accept connections",
+            log,
+            "ready to accept",
         )?;
         // Workers it forked before it was placed move to its host too.
         host.place_tree(child.id())?;
-        Ok(Self {
+        Ok(OwnPostgres {
             child,
-            bin,
+            bin: self.bin,
             data,
-            user,
+            user: self.user,
             port,
-            _dir: dir,
+            _dir: self.dir,
         })
-    }
-
-    /// The server's URL (no database).
-    pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}", self.port)
     }
 }
 

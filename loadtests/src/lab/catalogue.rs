@@ -40,6 +40,20 @@ pub(super) struct Variant {
     /// An app–data round trip of its own on hosts (the topology's when
     /// `None`), for the experiment that changes only the link.
     pub(super) rtt_ms: Option<f64>,
+    /// Streaming read replicas of its Postgres, each on a host of the
+    /// topology's `replica` size (stage 2 on hosts only).
+    pub(super) replicas: usize,
+}
+
+impl Variant {
+    /// What it places on a topology.
+    pub(super) fn shape(&self) -> crate::topology::Shape {
+        crate::topology::Shape {
+            apps: self.processes,
+            replicas: self.replicas,
+            stage2: self.stage == Stage::Two,
+        }
+    }
 }
 
 /// How the variants are measured.
@@ -140,6 +154,7 @@ pub(super) const fn v(
         scale: 1.0,
         mix: None,
         rtt_ms: None,
+        replicas: 0,
     }
 }
 
@@ -157,6 +172,7 @@ pub(super) const fn sized(
         scale,
         mix: None,
         rtt_ms: None,
+        replicas: 0,
     }
 }
 
@@ -173,6 +189,13 @@ pub(super) const SCALE_OUT_TOPOLOGY: &str = "app=0.1,postgres=0.6,redis=0.1,gene
 /// cores; Postgres and Redis together have 0.6, two app hosts' worth.
 /// With two app hosts, 1.65 cores are promised.
 pub(super) const STAGE_TOPOLOGY: &str = "app=0.3,postgres=0.4,redis=0.2,generator=0.45";
+
+/// read-replicas' hosts: the primary and each replica get the same small
+/// budget, so each Postgres host is what a read-only load runs out of
+/// (the app's host is larger); Redis has little to do for anonymous
+/// readers. With two replicas, 1.65 cores are promised.
+pub(super) const READ_REPLICAS_TOPOLOGY: &str =
+    "app=0.5,postgres=0.2,replica=0.2,redis=0.1,generator=0.45";
 
 pub(super) fn experiments() -> Vec<Experiment> {
     use Stage::{One, Two};
@@ -372,6 +395,31 @@ pub(super) fn experiments() -> Vec<Experiment> {
             fixed_rate: Some(20.0),
             tradeoff: "Every round trip a request makes in sequence costs one RTT of latency, however fast the servers are: a request's p50 grows by (round trips × RTT). Fewer, bigger round trips (one script instead of two commands, a join instead of two queries, pipelining) are what a slower network rewards.",
             limits: "The link delays every chunk of bytes by half the RTT each way (a TCP proxy; this kernel has no netem); it does not limit bandwidth or drop packets. The fixed load is light on purpose, so the p50 measures round trips, not queues; the slope is fitted to three points and rounds trips that overlap (pipelined or concurrent) count once.",
+        },
+        Experiment {
+            name: "read-replicas",
+            question: "What do streaming read replicas add to stage 2 under a read-heavy load, and how far behind do they fall?",
+            change: "stage 2's Postgres, on simulated hosts of equal size: the primary alone → the primary plus one streaming read replica → plus two (`--read-replica URL` per replica; explore, profiles, photos and the uncached feed are read from the replicas, round-robin)",
+            mix: Mix::Reads,
+            method: Method::Breaking,
+            variants: vec![
+                v("baseline", Two, &[], 1),
+                Variant {
+                    replicas: 1,
+                    ..v("one-replica", Two, &[], 1)
+                },
+                Variant {
+                    replicas: 2,
+                    ..v("two-replicas", Two, &[], 1)
+                },
+            ],
+            curve: &[],
+            prices_sign_in: false,
+            commit_rate: false,
+            topology: Some(READ_REPLICAS_TOPOLOGY),
+            fixed_rate: None,
+            tradeoff: "A replica is a whole Postgres host more, and what it serves may be behind the primary by the replication lag (the table shows it at the breaking point): other people may see a new photo, like or follow that late. The writer is spared that (read-your-writes: after a write, their reads go to the primary until a replica has replayed it), which costs every write one more Postgres and one more Redis round trip. Reads go to the replicas only — the primary keeps the writes — so one replica moves the reads, it does not add read capacity; a second one does.",
+            limits: "The mix is anonymous reads only (explore, profiles, photos): no writes, so replication has only the seeded data to ship and the lag shown is the floor of what a write-heavy load would see. The hosts are CPU budgets on one 2-core machine (cgroups): the replicas share the disk, the memory bandwidth and the kernel with the primary, and replication runs over loopback.",
         },
         Experiment {
             name: "read-load",

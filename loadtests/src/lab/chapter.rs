@@ -90,10 +90,56 @@ pub(super) fn level(rate: &Value, users: &Value) -> String {
     }
 }
 
-/// The price of a sign-in per variant: its Argon2 parameters, sign-ins per
-/// second at the breaking point, the hashing threads' CPU per hash, and
-/// the whole server's CPU per sign-in (every request of the step, so an
-/// upper bound).
+/// The read replicas' rows of the comparison: where reads went and how
+/// far behind each replica was at the compared step.
+fn replication_rows(md: &mut String, variants: &[Value]) {
+    let cells = |f: &dyn Fn(&Value) -> String| -> String {
+        variants
+            .iter()
+            .map(|v| match v["replication"].as_object() {
+                Some(_) => f(&v["replication"]),
+                None => "– (no replica)".into(),
+            })
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    let each = |r: &Value, key: &str, scale: f64, digits: usize| {
+        r["replicas"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|x| format!("{:.*}", digits, x[key].as_f64().unwrap_or(0.0) / scale))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            })
+            .unwrap_or_default()
+    };
+    md.push_str(&format!(
+        "| reads served per replica (/s) | {} |\n",
+        cells(&|r| each(r, "readsPerSec", 1.0, 0))
+    ));
+    md.push_str(&format!(
+        "| replica reads sent to the primary instead (/s: own write / none usable / retried) | {} |\n",
+        cells(&|r| {
+            let p = &r["toPrimaryPerSec"];
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                p["ownWrite"].as_f64().unwrap_or(0.0),
+                p["noneUsable"].as_f64().unwrap_or(0.0),
+                p["retried"].as_f64().unwrap_or(0.0)
+            )
+        })
+    ));
+    md.push_str(&format!(
+        "| replication lag per replica, peak (ms) | {} |\n",
+        cells(&|r| each(r, "peakLagMs", 1.0, 0))
+    ));
+    md.push_str(&format!(
+        "| replication lag per replica, peak (KiB of WAL) | {} |\n",
+        cells(&|r| each(r, "peakLagBytes", 1024.0, 1))
+    ));
+}
+
 /// The writer's writes per second at each variant's breaking point, as a
 /// share of SQLite's raw commit rate measured in the same run, and each
 /// group-commit variant against the variant before it (off → on).
@@ -139,6 +185,10 @@ pub(super) fn writer_against_disk(md: &mut String, report: &Value, variants: &[V
     md.push('\n');
 }
 
+/// The price of a sign-in per variant: its Argon2 parameters, sign-ins per
+/// second at the breaking point, the hashing threads' CPU per hash, and
+/// the whole server's CPU per sign-in (every request of the step, so an
+/// upper bound).
 pub(super) fn sign_in_price(md: &mut String, variants: &[Value]) {
     md.push_str("### The price of a sign-in\n\n| variant | Argon2id parameters | sign-ins/s at the SLO | CPU per hash (ms) | server CPU per sign-in, all work included (ms) |\n|---|---|---:|---:|---:|\n");
     for v in variants {
@@ -348,6 +398,9 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
                     format!("{:.1}", ms / 1000.0)
                 })
         });
+    }
+    if variants.iter().any(|v| v["replication"].is_object()) {
+        replication_rows(&mut md, &variants);
     }
     if variants.iter().any(|v| v["sqliteWriter"].is_object()) {
         let w = |v: &Value, key: &str| v["sqliteWriter"][key].as_f64();

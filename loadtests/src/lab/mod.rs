@@ -179,8 +179,13 @@ pub async fn run(args: LabArgs) -> anyhow::Result<std::process::ExitCode> {
     if let Some(t) = &topology {
         crate::hosts::check()?;
         for v in &exp.variants {
-            t.fits(v.processes, v.stage == Stage::Two, v.label)?;
+            t.fits(v.shape(), v.label)?;
         }
+    } else if let Some(v) = exp.variants.iter().find(|v| v.replicas > 0) {
+        bail!(
+            "variant {} has read replicas, which the lab starts only on simulated hosts: pass a --topology with a replica size (e.g. replica=0.2), not none",
+            v.label
+        );
     } else if exp.variants.iter().any(|v| v.stage == Stage::Two) {
         check_reachable("Postgres", &args.postgres, 5432)?;
         check_reachable("Redis", &args.redis, 6379)?;
@@ -225,7 +230,7 @@ async fn run_experiment(
         let rtt_ms = variant.rtt_ms.or(topology.and_then(|t| t.rtt_ms));
         let fleet = match topology {
             Some(t) => {
-                let f = Fleet::start(t, variant.processes, variant.stage == Stage::Two, rtt_ms)?;
+                let f = Fleet::start(t, variant.shape(), rtt_ms)?;
                 eprintln!(
                     "lab {} {tag}: hosts: {}",
                     exp.name,
@@ -269,6 +274,9 @@ async fn run_experiment(
                 .last()
                 .unwrap_or("")
         );
+        if let Some(f) = &fleet {
+            f.replicas_caught_up(std::time::Duration::from_secs(600))?;
+        }
         let mut servers = Vec::new();
         let via = fleet.as_ref().and_then(Fleet::for_app);
         for p in 0..variant.processes {

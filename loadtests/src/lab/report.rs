@@ -30,6 +30,41 @@ pub(super) fn photo_queue(s: &Step) -> Option<Value> {
     })
 }
 
+/// The read replicas during a step, if the variant has any: per replica
+/// the reads it served per second and its replication lag (mean and peak,
+/// in ms and bytes, as the app's poller measured it every 100 ms), and the
+/// reads per second sent to the primary instead, by reason.
+pub(super) fn replication(s: &Step, replicas: usize) -> Option<Value> {
+    let server = s.server.first()?;
+    let secs = s.duration_secs;
+    let mean = |key: &str| verdict::figure_mean(server, key, secs);
+    let peak = |key: &str| verdict::figure_peak(server, key, secs);
+    (replicas > 0).then(|| {
+        let each: Vec<Value> = (1..=replicas)
+            .map(|n| {
+                let key = |what: &str| format!("replica{n}.{what}");
+                json!({
+                    "replica": n,
+                    "readsPerSec": mean(&key("reads")),
+                    "upShare": mean(&key("up")),
+                    "meanLagMs": mean(&key("lagMs")),
+                    "peakLagMs": peak(&key("lagMs")),
+                    "meanLagBytes": mean(&key("lagBytes")),
+                    "peakLagBytes": peak(&key("lagBytes")),
+                })
+            })
+            .collect();
+        json!({
+            "replicas": each,
+            "toPrimaryPerSec": {
+                "ownWrite": mean(keys::REPLICA_BEHIND_FLOOR),
+                "noneUsable": mean(keys::REPLICA_NONE_USABLE),
+                "retried": mean(keys::REPLICA_RETRIED),
+            },
+        })
+    })
+}
+
 /// Stage 1's writer during a step, if the server has one: writes and
 /// commits per second, writes per commit, writes queued (mean, peak).
 pub(super) fn sqlite_writer(s: &Step) -> Option<Value> {
@@ -85,6 +120,8 @@ pub(super) fn report(
                 "photoQueue": key.and_then(photo_queue),
                 // Stage 1's writer at that step: writes, commits, groups.
                 "sqliteWriter": key.and_then(sqlite_writer),
+                // Read replicas at that step: reads served, lag.
+                "replication": key.and_then(|s| replication(s, o.variant.replicas)),
                 // Simulated hosts: their budgets, and what each used at
                 // that step and where the SLO broke.
                 "topology": o.topology,

@@ -92,7 +92,8 @@ impl Storage {
         self.flags_via(None)
     }
 
-    /// The storage flags of `serve`: `via` the links of a topology run.
+    /// The storage flags of `serve`: `via` the links of a topology run
+    /// (and its read replicas, if it has any).
     pub(super) fn flags_via(&self, via: Option<&DataAddrs>) -> Vec<String> {
         let mut f = vec![
             "--data-dir".to_owned(),
@@ -111,6 +112,9 @@ impl Storage {
                 "--redis-prefix".into(),
                 d.prefix.clone(),
             ]);
+            for replica in via.map_or(&[][..], |v| &v.replicas[..]) {
+                f.extend(["--read-replica".into(), format!("{replica}/{}", d.db)]);
+            }
         }
         f
     }
