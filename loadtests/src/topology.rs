@@ -298,10 +298,20 @@ mod tests {
         let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(
             names,
-            ["app-1", "postgres", "replica-1", "replica-2", "redis", "generator"]
+            [
+                "app-1",
+                "postgres",
+                "replica-1",
+                "replica-2",
+                "redis",
+                "generator"
+            ]
         );
         assert!((r.cores(shape(1, 2, true)).unwrap() - 1.4).abs() < 1e-9);
-        assert!(r.describe(shape(1, 2, true), None).contains("2 read replicas of 0.25 each"));
+        assert!(
+            r.describe(shape(1, 2, true), None)
+                .contains("2 read replicas of 0.25 each")
+        );
     }
 
     #[test]

@@ -191,9 +191,8 @@ pub(super) const SCALE_OUT_TOPOLOGY: &str = "app=0.1,postgres=0.6,redis=0.1,gene
 pub(super) const STAGE_TOPOLOGY: &str = "app=0.3,postgres=0.4,redis=0.2,generator=0.45";
 
 /// read-replicas' hosts: the primary and each replica get the same small
-/// budget, so each Postgres host is what a read-only load runs out of
-/// (the app's host is larger); Redis has little to do for anonymous
-/// readers. With two replicas, 1.65 cores are promised.
+/// budget, so a Postgres host, not the app's (larger) one, is what the
+/// uncached feeds run out of. With two replicas, 1.65 cores are promised.
 pub(super) const READ_REPLICAS_TOPOLOGY: &str =
     "app=0.5,postgres=0.2,replica=0.2,redis=0.1,generator=0.45";
 
@@ -398,19 +397,19 @@ pub(super) fn experiments() -> Vec<Experiment> {
         },
         Experiment {
             name: "read-replicas",
-            question: "What do streaming read replicas add to stage 2 under a read-heavy load, and how far behind do they fall?",
-            change: "stage 2's Postgres, on simulated hosts of equal size: the primary alone → the primary plus one streaming read replica → plus two (`--read-replica URL` per replica; explore, profiles, photos and the uncached feed are read from the replicas, round-robin)",
-            mix: Mix::Reads,
+            question: "What do streaming read replicas add to stage 2 when reads outweigh writes, and what do they cost in staleness?",
+            change: "stage 2's Postgres, on simulated hosts of equal size, with the feed cache off so every feed is a query: the primary alone → the primary plus one streaming read replica → plus two (`--read-replica URL` per replica; explore, profiles, photos and feeds are read from the replicas, round-robin, writes and sign-ins stay on the primary)",
+            mix: Mix::Default,
             method: Method::Breaking,
             variants: vec![
-                v("baseline", Two, &[], 1),
+                v("baseline", Two, &["--feed-cache", "off"], 1),
                 Variant {
                     replicas: 1,
-                    ..v("one-replica", Two, &[], 1)
+                    ..v("one-replica", Two, &["--feed-cache", "off"], 1)
                 },
                 Variant {
                     replicas: 2,
-                    ..v("two-replicas", Two, &[], 1)
+                    ..v("two-replicas", Two, &["--feed-cache", "off"], 1)
                 },
             ],
             curve: &[],
@@ -418,8 +417,8 @@ pub(super) fn experiments() -> Vec<Experiment> {
             commit_rate: false,
             topology: Some(READ_REPLICAS_TOPOLOGY),
             fixed_rate: None,
-            tradeoff: "A replica is a whole Postgres host more, and what it serves may be behind the primary by the replication lag (the table shows it at the breaking point): other people may see a new photo, like or follow that late. The writer is spared that (read-your-writes: after a write, their reads go to the primary until a replica has replayed it), which costs every write one more Postgres and one more Redis round trip. Reads go to the replicas only — the primary keeps the writes — so one replica moves the reads, it does not add read capacity; a second one does.",
-            limits: "The mix is anonymous reads only (explore, profiles, photos): no writes, so replication has only the seeded data to ship and the lag shown is the floor of what a write-heavy load would see. The hosts are CPU budgets on one 2-core machine (cgroups): the replicas share the disk, the memory bandwidth and the kernel with the primary, and replication runs over loopback.",
+            tradeoff: "A replica is a whole Postgres host more, and what it serves may be behind the primary by the replication lag (the table shows it at the breaking point): other people may see a new photo, like or follow that late. The writer is spared that (read-your-writes: after a write, their reads go to the primary until a replica has replayed it — the 'own write' column), which costs every write one more Postgres and one more Redis round trip. Reads go to the replicas, not the primary — it keeps the writes and sign-ins — so one replica mostly moves the reads; a second one adds read capacity.",
+            limits: "The feed cache is off in every variant, so feeds are Postgres queries (with it on, a cached feed is read from Redis and its misses from the primary). The hosts are CPU budgets on one 2-core machine (cgroups): the replicas share the disk, the memory bandwidth and the kernel with the primary, and replication runs over loopback, so the lag shown is replay work, not network distance.",
         },
         Experiment {
             name: "read-load",

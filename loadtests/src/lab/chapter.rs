@@ -268,7 +268,7 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
     line(
         &mut md,
         format!(
-            "Baseline: `{}{}` ({} process{}). Dataset: {} users, {} photos, {} follows per user, {} likes, seeded fresh for every variant{}. Load: the `{}` journey mix, {}, {} s per step, think time {} ms, SLO `{}`. Machine: {} cores, {} MiB, {}; commit `{}`; {}.\n",
+            "Baseline: `{}{}` ({} process{}). Dataset: {} users, {} photos, {} follows per user, {} likes, seeded fresh for every variant{}. Load: the `{}` journey mix, {}, {} s per step (after {} s of unmeasured warm-up at the first level), think time {} ms, SLO `{}`. Machine: {} cores, {} MiB, {}; commit `{}`; {}.\n",
             base.stage.bin(),
             if base.flags.is_empty() {
                 " with its defaults".to_owned()
@@ -293,6 +293,7 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
             },
             report["load"]["ladder"].as_str().unwrap_or(""),
             report["load"]["stepSecs"],
+            report["load"]["warmupSecs"].as_u64().unwrap_or(0),
             report["load"]["thinkMs"].as_str().unwrap_or(""),
             report["load"]["slo"].as_str().unwrap_or(""),
             m["cores"],

@@ -76,6 +76,12 @@ pub struct LabArgs {
     /// Seconds of each step.
     #[arg(long, default_value_t = 20)]
     pub step_secs: u64,
+    /// Seconds of unmeasured load at the first level before each variant's
+    /// first step (0: none). Without it the first step runs on cold
+    /// buffers and fresh connection pools: on small hosts that alone broke
+    /// the SLO at the ladder's first rung in every variant alike.
+    #[arg(long, default_value_t = 20)]
+    pub warmup_secs: u64,
     /// Bisection steps after the ladder.
     #[arg(long, default_value_t = 3)]
     pub bisect: usize,
@@ -337,6 +343,15 @@ async fn run_experiment(
             Some(f) => Some(f.hosts.enter(&f.generator)?),
             None => None,
         };
+        if args.warmup_secs > 0 {
+            let level = match (exp.method, args.model) {
+                (Method::Fixed, Model::Open) => fixed_rate(args, exp),
+                (Method::Fixed, Model::Closed) => args.fixed_users as f64,
+                (Method::Breaking, _) => common.start_level(),
+            };
+            // Measured like a step, then dropped: nothing of it is kept.
+            verdict::measure(&plan, common.load(level), args.warmup_secs, "warm-up").await?;
+        }
         let (steps, bp) = match exp.method {
             Method::Breaking => {
                 let max = match args.model {

@@ -168,6 +168,7 @@ pub(super) fn report(
                 (Method::Fixed, Model::Closed) => format!("one step of {} users per variant (closed model; equal load, no breaking-point search)", args.fixed_users),
             },
             "stepSecs": args.step_secs,
+            "warmupSecs": args.warmup_secs,
             "thinkMs": args.think_ms,
             "slo": args.slo,
         },
