@@ -52,6 +52,18 @@ pub const PHOTOS_QUEUED: &str = "photos.queued";
 pub const PHOTOS_PROCESSED: &str = "photos.processed";
 pub const PHOTOS_LAG_MS: &str = "photos.lagMs";
 
+/// Stage 2 with timelines (`--feed-strategy push|hybrid`): photos
+/// announced and not yet in every timeline, the fan-out lag of the last
+/// one (ms), and counters of what fan-out and the readers did.
+pub const FANOUT_BACKLOG: &str = "fanout.backlog";
+pub const FANOUT_LAG_MS: &str = "fanout.lagMs";
+pub const FANOUT_WRITES: &str = "fanout.timelineWrites";
+pub const FANOUT_PHOTOS: &str = "fanout.photos";
+pub const FANOUT_CELEBRITY_POSTS: &str = "fanout.celebrityPhotos";
+pub const FANOUT_LOST: &str = "fanout.lost";
+pub const TIMELINES_BUILT: &str = "timelines.built";
+pub const TIMELINES_PAST_END: &str = "timelines.pastEnd";
+
 /// Stage 2 with read replicas: reads sent to the primary because no
 /// replica had replayed the reader's own last write.
 pub const REPLICA_BEHIND_FLOOR: &str = "replicas.behindOwnWrite";

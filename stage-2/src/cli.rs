@@ -6,7 +6,7 @@ use minigram::seed::SeedArgs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::store::{Stage2Config, Stage2Store};
+use crate::store::{FeedStrategy, Stage2Config, Stage2Store};
 
 const EXAMPLES: &str = "Examples:
   stage-2                                   serve on 127.0.0.1:8081 with local Postgres and Redis
@@ -146,6 +146,35 @@ pub struct StorageArgs {
     /// A replica further behind than this (ms) is not read at all.
     #[arg(long, env = "MINIGRAM_REPLICA_MAX_LAG_MS", default_value_t = 10_000)]
     pub replica_max_lag_ms: u64,
+    /// How a feed page is made: `pull` (a query over the people followed,
+    /// at read time), `push` (precomputed timelines in Redis, written by
+    /// fan-out workers when a photo is posted) or `hybrid` (push, except
+    /// for accounts with more than --celebrity-followers followers, whose
+    /// photos are merged in at read time).
+    #[arg(
+        long,
+        env = "MINIGRAM_FEED_STRATEGY",
+        value_enum,
+        default_value = "pull"
+    )]
+    pub feed_strategy: Strategy,
+    /// Hybrid: accounts with more followers than this are not fanned out.
+    #[arg(long, env = "MINIGRAM_CELEBRITY_FOLLOWERS", default_value_t = 1000)]
+    pub celebrity_followers: usize,
+    /// Fan-out worker tasks in this process (push, hybrid).
+    #[arg(long, env = "MINIGRAM_FANOUT_WORKERS", default_value_t = 1)]
+    pub fanout_workers: usize,
+    /// A photo handed to a fan-out worker and not done after this long
+    /// (ms) is taken over by another worker: the first one died.
+    #[arg(long, env = "MINIGRAM_FANOUT_CLAIM_AFTER_MS", default_value_t = 30_000)]
+    pub fanout_claim_after_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    Pull,
+    Push,
+    Hybrid,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -175,6 +204,15 @@ impl StorageArgs {
             read_replicas: self.read_replicas.clone(),
             replica_poll: Stage2Config::REPLICA_POLL,
             replica_max_lag: Duration::from_millis(self.replica_max_lag_ms),
+            feed_strategy: match self.feed_strategy {
+                Strategy::Pull => FeedStrategy::Pull,
+                Strategy::Push => FeedStrategy::Push,
+                Strategy::Hybrid => FeedStrategy::Hybrid,
+            },
+            celebrity_followers: self.celebrity_followers,
+            fanout_workers: self.fanout_workers.max(1),
+            fanout_claim_after: Duration::from_millis(self.fanout_claim_after_ms.max(100)),
+            ..Stage2Config::new(&self.database_url, &self.redis_url)
         }
     }
 }
@@ -205,18 +243,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = Stage2Store::connect(args.storage.config()).await?;
     let s = &args.storage;
     let describe = format!(
-        "uploads: {}, Postgres pool {}, Redis pool {}, feed cache {:?}, photo processing {:?}, read replicas {}",
+        "uploads: {}, Postgres pool {}, Redis pool {}, feed cache {:?}, photo processing {:?}, read replicas {}, feed strategy {:?}",
         s.data_dir.display(),
         s.pg_pool,
         s.redis_pool,
         s.feed_cache,
         s.photo_processing,
-        s.read_replicas.len()
+        s.read_replicas.len(),
+        s.feed_strategy
     );
     let images = args.app.image_pool()?;
     if s.photo_processing == Processing::Queue {
         crate::worker::start(store.clone(), uploads_dir(&s.data_dir), images.clone());
     }
+    crate::fanout::start(store.clone());
     minigram::cli::serve(
         "stage-2",
         store,

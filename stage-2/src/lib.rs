@@ -9,6 +9,7 @@
 
 pub mod cleanup;
 pub mod cli;
+pub mod fanout;
 mod import;
 pub mod store;
 pub mod worker;

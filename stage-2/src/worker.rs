@@ -7,7 +7,8 @@
 //! and re-encode the image (`images::process_queued`) on the process's
 //! image pool (`image_pool`, shared with the uploads' header checks, so
 //! image memory stays bounded however many workers run), mark the row
-//! `ready` (or `failed`) and drop the feeds that now show it. A failure to
+//! `ready` (or `failed`), announce it to the timelines (if any) and drop
+//! the cached feeds that now show it. A failure to
 //! drop them (Redis briefly unreachable) is retried until it succeeds or
 //! the cached feeds have expired by themselves, not left stale.
 //!
@@ -111,22 +112,27 @@ pub async fn process(
         }
     };
     if queue.finish_photo(id, status, width, height).await? && status == PhotoStatus::Ready {
-        invalidate_until_done(store, UserId(owner)).await?;
+        visible_until_done(store, UserId(owner), id).await?;
     }
     queue.record_processed(created_at);
     Ok(())
 }
 
-/// Drops the feeds that now show a new photo, retrying while Redis is
+/// Announces a new photo to the timelines and drops the cached feeds that
+/// now show it, retrying while Redis is
 /// unreachable: the photo is already `ready` in Postgres, so no later job
 /// or sweep would drop them. After the cache's TTL (plus jitter) a cached
 /// feed has expired by itself, so retrying longer than that is pointless.
-async fn invalidate_until_done(store: &Stage2Store, owner: UserId) -> anyhow::Result<()> {
+async fn visible_until_done(
+    store: &Stage2Store,
+    owner: UserId,
+    photo: PhotoId,
+) -> anyhow::Result<()> {
     let give_up =
         std::time::Instant::now() + store.config().feed_cache_ttl + crate::store::TTL_JITTER;
     let mut wait = Duration::from_millis(100);
     loop {
-        match store.invalidate_for_new_photo(owner).await {
+        match store.photo_visible(owner, photo).await {
             Ok(()) => return Ok(()),
             Err(e) if std::time::Instant::now() + wait < give_up => {
                 tracing::warn!(owner = owner.0, error = %e, "feeds not invalidated yet; retrying");

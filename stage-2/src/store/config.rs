@@ -1,9 +1,11 @@
 //! What a stage-2 process is told about its storage: where Postgres and
 //! the two Redis roles are, how big each pool is, and which of the
-//! optional components (the feed cache, the photo queue, read replicas)
-//! are switched on.
+//! optional components (the feed cache, the photo queue, read replicas,
+//! timelines) are switched on.
 
 use std::time::Duration;
+
+use super::timelines::FeedStrategy;
 
 #[derive(Debug, Clone)]
 pub struct Stage2Config {
@@ -51,6 +53,20 @@ pub struct Stage2Config {
     /// A replica further behind than this is not read at all: the most
     /// that others' writes can be late on a read (your own never are).
     pub replica_max_lag: Duration,
+    /// How a feed page is made: a query at read time (pull) or
+    /// precomputed timelines (push, hybrid).
+    pub feed_strategy: FeedStrategy,
+    /// Hybrid: accounts with more followers than this are not fanned out.
+    pub celebrity_followers: usize,
+    /// Photo ids a timeline keeps (the newest).
+    pub timeline_cap: usize,
+    /// A timeline's life from when it was built.
+    pub timeline_ttl: Duration,
+    /// Fan-out worker tasks per process (push, hybrid).
+    pub fanout_workers: usize,
+    /// An announcement delivered to a worker and not acknowledged for this
+    /// long is taken over by another worker (the first one died).
+    pub fanout_claim_after: Duration,
 }
 
 impl Stage2Config {
@@ -83,6 +99,12 @@ impl Stage2Config {
             read_replicas: Vec::new(),
             replica_poll: Self::REPLICA_POLL,
             replica_max_lag: Self::REPLICA_MAX_LAG,
+            feed_strategy: FeedStrategy::Pull,
+            celebrity_followers: 1000,
+            timeline_cap: 500,
+            timeline_ttl: Duration::from_secs(600),
+            fanout_workers: 1,
+            fanout_claim_after: Duration::from_secs(30),
         }
     }
 }

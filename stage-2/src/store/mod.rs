@@ -17,6 +17,10 @@
 //!   that may be a little old go to streaming replicas; each person still
 //!   reads their own writes (the store records where the primary was after
 //!   them, and [`sessions`] hands that back with their session).
+//! - [`timelines`] (optional, `--feed-strategy push|hybrid`): each
+//!   person's feed precomputed as a Redis timeline, written by fan-out
+//!   workers ([`crate::fanout`]) from a stream of new photos; accounts
+//!   with many followers merged at read time instead (hybrid).
 //! - [`redis_pool`]: the Redis connections the components share; with
 //!   `--cache-redis-url` the cache has its own server (which may evict),
 //!   while sessions, counters and the queue stay on a `noeviction` one.
@@ -30,8 +34,9 @@
 //!
 //! This file connects the parts and answers each `Store` call with the
 //! component that owns it; what it adds is *when* things happen after a
-//! write commits, before its answer: the cache is invalidated, and with
-//! replicas the writer's position is recorded.
+//! write commits, before its answer: the cache is invalidated, a new
+//! photo is announced to the timelines, and with replicas the writer's
+//! position is recorded.
 
 mod config;
 pub mod feed_cache;
@@ -42,6 +47,7 @@ pub mod redis_pool;
 pub mod replicas;
 pub mod session_feed;
 pub mod sessions;
+pub mod timelines;
 
 use minigram::auth::{AttemptLimit, Reservation};
 use minigram::domain::{PageQuery, PhotoId, UserId};
@@ -64,6 +70,7 @@ pub use redis_pool::{RedisManager, RedisPool};
 pub use replicas::Replicas;
 pub use session_feed::{SessionFeed, SessionPage};
 pub use sessions::Sessions;
+pub use timelines::{FeedStrategy, Timelines};
 
 #[derive(Clone)]
 pub struct Stage2Store {
@@ -79,6 +86,7 @@ struct Inner {
     /// With the cache on the sessions' Redis: session + page in one trip.
     session_feed: Option<SessionFeed>,
     queue: Option<PhotoQueue>,
+    timelines: Option<Arc<Timelines>>,
     config: Stage2Config,
     stats: Arc<Stage2Stats>,
 }
@@ -125,8 +133,10 @@ impl Stage2Store {
         let queue = config
             .photo_queue
             .then(|| PhotoQueue::new(&config, redis.clone(), db.clone(), Arc::clone(&stats)));
+        let timelines = Timelines::new(&config, redis.clone(), db.clone()).map(Arc::new);
         Ok(Self {
             inner: Arc::new(Inner {
+                timelines,
                 sessions: Sessions::new(redis.clone(), keys, !config.read_replicas.is_empty()),
                 db,
                 redis,
@@ -145,6 +155,11 @@ impl Stage2Store {
 
     pub fn stats(&self) -> &Stage2Stats {
         &self.inner.stats
+    }
+
+    /// The timelines, with `--feed-strategy push|hybrid`.
+    pub fn timelines(&self) -> Option<&Arc<Timelines>> {
+        self.inner.timelines.as_ref()
     }
 
     pub fn pg(&self) -> &sqlx::PgPool {
@@ -184,10 +199,16 @@ impl Stage2Store {
         }
     }
 
-    /// A photo of `owner` became visible: drop the cached feeds of the
-    /// owner and of every follower. An error means some may be stale (the
-    /// photo is committed either way): the queue worker retries.
-    pub async fn invalidate_for_new_photo(&self, owner: UserId) -> StoreResult<()> {
+    /// A photo of `owner` became visible: announce it to the timelines
+    /// (one XADD; fan-out happens later, in the workers) and drop the
+    /// cached feeds of the owner and of every follower. An error means
+    /// some cached feeds may be stale (the photo is committed either way):
+    /// the queue worker retries (announcing again does no harm: fan-out is
+    /// idempotent).
+    pub async fn photo_visible(&self, owner: UserId, photo: PhotoId) -> StoreResult<()> {
+        if let Some(timelines) = &self.inner.timelines {
+            timelines.announce(owner, photo).await;
+        }
         if self.inner.cache.is_none() {
             return Ok(());
         }
@@ -311,6 +332,12 @@ impl Store for Stage2Store {
         // The follower's feed changed. Logged and counted inside; the
         // follow is committed either way.
         let _ = self.invalidate(&[follower.0]).await;
+        if let Some(timelines) = &self.inner.timelines
+            && let Err(e) = timelines.forget(follower).await
+        {
+            // Their timeline still shows the old follows until it expires.
+            tracing::warn!(error = %e, user = follower.0, "timeline not dropped after a follow");
+        }
         Ok(state)
     }
 
@@ -322,7 +349,7 @@ impl Store for Stage2Store {
         // the worker invalidates then. The photo is committed: a failed
         // invalidation must not turn its answer into an error (the client
         // would retry and post it twice); it is logged and counted.
-        if ready && let Err(e) = self.invalidate_for_new_photo(photo.user_id).await {
+        if ready && let Err(e) = self.photo_visible(photo.user_id, photo.id).await {
             tracing::warn!(error = %e, "feeds of a new photo not invalidated");
         }
         Ok(photo)
@@ -347,7 +374,11 @@ impl Store for Stage2Store {
         token_hash: [u8; 32],
         page: PageQuery,
     ) -> StoreResult<Option<PhotoPage>> {
-        if let (Some(one_trip), Some(cache)) = (&self.inner.session_feed, &self.inner.cache) {
+        if let (Some(one_trip), Some(cache), None) = (
+            &self.inner.session_feed,
+            &self.inner.cache,
+            &self.inner.timelines,
+        ) {
             match one_trip.read(token_hash, page).await {
                 Ok(SessionPage::NoSession) => return Ok(None),
                 Ok(SessionPage::Hit(_, cached)) => return Ok(Some(cached)),
@@ -359,7 +390,7 @@ impl Store for Stage2Store {
                 Err(e) => return Err(sessions::unavailable(e)),
             }
         }
-        // No cache, or the cache on its own server: two steps.
+        // No cache, the cache on its own server, or timelines: two steps.
         match self.session_user(token_hash).await? {
             Some(user) => self.feed(user.user_id, page).await.map(Some),
             None => Ok(None),
@@ -367,6 +398,9 @@ impl Store for Stage2Store {
     }
 
     async fn feed(&self, viewer: UserId, page: PageQuery) -> StoreResult<PhotoPage> {
+        if let Some(timelines) = &self.inner.timelines {
+            return timelines.feed(viewer, page).await;
+        }
         match &self.inner.cache {
             Some(cache) => cache.feed(viewer, page).await,
             None => self.inner.db.feed(viewer, page).await,
@@ -394,6 +428,9 @@ impl Store for Stage2Store {
         let mut all = figures::figures(&self.inner.db, &self.inner.redis, &self.inner.stats);
         if let Some(replicas) = self.inner.db.replicas() {
             all.extend(replicas.figures());
+        }
+        if let Some(timelines) = &self.inner.timelines {
+            all.extend(timelines.figures());
         }
         all
     }

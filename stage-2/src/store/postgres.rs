@@ -549,6 +549,67 @@ impl Postgres {
             .await
     }
 
+    /// The newest `cap` photo ids of a viewer's feed (their own photos and
+    /// those of the people they follow): what a timeline is built from.
+    /// From the primary, as the feed cache reads: a timeline built from a
+    /// lagging replica would stay short of the missed photos for its life.
+    pub async fn feed_ids(&self, viewer: UserId, cap: i64) -> StoreResult<Vec<i64>> {
+        const SQL: &str = "SELECT p.id
+             FROM (SELECT $1::bigint AS uid UNION ALL
+                   SELECT followee_id FROM follows WHERE follower_id = $1) f
+             CROSS JOIN LATERAL (
+                 SELECT id FROM photos WHERE user_id = f.uid AND status = 'ready'
+                 ORDER BY id DESC LIMIT $2
+             ) p
+             ORDER BY p.id DESC LIMIT $2";
+        self.read_from(Source::Primary, "building a timeline", |pool| async move {
+            sqlx::query_scalar::<_, i64>(SQL)
+                .bind(viewer.0)
+                .bind(cap)
+                .fetch_all(&pool)
+                .await
+        })
+        .await
+    }
+
+    /// A feed page from a timeline: the photos of `ids` (already the page's
+    /// newest, below its cursor) and, for a hybrid feed, the recent photos
+    /// of the `celebrities` the viewer follows, merged in id order, in one
+    /// query. A read a replica may serve (with the reader's floor): a
+    /// photo it has not replayed yet is left out of this page only.
+    pub async fn timeline_page(
+        &self,
+        viewer: UserId,
+        ids: &[i64],
+        celebrities: &[i64],
+        page: PageQuery,
+    ) -> StoreResult<PhotoPage> {
+        let sql = format!(
+            "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id
+             WHERE p.status = 'ready' AND p.id < $2
+               AND (p.id = ANY($4)
+                    OR (p.user_id = ANY($5) AND p.user_id IN
+                        (SELECT followee_id FROM follows WHERE follower_id = $1)))
+             ORDER BY p.id DESC LIMIT $3"
+        );
+        let rows = self
+            .read("reading a timeline", |pool| {
+                let query = sqlx::query_as::<_, PhotoRow>(AssertSqlSafe(sql.clone()))
+                    .bind(viewer.0)
+                    .bind(before(page))
+                    .bind(fetch(page))
+                    .bind(ids.to_vec())
+                    .bind(celebrities.to_vec());
+                async move { query.fetch_all(&pool).await }
+            })
+            .await?;
+        let photos = rows
+            .into_iter()
+            .map(Photo::try_from)
+            .collect::<StoreResult<_>>()?;
+        Ok(PhotoPage::from_rows(photos, page))
+    }
+
     /// Runs a page query whose parameters are (viewer, before, limit + 1,
     /// `extra` if any): `limit + 1` rows, the last only proving that a
     /// next page exists. A read a replica may serve.
