@@ -7,7 +7,8 @@ use minigram::domain::{Caption, Cursor, Email, PageLimit, PageQuery, PhotoId, Us
 use minigram::seed::{self, SeedArgs};
 use minigram::store::{NewPhoto, NewSession, NewUser, SessionUser, Store, StoreError};
 
-fn user(name: &str) -> NewUser {
+/// A new user named `name` (a fixed, valid hash: no hashing in storage tests).
+pub fn user(name: &str) -> NewUser {
     NewUser {
         username: Username::parse(name).unwrap(),
         email: Some(Email::parse(&format!("{name}@example.com")).unwrap()),
@@ -15,7 +16,8 @@ fn user(name: &str) -> NewUser {
     }
 }
 
-async fn photo<S: Store>(store: &S, owner: UserId, caption: &str) -> PhotoId {
+/// A ready photo of `owner`, inserted straight into the store.
+pub async fn photo<S: Store>(store: &S, owner: UserId, caption: &str) -> PhotoId {
     store
         .insert_photo(NewPhoto {
             user_id: owner,
@@ -30,7 +32,8 @@ async fn photo<S: Store>(store: &S, owner: UserId, caption: &str) -> PhotoId {
         .id
 }
 
-fn page(limit: u32, before: Option<PhotoId>) -> PageQuery {
+/// A page of `limit` photos older than `before`.
+pub fn page(limit: u32, before: Option<PhotoId>) -> PageQuery {
     PageQuery {
         limit: PageLimit::new(limit),
         before: before.map(Cursor),

@@ -16,8 +16,9 @@ mod cluster;
 mod common;
 
 use cluster::Postgres;
+use common::figure;
 use contract::{Backend, TestApp, TestUser, spawn_app_on};
-use minigram::{Settings, Store};
+use minigram::Settings;
 use reqwest::StatusCode;
 use serde_json::Value;
 use stage_2::{Stage2Config, Stage2Store};
@@ -92,15 +93,6 @@ impl Backend for Replicated {
     async fn count(&self, table: &'static str) -> i64 {
         common::count(&self.store, table).await
     }
-}
-
-/// One of the store's figures by key (0 when absent).
-fn figure(store: &Stage2Store, key: &str) -> f64 {
-    store
-        .figures()
-        .into_iter()
-        .find(|f| f.key == key)
-        .map_or(0.0, |f| f.value)
 }
 
 /// Waits until the poller has put replica `n` (1-based) in service.

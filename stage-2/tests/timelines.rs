@@ -7,10 +7,12 @@
 
 mod common;
 
+use common::figure;
 use contract::Backend;
-use minigram::domain::{Caption, Cursor, Email, PageLimit, PageQuery, PhotoId, UserId, Username};
+use contract::storage::{photo, user};
+use minigram::domain::{PageQuery, PhotoId, UserId};
 use minigram::figure_keys as keys;
-use minigram::store::{NewPhoto, NewUser, PhotoStatus, Store};
+use minigram::store::Store;
 use stage_2::store::{FeedStrategy, timelines::GROUP};
 use stage_2::{Stage2Config, Stage2Store};
 use std::path::PathBuf;
@@ -94,35 +96,12 @@ mod hybrid {
     contract::contract_tests!(Hybrid);
 }
 
-fn user(name: &str) -> NewUser {
-    NewUser {
-        username: Username::parse(name).unwrap(),
-        email: Some(Email::parse(&format!("{name}@example.com")).unwrap()),
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
-    }
-}
-
 async fn post(store: &Stage2Store, owner: UserId, caption: &str) -> i64 {
-    store
-        .insert_photo(NewPhoto {
-            user_id: owner,
-            caption: Caption::parse(caption).unwrap(),
-            file_name: format!("{}.jpg", "a".repeat(64)),
-            width: 10,
-            height: 20,
-            status: PhotoStatus::Ready,
-        })
-        .await
-        .unwrap()
-        .id
-        .0
+    photo(store, owner, caption).await.0
 }
 
 fn page(limit: u32, before: Option<i64>) -> PageQuery {
-    PageQuery {
-        limit: PageLimit::new(limit),
-        before: before.map(|b| Cursor(PhotoId(b))),
-    }
+    contract::storage::page(limit, before.map(PhotoId))
 }
 
 async fn feed_ids(store: &Stage2Store, viewer: UserId, limit: u32) -> Vec<i64> {
@@ -134,14 +113,6 @@ async fn feed_ids(store: &Stage2Store, viewer: UserId, limit: u32) -> Vec<i64> {
         .iter()
         .map(|p| p.id.0)
         .collect()
-}
-
-fn figure(store: &Stage2Store, key: &str) -> f64 {
-    store
-        .figures()
-        .into_iter()
-        .find(|f| f.key == key)
-        .map_or(0.0, |f| f.value)
 }
 
 async fn redis<T: redis::FromRedisValue>(store: &Stage2Store, cmd: &redis::Cmd) -> T {

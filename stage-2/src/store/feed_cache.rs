@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::postgres::{PHOTO_COLUMNS, PhotoRow, Postgres, before, fetch};
+use super::postgres::{FEED_IDS, PHOTO_COLUMNS, PhotoRow, Postgres, before, fetch};
 use super::redis_pool::{Keys, RedisPool};
 use super::{Stage2Config, Stage2Stats};
 
@@ -346,15 +346,7 @@ impl FeedCache {
             .run(
                 "reading a feed window",
                 sqlx::query_as::<_, WindowRow>(AssertSqlSafe(format!(
-                    "WITH win AS (
-                         SELECT p.id
-                         FROM (SELECT $1::bigint AS uid UNION ALL
-                               SELECT followee_id FROM follows WHERE follower_id = $1) f
-                         CROSS JOIN LATERAL (
-                             SELECT id FROM photos WHERE user_id = f.uid AND status = 'ready'
-                             ORDER BY id DESC LIMIT $2
-                         ) p
-                         ORDER BY p.id DESC LIMIT $2)
+                    "WITH win AS ({FEED_IDS})
                      SELECT {PHOTO_COLUMNS},
                             CASE WHEN row_number() OVER (ORDER BY p.id DESC) = 1
                                  THEN (SELECT array_agg(id ORDER BY id DESC) FROM win)

@@ -554,16 +554,8 @@ impl Postgres {
     /// From the primary, as the feed cache reads: a timeline built from a
     /// lagging replica would stay short of the missed photos for its life.
     pub async fn feed_ids(&self, viewer: UserId, cap: i64) -> StoreResult<Vec<i64>> {
-        const SQL: &str = "SELECT p.id
-             FROM (SELECT $1::bigint AS uid UNION ALL
-                   SELECT followee_id FROM follows WHERE follower_id = $1) f
-             CROSS JOIN LATERAL (
-                 SELECT id FROM photos WHERE user_id = f.uid AND status = 'ready'
-                 ORDER BY id DESC LIMIT $2
-             ) p
-             ORDER BY p.id DESC LIMIT $2";
         self.read_from(Source::Primary, "building a timeline", |pool| async move {
-            sqlx::query_scalar::<_, i64>(SQL)
+            sqlx::query_scalar::<_, i64>(FEED_IDS)
                 .bind(viewer.0)
                 .bind(cap)
                 .fetch_all(&pool)
@@ -603,11 +595,7 @@ impl Postgres {
                 async move { query.fetch_all(&pool).await }
             })
             .await?;
-        let photos = rows
-            .into_iter()
-            .map(Photo::try_from)
-            .collect::<StoreResult<_>>()?;
-        Ok(PhotoPage::from_rows(photos, page))
+        page_of(rows, page)
     }
 
     /// Runs a page query whose parameters are (viewer, before, limit + 1,
@@ -634,11 +622,7 @@ impl Postgres {
                 async move { query.fetch_all(&pool).await }
             })
             .await?;
-        let photos = rows
-            .into_iter()
-            .map(Photo::try_from)
-            .collect::<StoreResult<_>>()?;
-        Ok(PhotoPage::from_rows(photos, page))
+        page_of(rows, page)
     }
 
     pub async fn import(&self, data: Dataset) -> StoreResult<ImportSummary> {
@@ -660,6 +644,28 @@ impl Postgres {
         .await
     }
 }
+
+/// A page from the `limit + 1` rows of a page query.
+fn page_of(rows: Vec<PhotoRow>, page: PageQuery) -> StoreResult<PhotoPage> {
+    let photos = rows
+        .into_iter()
+        .map(Photo::try_from)
+        .collect::<StoreResult<_>>()?;
+    Ok(PhotoPage::from_rows(photos, page))
+}
+
+/// The newest `$2` photo ids of viewer `$1`'s feed (their own photos and
+/// those of the people they follow): one index range per followed person,
+/// merged. A timeline is built from it; the feed cache keeps it as its
+/// window.
+pub(super) const FEED_IDS: &str = "SELECT p.id
+     FROM (SELECT $1::bigint AS uid UNION ALL
+           SELECT followee_id FROM follows WHERE follower_id = $1) f
+     CROSS JOIN LATERAL (
+         SELECT id FROM photos WHERE user_id = f.uid AND status = 'ready'
+         ORDER BY id DESC LIMIT $2
+     ) p
+     ORDER BY p.id DESC LIMIT $2";
 
 /// Where a read may be served from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -96,6 +96,14 @@ pub async fn redis_keys(store: &Stage2Store, pattern: &str) -> i64 {
     keys.len() as i64
 }
 
+/// One of the store's figures by key (0 when absent).
+pub fn figure(store: &Stage2Store, key: &str) -> f64 {
+    minigram::Store::figures(store)
+        .into_iter()
+        .find(|f| f.key == key)
+        .map_or(0.0, |f| f.value)
+}
+
 /// What `Backend::count` answers for a stage-2 store: rows of a table on
 /// the primary, or live sessions (keys in Redis).
 pub async fn count(store: &Stage2Store, table: &'static str) -> i64 {
