@@ -120,7 +120,7 @@ impl Fleet {
     /// primary had written when this was called: the seeded dataset is on
     /// every replica before the load starts, so no variant is measured
     /// while its replicas still catch up.
-    pub fn replicas_caught_up(&self, within: std::time::Duration) -> anyhow::Result<()> {
+    pub async fn replicas_caught_up(&self, within: std::time::Duration) -> anyhow::Result<()> {
         let Some(primary) = &self.postgres else {
             return Ok(());
         };
@@ -138,7 +138,7 @@ impl Fleet {
                     i + 1,
                     within.as_secs()
                 );
-                std::thread::sleep(std::time::Duration::from_millis(200));
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         }
         Ok(())

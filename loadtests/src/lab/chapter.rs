@@ -403,6 +403,32 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
     if variants.iter().any(|v| v["replication"].is_object()) {
         replication_rows(&mut md, &variants);
     }
+    if variants.iter().any(|v| v["timelines"].is_object()) {
+        let t = |v: &Value, key: &str| v["timelines"][key].as_f64();
+        row(&mut md, "fan-out lag, mean / peak (ms)", &|v| {
+            match (t(v, "meanLagMs"), t(v, "peakLagMs")) {
+                (Some(a), Some(b)) => format!("{a:.0} / {b:.0}"),
+                _ => "– (pull)".into(),
+            }
+        });
+        row(&mut md, "fan-out backlog, peak (photos)", &|v| {
+            t(v, "peakBacklog").map_or("–".into(), |x| format!("{x:.0}"))
+        });
+        row(
+            &mut md,
+            "photos fanned out / celebrity photos merged at read (/s)",
+            &|v| match (t(v, "photosFannedOutPerSec"), t(v, "celebrityPhotosPerSec")) {
+                (Some(a), Some(b)) => format!("{a:.1} / {b:.1}"),
+                _ => "–".into(),
+            },
+        );
+        row(&mut md, "timeline writes (/s)", &|v| {
+            t(v, "timelineWritesPerSec").map_or("–".into(), |x| format!("{x:.0}"))
+        });
+        row(&mut md, "timelines built from Postgres (/s)", &|v| {
+            t(v, "builtPerSec").map_or("–".into(), |x| format!("{x:.1}"))
+        });
+    }
     if variants.iter().any(|v| v["sqliteWriter"].is_object()) {
         let w = |v: &Value, key: &str| v["sqliteWriter"][key].as_f64();
         row(&mut md, "SQLite writes/s (commits/s)", &|v| match (

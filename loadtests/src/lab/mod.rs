@@ -37,7 +37,6 @@ use crate::{Common, Record, verdict};
 pub use catalogue::names;
 use catalogue::{Dataset, Experiment, Method, Stage, Variant, experiments};
 use setup::{Storage, binary, check_reachable, seed_flags, sqlite_commit_rate, start_server};
-use std::process::Command;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LabArgs {
@@ -261,7 +260,10 @@ async fn run_experiment(
             ds.photos,
             variant.stage.bin()
         );
-        let seed = Command::new(&bin)
+        // Awaited, and killed if the run is interrupted meanwhile: seeding
+        // takes minutes on small hosts, and Ctrl-C must not wait for it.
+        let seed = tokio::process::Command::new(&bin)
+            .kill_on_drop(true)
             .arg("seed")
             .args(storage.flags())
             .args(seed_flags(variant.flags))
@@ -270,6 +272,7 @@ async fn run_experiment(
             .args(["--follows-per-user", &ds.follows_per_user.to_string()])
             .args(["--likes", &ds.likes.to_string()])
             .output()
+            .await
             .with_context(|| format!("cannot run {} seed", bin.display()))?;
         anyhow::ensure!(
             seed.status.success(),
@@ -281,7 +284,8 @@ async fn run_experiment(
                 .unwrap_or("")
         );
         if let Some(f) = &fleet {
-            f.replicas_caught_up(std::time::Duration::from_secs(600))?;
+            f.replicas_caught_up(std::time::Duration::from_secs(600))
+                .await?;
         }
         let mut servers = Vec::new();
         let via = fleet.as_ref().and_then(Fleet::for_app);

@@ -65,6 +65,30 @@ pub(super) fn replication(s: &Step, replicas: usize) -> Option<Value> {
     })
 }
 
+/// The timelines during a step, if the server has them: fan-out lag
+/// (mean and peak of the last photo's), backlog (peak), timeline writes,
+/// photos fanned out and timelines built, per second.
+pub(super) fn timelines(s: &Step) -> Option<Value> {
+    let server = s.server.first()?;
+    let secs = s.duration_secs;
+    let mean = |key: &str| verdict::figure_mean(server, key, secs);
+    let peak = |key: &str| verdict::figure_peak(server, key, secs);
+    let announced = mean(keys::FANOUT_PHOTOS) + mean(keys::FANOUT_CELEBRITY_POSTS);
+    let built = mean(keys::TIMELINES_BUILT);
+    (announced > 0.0 || built > 0.0).then(|| {
+        json!({
+            "meanLagMs": mean(keys::FANOUT_LAG_MS),
+            "peakLagMs": peak(keys::FANOUT_LAG_MS),
+            "peakBacklog": peak(keys::FANOUT_BACKLOG),
+            "timelineWritesPerSec": mean(keys::FANOUT_WRITES),
+            "photosFannedOutPerSec": mean(keys::FANOUT_PHOTOS),
+            "celebrityPhotosPerSec": mean(keys::FANOUT_CELEBRITY_POSTS),
+            "builtPerSec": built,
+            "pastEndPerSec": mean(keys::TIMELINES_PAST_END),
+        })
+    })
+}
+
 /// Stage 1's writer during a step, if the server has one: writes and
 /// commits per second, writes per commit, writes queued (mean, peak).
 pub(super) fn sqlite_writer(s: &Step) -> Option<Value> {
@@ -122,6 +146,8 @@ pub(super) fn report(
                 "sqliteWriter": key.and_then(sqlite_writer),
                 // Read replicas at that step: reads served, lag.
                 "replication": key.and_then(|s| replication(s, o.variant.replicas)),
+                // Timelines at that step: fan-out lag, backlog, writes.
+                "timelines": key.and_then(timelines),
                 // Simulated hosts: their budgets, and what each used at
                 // that step and where the SLO broke.
                 "topology": o.topology,
