@@ -433,8 +433,18 @@ pub(super) fn experiments() -> Vec<Experiment> {
             mix: Mix::Default,
             method: Method::Fixed,
             variants: vec![
-                v("baseline", Two, &["--feed-cache", "off", "--feed-strategy", "pull"], 1),
-                v("push", Two, &["--feed-cache", "off", "--feed-strategy", "push"], 1),
+                v(
+                    "baseline",
+                    Two,
+                    &["--feed-cache", "off", "--feed-strategy", "pull"],
+                    1,
+                ),
+                v(
+                    "push",
+                    Two,
+                    &["--feed-cache", "off", "--feed-strategy", "push"],
+                    1,
+                ),
                 v(
                     "hybrid",
                     Two,

@@ -405,11 +405,12 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
     }
     if variants.iter().any(|v| v["timelines"].is_object()) {
         let t = |v: &Value, key: &str| v["timelines"][key].as_f64();
-        row(&mut md, "fan-out lag, mean / peak (ms)", &|v| {
-            match (t(v, "meanLagMs"), t(v, "peakLagMs")) {
-                (Some(a), Some(b)) => format!("{a:.0} / {b:.0}"),
-                _ => "– (pull)".into(),
-            }
+        row(&mut md, "fan-out lag, mean / peak (ms)", &|v| match (
+            t(v, "meanLagMs"),
+            t(v, "peakLagMs"),
+        ) {
+            (Some(a), Some(b)) => format!("{a:.0} / {b:.0}"),
+            _ => "– (pull)".into(),
         });
         row(&mut md, "fan-out backlog, peak (photos)", &|v| {
             t(v, "peakBacklog").map_or("–".into(), |x| format!("{x:.0}"))
