@@ -576,12 +576,22 @@ impl Postgres {
         celebrities: &[i64],
         page: PageQuery,
     ) -> StoreResult<PhotoPage> {
+        // The celebrities' photos are one index range per followed
+        // celebrity (photos (user_id, id)), as the pull feed reads them; a
+        // photo in both sets is one row (IN is a semi-join).
         let sql = format!(
             "SELECT {PHOTO_COLUMNS} FROM photos p JOIN users u ON u.id = p.user_id
-             WHERE p.status = 'ready' AND p.id < $2
-               AND (p.id = ANY($4)
-                    OR (p.user_id = ANY($5) AND p.user_id IN
-                        (SELECT followee_id FROM follows WHERE follower_id = $1)))
+             WHERE p.id IN (
+                 SELECT id FROM photos WHERE id = ANY($4) AND status = 'ready' AND id < $2
+                 UNION ALL
+                 SELECT c.id
+                 FROM (SELECT followee_id FROM follows
+                       WHERE follower_id = $1 AND followee_id = ANY($5)) f
+                 CROSS JOIN LATERAL (
+                     SELECT id FROM photos
+                     WHERE user_id = f.followee_id AND status = 'ready' AND id < $2
+                     ORDER BY id DESC LIMIT $3
+                 ) c)
              ORDER BY p.id DESC LIMIT $3"
         );
         let rows = self
