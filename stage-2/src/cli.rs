@@ -157,7 +157,7 @@ pub struct StorageArgs {
         value_enum,
         default_value = "pull"
     )]
-    pub feed_strategy: Strategy,
+    pub feed_strategy: FeedStrategy,
     /// Hybrid: accounts with more followers than this are not fanned out.
     #[arg(long, env = "MINIGRAM_CELEBRITY_FOLLOWERS", default_value_t = 1000)]
     pub celebrity_followers: usize,
@@ -168,13 +168,6 @@ pub struct StorageArgs {
     /// (ms) is taken over by another worker: the first one died.
     #[arg(long, env = "MINIGRAM_FANOUT_CLAIM_AFTER_MS", default_value_t = 30_000)]
     pub fanout_claim_after_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Strategy {
-    Pull,
-    Push,
-    Hybrid,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -204,11 +197,7 @@ impl StorageArgs {
             read_replicas: self.read_replicas.clone(),
             replica_poll: Stage2Config::REPLICA_POLL,
             replica_max_lag: Duration::from_millis(self.replica_max_lag_ms),
-            feed_strategy: match self.feed_strategy {
-                Strategy::Pull => FeedStrategy::Pull,
-                Strategy::Push => FeedStrategy::Push,
-                Strategy::Hybrid => FeedStrategy::Hybrid,
-            },
+            feed_strategy: self.feed_strategy,
             celebrity_followers: self.celebrity_followers,
             fanout_workers: self.fanout_workers.max(1),
             fanout_claim_after: Duration::from_millis(self.fanout_claim_after_ms.max(100)),

@@ -90,19 +90,18 @@ pub(super) fn level(rate: &Value, users: &Value) -> String {
     }
 }
 
+/// A row of the comparison table: its name and each variant's cell.
+type Row<'a> = dyn Fn(&mut String, &str, &dyn Fn(&Value) -> String) + 'a;
+
 /// The read replicas' rows of the comparison: where reads went and how
 /// far behind each replica was at the compared step.
-fn replication_rows(md: &mut String, variants: &[Value]) {
-    let cells = |f: &dyn Fn(&Value) -> String| -> String {
-        variants
-            .iter()
-            .map(|v| match v["replication"].as_object() {
-                Some(_) => f(&v["replication"]),
-                None => "– (no replica)".into(),
-            })
-            .collect::<Vec<_>>()
-            .join(" | ")
+fn replication_rows(md: &mut String, row: &Row) {
+    // A variant's cell from its replication figures, if it has replicas.
+    let of = |v: &Value, cell: &dyn Fn(&Value) -> String| match v["replication"].as_object() {
+        Some(_) => cell(&v["replication"]),
+        None => "– (no replica)".into(),
     };
+    // One figure of every replica, "a / b".
     let each = |r: &Value, key: &str, scale: f64, digits: usize| {
         r["replicas"]
             .as_array()
@@ -114,30 +113,30 @@ fn replication_rows(md: &mut String, variants: &[Value]) {
             })
             .unwrap_or_default()
     };
-    md.push_str(&format!(
-        "| reads served per replica (/s) | {} |\n",
-        cells(&|r| each(r, "readsPerSec", 1.0, 0))
-    ));
-    md.push_str(&format!(
-        "| replica reads sent to the primary instead (/s: own write / none usable / retried) | {} |\n",
-        cells(&|r| {
-            let p = &r["toPrimaryPerSec"];
-            format!(
-                "{:.1} / {:.1} / {:.1}",
-                p["ownWrite"].as_f64().unwrap_or(0.0),
-                p["noneUsable"].as_f64().unwrap_or(0.0),
-                p["retried"].as_f64().unwrap_or(0.0)
-            )
-        })
-    ));
-    md.push_str(&format!(
-        "| replication lag per replica, peak (ms) | {} |\n",
-        cells(&|r| each(r, "peakLagMs", 1.0, 0))
-    ));
-    md.push_str(&format!(
-        "| replication lag per replica, peak (KiB of WAL) | {} |\n",
-        cells(&|r| each(r, "peakLagBytes", 1024.0, 1))
-    ));
+    row(md, "reads served per replica (/s)", &|v| {
+        of(v, &|r| each(r, "readsPerSec", 1.0, 0))
+    });
+    row(
+        md,
+        "replica reads sent to the primary instead (/s: own write / none usable / retried)",
+        &|v| {
+            of(v, &|r| {
+                let p = &r["toPrimaryPerSec"];
+                format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    p["ownWrite"].as_f64().unwrap_or(0.0),
+                    p["noneUsable"].as_f64().unwrap_or(0.0),
+                    p["retried"].as_f64().unwrap_or(0.0)
+                )
+            })
+        },
+    );
+    row(md, "replication lag per replica, peak (ms)", &|v| {
+        of(v, &|r| each(r, "peakLagMs", 1.0, 0))
+    });
+    row(md, "replication lag per replica, peak (KiB of WAL)", &|v| {
+        of(v, &|r| each(r, "peakLagBytes", 1024.0, 1))
+    });
 }
 
 /// The writer's writes per second at each variant's breaking point, as a
@@ -401,7 +400,7 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
         });
     }
     if variants.iter().any(|v| v["replication"].is_object()) {
-        replication_rows(&mut md, &variants);
+        replication_rows(&mut md, &row);
     }
     if variants.iter().any(|v| v["timelines"].is_object()) {
         let t = |v: &Value, key: &str| v["timelines"][key].as_f64();

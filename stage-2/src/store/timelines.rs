@@ -41,8 +41,8 @@ use super::Stage2Config;
 use super::postgres::{Postgres, before, fetch, now_ms};
 use super::redis_pool::{Keys, RedisPool};
 
-/// How a feed page is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a feed page is made (`--feed-strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FeedStrategy {
     /// A query over the people followed, at read time (fan-out-on-read).
     Pull,
