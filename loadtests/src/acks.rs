@@ -10,6 +10,7 @@
 //! {"write":"register","userId":7,"username":"lt3_9f","password":"…","token":"…"}
 //! {"write":"login","userId":2,"username":"user2","password":"…","token":"…"}
 //! {"write":"logout","userId":2,"token":"…"}
+//! {"sent":"logout","userId":2,"token":"…"}
 //! {"write":"follow","userId":7,"followee":3}
 //! {"write":"like","userId":7,"photoId":1234}
 //! {"write":"upload","userId":7,"photoId":1301,"url":"/uploads/ab….jpg"}
@@ -20,6 +21,11 @@
 //! only: the photo and its image file exist, the like and the follow are
 //! seen by their author, a session is valid or revoked as its last line
 //! says, and the counters are at least what the acknowledged writes imply.
+//!
+//! A `sent` line is not an acknowledgement: it is written just before a
+//! logout is sent. A logout in flight when the server is killed may have
+//! committed without its answer ever arriving, so after it the session may
+//! be found valid or revoked, until a later line says which.
 
 use anyhow::Context;
 use futures_util::{StreamExt, stream};
@@ -40,6 +46,12 @@ pub fn open(path: &Path) -> anyhow::Result<()> {
         File::create(path).with_context(|| format!("cannot write --ack-log {}", path.display()))?;
     LOG.set(Mutex::new(file))
         .map_err(|_| anyhow::anyhow!("the ack log is already open"))
+}
+
+/// Records that a logout is about to be sent (see the module's note on
+/// `sent` lines).
+pub fn record_logout_sent(user: i64, token: &str) {
+    record(json!({"sent": "logout", "userId": user, "token": token}));
 }
 
 /// Records one acknowledged write (a no-op without `--ack-log`).
@@ -73,24 +85,50 @@ struct Ack {
     value: Value,
 }
 
-fn read_log(path: &Path) -> anyhow::Result<(Vec<Ack>, bool)> {
+/// What the log says of a session token, as of its last line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Session {
+    Valid,
+    Revoked,
+    /// A logout was sent and never answered: it may have committed.
+    EitherWay,
+}
+
+/// The acknowledged writes, the `sent` lines (in log order with them) and
+/// whether the last line was torn.
+struct Log {
+    acks: Vec<Ack>,
+    sent: Vec<Ack>,
+    /// Per session token: what its last line leaves it as.
+    sessions: HashMap<String, (i64, Session)>,
+    torn: bool,
+}
+
+fn read_log(path: &Path) -> anyhow::Result<Log> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read --ack-log {}", path.display()))?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let mut acks = Vec::new();
-    let mut torn = false;
+    let mut log = Log {
+        acks: Vec::new(),
+        sent: Vec::new(),
+        sessions: HashMap::new(),
+        torn: false,
+    };
     for (i, line) in lines.iter().enumerate() {
         let value: Value = match serde_json::from_str(line) {
             Ok(v) => v,
             // A generator killed mid-line leaves a torn last line: that
             // write's answer was never fully recorded, so it is not counted.
             Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {
-                torn = true;
+                log.torn = true;
                 continue;
             }
             Err(e) => anyhow::bail!("{} line {}: not an ack record: {e}", path.display(), i + 1),
         };
-        let kind = value["write"].as_str().unwrap_or_default().to_owned();
+        let sent = value["sent"].as_str().map(str::to_owned);
+        let kind = sent
+            .clone()
+            .unwrap_or_else(|| value["write"].as_str().unwrap_or_default().to_owned());
         let user = value["userId"].as_i64().unwrap_or_default();
         anyhow::ensure!(
             !kind.is_empty() && user > 0,
@@ -98,9 +136,22 @@ fn read_log(path: &Path) -> anyhow::Result<(Vec<Ack>, bool)> {
             path.display(),
             i + 1
         );
-        acks.push(Ack { kind, user, value });
+        if let Some(token) = value["token"].as_str() {
+            let state = match (sent.is_some(), kind.as_str()) {
+                (true, _) => Session::EitherWay,
+                (false, "logout") => Session::Revoked,
+                (false, _) => Session::Valid,
+            };
+            log.sessions.insert(token.to_owned(), (user, state));
+        }
+        let ack = Ack { kind, user, value };
+        if sent.is_some() {
+            log.sent.push(ack);
+        } else {
+            log.acks.push(ack);
+        }
     }
-    Ok((acks, torn))
+    Ok(log)
 }
 
 /// GET/POST with retries while the server sheds (503/429 with Retry-After).
@@ -136,7 +187,12 @@ struct Checked {
 
 pub async fn run(args: &VerifyArgs) -> anyhow::Result<std::process::ExitCode> {
     let host = args.host.trim_end_matches('/').to_owned();
-    let (acks, torn) = read_log(&args.ack_log)?;
+    let Log {
+        acks,
+        sent,
+        sessions,
+        torn,
+    } = read_log(&args.ack_log)?;
     anyhow::ensure!(
         !acks.is_empty(),
         "{} holds no acknowledged writes",
@@ -145,9 +201,11 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<std::process::ExitCode> {
     let client = reqwest::Client::new();
     crate::step::server_metrics(&client, &host, 0).await?;
     eprintln!(
-        "verify: {} acknowledged writes in {}{}",
+        "verify: {} acknowledged writes in {} ({} logouts sent, never answered or not yet){}",
         acks.len(),
         args.ack_log.display(),
+        sent.len()
+            .saturating_sub(acks.iter().filter(|a| a.kind == "logout").count()),
         if torn {
             " (a torn last line ignored)"
         } else {
@@ -184,25 +242,25 @@ pub async fn run(args: &VerifyArgs) -> anyhow::Result<std::process::ExitCode> {
         .collect()
         .await;
 
-    // The last word on each session token.
-    let mut sessions: HashMap<String, (i64, bool)> = HashMap::new();
-    for a in &acks {
-        if let Some(t) = a.value["token"].as_str() {
-            sessions.insert(t.to_owned(), (a.user, a.kind != "logout"));
-        }
-    }
+    // Each session token as its last line leaves it.
     let sessions_ok: HashMap<String, Result<(), String>> = stream::iter(sessions.iter())
-        .map(|(token, &(user, alive))| {
+        .map(|(token, &(user, last))| {
             let (client, host) = (&client, &host);
             async move {
                 let res = call(|| client.get(format!("{host}/api/me")).bearer_auth(token)).await;
-                let ok = match (res, alive) {
-                    (Ok((StatusCode::OK, v)), true) if v["id"] == user => Ok(()),
-                    (Ok((StatusCode::UNAUTHORIZED, _)), false) => Ok(()),
-                    (Ok((status, _)), true) => {
+                let ok = match (res, last) {
+                    (Ok((StatusCode::OK, v)), Session::Valid | Session::EitherWay)
+                        if v["id"] == user =>
+                    {
+                        Ok(())
+                    }
+                    (Ok((StatusCode::UNAUTHORIZED, _)), Session::Revoked | Session::EitherWay) => {
+                        Ok(())
+                    }
+                    (Ok((status, _)), Session::Valid | Session::EitherWay) => {
                         Err(format!("session of user {user}: {status}, not valid"))
                     }
-                    (Ok((status, _)), false) => Err(format!(
+                    (Ok((status, _)), Session::Revoked) => Err(format!(
                         "logged-out session of user {user}: {status}, not revoked"
                     )),
                     (Err(e), _) => Err(format!("{e:#}")),
@@ -395,4 +453,40 @@ async fn check_counters(
         }
     }
     Ok((wanted.len(), low))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_of(lines: &[Value]) -> Log {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("acks.jsonl");
+        let text: String = lines.iter().map(|l| l.to_string() + "\n").collect();
+        std::fs::write(&path, text).unwrap();
+        read_log(&path).unwrap()
+    }
+
+    #[test]
+    fn a_logout_sent_and_never_answered_leaves_the_session_either_way() {
+        let log = log_of(&[
+            json!({"write": "register", "userId": 7, "username": "a", "password": "p", "token": "t7"}),
+            json!({"write": "login", "userId": 2, "username": "user2", "password": "p", "token": "t2"}),
+            json!({"sent": "logout", "userId": 2, "token": "t2"}),
+            json!({"write": "logout", "userId": 2, "token": "t2"}),
+            json!({"sent": "logout", "userId": 7, "token": "t7"}),
+        ]);
+        assert_eq!(log.sessions["t7"], (7, Session::EitherWay));
+        assert_eq!(log.sessions["t2"], (2, Session::Revoked));
+        // Sent lines are not acknowledged writes.
+        let kinds: Vec<&str> = log.acks.iter().map(|a| a.kind.as_str()).collect();
+        assert_eq!(kinds, ["register", "login", "logout"]);
+        assert_eq!(log.sent.len(), 2);
+    }
+
+    #[test]
+    fn a_session_with_no_logout_sent_must_be_valid() {
+        let log = log_of(&[json!({"write": "login", "userId": 3, "token": "t3"})]);
+        assert_eq!(log.sessions["t3"], (3, Session::Valid));
+    }
 }

@@ -213,6 +213,9 @@ pub(super) async fn login_as(
 }
 
 pub(super) async fn logout(user: &mut GooseUser, v: &mut Visit) -> TransactionResult {
+    // Sent, not yet acknowledged: if the server dies now, the logout may
+    // have committed without an answer (verify then accepts either state).
+    acks::record_logout_sent(v.user_id, &v.token);
     call(
         user,
         v,
