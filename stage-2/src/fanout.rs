@@ -144,23 +144,35 @@ async fn handle(timelines: &Timelines, entries: Vec<StreamId>) {
 
 /// Claims entries another worker took and did not finish within the
 /// claim delay (it died), fans them out, and reads the backlog.
+///
+/// Claims in batches until the scan has passed every pending entry: a
+/// killed process can leave a worker's whole batch pending, and taking one
+/// batch a second would stretch the lag of the rest for no reason.
 async fn housekeeping(timelines: &Timelines, me: &str) -> anyhow::Result<()> {
-    let mut claim = redis::cmd("XAUTOCLAIM");
-    claim
-        .arg(timelines.stream())
-        .arg(GROUP)
-        .arg(me)
-        .arg(timelines.claim_after.as_millis() as u64)
-        .arg("0-0")
-        .arg("COUNT")
-        .arg(BATCH);
-    let claimed: StreamAutoClaimReply = timelines.redis().query(&claim).await?;
-    if !claimed.claimed.is_empty() {
-        tracing::info!(
-            entries = claimed.claimed.len(),
-            "fan-out: took over entries of a worker that stopped"
-        );
-        handle(timelines, claimed.claimed).await;
+    let mut cursor = "0-0".to_owned();
+    loop {
+        let mut claim = redis::cmd("XAUTOCLAIM");
+        claim
+            .arg(timelines.stream())
+            .arg(GROUP)
+            .arg(me)
+            .arg(timelines.claim_after.as_millis() as u64)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(BATCH);
+        let claimed: StreamAutoClaimReply = timelines.redis().query(&claim).await?;
+        if !claimed.claimed.is_empty() {
+            tracing::info!(
+                entries = claimed.claimed.len(),
+                "fan-out: took over entries of a worker that stopped"
+            );
+            handle(timelines, claimed.claimed).await;
+        }
+        // "0-0": the scan has wrapped around the pending list.
+        if claimed.next_stream_id == "0-0" {
+            break;
+        }
+        cursor = claimed.next_stream_id;
     }
     // Entries not yet delivered to any worker (lag) plus those delivered
     // and not acknowledged (pending).
