@@ -205,6 +205,7 @@ pub fn run<S: Store>(
         photos: opts.photos,
         follows_per_user: opts.follows_per_user,
         likes: opts.likes,
+        celebrity_percent: 0,
         seed: 42,
         argon2: minigram::auth::PasswordCost::OWASP,
     };

@@ -215,6 +215,7 @@ pub async fn import_writes_a_consistent_dataset<B: Backend>() {
         photos: 120,
         follows_per_user: 6,
         likes: 400,
+        celebrity_percent: 0,
         seed: 9,
         argon2: minigram::auth::PasswordCost::OWASP,
     };

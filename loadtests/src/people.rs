@@ -57,12 +57,23 @@ pub fn check_out() -> Option<Visitor> {
         return None;
     }
     let index = rand::rng().random_range(0..pool.len());
+    Some(take(&mut pool, index))
+}
+
+/// Checks out the person signed in as `username`, if the pool has them.
+pub fn check_out_named(username: &str) -> Option<Visitor> {
+    let mut pool = pool();
+    let index = pool.iter().position(|p| p.username == username)?;
+    Some(take(&mut pool, index))
+}
+
+fn take(pool: &mut [Person], index: usize) -> Visitor {
     pool[index].busy += 1;
-    Some(Visitor {
+    Visitor {
         index,
         person: pool[index].clone(),
         began_with: pool[index].token.clone(),
-    })
+    }
 }
 
 /// Claims the logout of a visitor's session: true when this is the

@@ -40,6 +40,11 @@ pub struct SeedArgs {
     /// Number of likes, spread over users, skewed to recent photos.
     #[arg(long, default_value_t = 20_000)]
     pub likes: usize,
+    /// A celebrity: this percentage of all users also follow `user1` (0:
+    /// none). The celebrity experiment seeds one, to see what fan-out on
+    /// write costs when one account has most users as followers.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub celebrity_percent: u8,
     /// Random seed: the same seed gives the same dataset.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -56,6 +61,7 @@ impl SeedArgs {
         photos: 48,
         follows_per_user: 4,
         likes: 90,
+        celebrity_percent: 0,
         seed: 7,
         argon2: crate::auth::PasswordCost::OWASP,
     };
@@ -107,6 +113,14 @@ pub fn generate(
             if followee != follower && chosen.insert(followee) {
                 follows.push((follower, followee));
             }
+        }
+        // Drawn only with a celebrity, so other datasets stay as they were.
+        if args.celebrity_percent > 0
+            && follower != 0
+            && !chosen.contains(&0)
+            && rng.random_ratio(u32::from(args.celebrity_percent), 100)
+        {
+            follows.push((follower, 0));
         }
     }
 
@@ -255,6 +269,7 @@ mod tests {
             photos: 200,
             follows_per_user: 5,
             likes: 300,
+            celebrity_percent: 0,
             seed: 1,
             argon2: crate::auth::PasswordCost::OWASP,
         };
@@ -277,6 +292,7 @@ mod tests {
             photos: 100,
             follows_per_user: 10,
             likes: 500,
+            celebrity_percent: 0,
             seed: 3,
             argon2: crate::auth::PasswordCost::OWASP,
         };
@@ -303,11 +319,41 @@ mod tests {
             photos: 1,
             follows_per_user: 50,
             likes: 100,
+            celebrity_percent: 0,
             seed: 0,
             argon2: crate::auth::PasswordCost::OWASP,
         };
         let d = generate(&args, "h", &names());
         assert_eq!(d.follows.len(), 2);
         assert_eq!(d.likes.len(), 2);
+    }
+
+    #[test]
+    fn a_celebrity_is_followed_by_its_share_of_users() {
+        let args = SeedArgs {
+            users: 2000,
+            photos: 10,
+            follows_per_user: 5,
+            likes: 10,
+            celebrity_percent: 80,
+            seed: 4,
+            argon2: crate::auth::PasswordCost::OWASP,
+        };
+        let d = generate(&args, "h", &names());
+        let followers = d.follows.iter().filter(|(_, b)| *b == 0).count();
+        // 80 % of 1999 others, give or take the draw.
+        assert!((1500..=1700).contains(&followers), "{followers}");
+        let follows: HashSet<_> = d.follows.iter().collect();
+        assert_eq!(follows.len(), d.follows.len(), "no duplicate follows");
+        let plain = generate(
+            &SeedArgs {
+                celebrity_percent: 0,
+                ..args
+            },
+            "h",
+            &names(),
+        );
+        let usual = plain.follows.iter().filter(|(_, b)| *b == 0).count();
+        assert!(usual < followers / 4, "{usual} follow user1 without it");
     }
 }

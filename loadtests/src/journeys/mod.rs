@@ -16,13 +16,17 @@
 //!   popular accounts, reads the feed, likes, uploads, and stays: the
 //!   account joins the people who come back.
 //! - **lurker**: explore, a profile and a photo; never signs in.
+//! - **celebrity** (the `celebrity` mix only): the celebrity, `user1`,
+//!   posts a photo with their lasting session.
 //!
 //! Mixes: `default` (newcomers at their share, then returning 7 : lurker
 //! 3), `sign-in-every-visit` (the lab's first load model: newcomer 1 :
 //! returning 6 : lurker 3, and every returning visit signs in and out, so
 //! about one request in seven costs a password hash), `writes`
 //! (returning people who like, follow and upload on every visit),
-//! `reads` (lurkers only) and `uploads` (camera-sized photos).
+//! `reads` (lurkers only), `uploads` (camera-sized photos) and
+//! `celebrity` (the default mix, and [`CELEBRITY_POSTS`] of visits are
+//! the celebrity posting).
 
 pub mod name;
 mod requests;
@@ -41,6 +45,12 @@ use requests::*;
 pub const FOLLOW_EVERY: u32 = 10;
 /// One returning visit in this many also uploads a photo.
 pub const UPLOAD_EVERY: u32 = 20;
+/// The `celebrity` mix: the share of visits that are the celebrity
+/// posting (at 100 visits/s, 5 photos a second).
+pub const CELEBRITY_POSTS: f64 = 0.05;
+/// The account the `celebrity` mix posts as; `seed --celebrity-percent`
+/// gives it its followers.
+pub const CELEBRITY: &str = "user1";
 
 /// How often the rare things happen (each a probability, 0..=1).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,6 +110,10 @@ pub enum Mix {
     /// Signed-in people who upload camera-sized photos and read their feed
     /// (the queue-impact experiment).
     Uploads,
+    /// The default mix, and [`CELEBRITY_POSTS`] of visits are the
+    /// celebrity ([`CELEBRITY`], seeded with `--celebrity-percent` of users
+    /// as followers) posting a photo (the celebrity experiment).
+    Celebrity,
 }
 
 /// The kinds of visit.
@@ -112,6 +126,7 @@ enum Kind {
     Writer,
     Lurker,
     Uploader,
+    Celebrity,
 }
 
 impl Mix {
@@ -125,16 +140,20 @@ impl Mix {
 
     /// Whether visits of this mix use the pool of people with sessions.
     pub fn has_people(self) -> bool {
-        matches!(self, Mix::Default | Mix::Writes | Mix::Uploads)
+        matches!(
+            self,
+            Mix::Default | Mix::Writes | Mix::Uploads | Mix::Celebrity
+        )
     }
 
     fn pick(self, shares: &Shares) -> Kind {
         let mut rng = rand::rng();
         let x: f64 = rng.random();
         match self {
-            Mix::Default if x < shares.newcomer => Kind::Newcomer,
-            Mix::Default if rng.random_bool(0.7) => Kind::Returning,
-            Mix::Default => Kind::Lurker,
+            Mix::Celebrity if rng.random_bool(CELEBRITY_POSTS) => Kind::Celebrity,
+            Mix::Default | Mix::Celebrity if x < shares.newcomer => Kind::Newcomer,
+            Mix::Default | Mix::Celebrity if rng.random_bool(0.7) => Kind::Returning,
+            Mix::Default | Mix::Celebrity => Kind::Lurker,
             Mix::SignInEveryVisit if x < 0.1 => Kind::Newcomer,
             Mix::SignInEveryVisit if x < 0.7 => Kind::SignInVisit,
             Mix::SignInEveryVisit => Kind::Lurker,
@@ -310,6 +329,7 @@ async fn visit(user: &mut GooseUser) -> TransactionResult {
         Kind::Writer => writer(user, &mut v, &cfg.shares).await,
         Kind::Lurker => lurker(user, &mut v).await,
         Kind::Uploader => uploader(user, &mut v, &cfg.shares).await,
+        Kind::Celebrity => celebrity(user, &mut v).await,
     };
     if let Some(mut visitor) = v.visitor.take() {
         visitor.person.token = v.token;
@@ -396,6 +416,20 @@ async fn uploader(user: &mut GooseUser, v: &mut Visit, shares: &Shares) -> Trans
     v.pause().await;
     explore(user, v).await?;
     leave(user, v, shares).await
+}
+
+/// The celebrity posts: with their lasting session when the pool has them
+/// (a sign-in when they are signed out), a small photo, nothing else.
+async fn celebrity(user: &mut GooseUser, v: &mut Visit) -> TransactionResult {
+    if let Some(visitor) = people::check_out_named(CELEBRITY) {
+        v.token = visitor.person.token.clone();
+        v.user_id = visitor.person.user_id;
+        v.visitor = Some(visitor);
+    }
+    if v.token.is_empty() {
+        login_as(user, v, CELEBRITY, minigram::seed::SEED_PASSWORD).await?;
+    }
+    send_photo(user, v, Upload::Small).await
 }
 
 /// A new person: registers, follows a few popular accounts, reads, likes,

@@ -83,6 +83,10 @@ impl Method {
     }
 }
 
+/// The share of users who follow the celebrity (`user1`) in the datasets
+/// of the `celebrity` mix.
+pub(super) const CELEBRITY_PERCENT: u8 = 80;
+
 /// The dataset a variant is seeded with.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Dataset {
@@ -90,16 +94,25 @@ pub(super) struct Dataset {
     pub(super) photos: usize,
     pub(super) follows_per_user: usize,
     pub(super) likes: usize,
+    /// Users who also follow `user1` (`seed --celebrity-percent`).
+    pub(super) celebrity_percent: u8,
 }
 
 impl Dataset {
-    pub(super) fn of(args: &LabArgs, scale: f64) -> Self {
+    /// The chosen dataset scaled by `scale`, for a load of `mix` (the
+    /// celebrity mix needs its celebrity seeded).
+    pub(super) fn of(args: &LabArgs, scale: f64, mix: Mix) -> Self {
         let s = |n: usize| ((n as f64 * scale).round() as usize).max(1);
         Self {
             users: s(args.dataset_users).max(args.dataset_follows_per_user + 1),
             photos: s(args.dataset_photos),
             follows_per_user: args.dataset_follows_per_user,
             likes: s(args.dataset_likes),
+            celebrity_percent: if mix == Mix::Celebrity {
+                CELEBRITY_PERCENT
+            } else {
+                0
+            },
         }
     }
 
@@ -109,6 +122,7 @@ impl Dataset {
             "photos": self.photos,
             "followsPerUser": self.follows_per_user,
             "likes": self.likes,
+            "celebrityPercent": self.celebrity_percent,
         })
     }
 }
@@ -466,6 +480,34 @@ pub(super) fn experiments() -> Vec<Experiment> {
             fixed_rate: Some(100.0),
             tradeoff: "Push moves the feed's work from the read to the write: a feed is one Redis read and one query by primary key, but every photo becomes a write per follower (in the background: the upload waits only for one Redis script), timelines take Redis memory per person, and followers see a photo after the fan-out lag (the table shows it). Hybrid spares the accounts with many followers that fan-out (the celebrity problem) and pays for it in every follower's feed query, which merges their recent photos in.",
             limits: "The seeded follow graph is uniform (50 random follows per user), so no account is a real celebrity: hybrid's threshold of 50 splits the accounts about in half to show the read-time merge's cost, not the celebrity problem itself (the celebrity experiment, not written yet, would). Every variant runs the same fixed load on the shared box, so the table compares latency and work at equal load, not breaking points. Timelines are built on a person's first feed read: the first reads of each person are queries in every variant.",
+        },
+        Experiment {
+            name: "celebrity",
+            question: "What does one account followed by most users cost fan-out on write, and what does hybrid save?",
+            change: "stage 2's timelines while a celebrity (`user1`, followed by 80 % of the seeded users) posts 5 photos a second among 100 visits/s of the default mix, feed cache off: every photo fanned out to every follower (`--feed-strategy push`) → accounts with more than 1000 followers not fanned out, their photos merged into each follower's feed at read time (`hybrid`, the default threshold)",
+            mix: Mix::Celebrity,
+            method: Method::Fixed,
+            variants: vec![
+                v(
+                    "baseline",
+                    Two,
+                    &["--feed-cache", "off", "--feed-strategy", "push"],
+                    1,
+                ),
+                v(
+                    "hybrid",
+                    Two,
+                    &["--feed-cache", "off", "--feed-strategy", "hybrid"],
+                    1,
+                ),
+            ],
+            curve: &[],
+            prices_sign_in: false,
+            commit_rate: false,
+            topology: None,
+            fixed_rate: Some(100.0),
+            tradeoff: "Push writes a celebrity's photo into thousands of timelines (the table's timeline writes per second, almost all of them the celebrity's), so its followers read it from Redis at the cost of that write traffic, Redis memory per follower and a fan-out lag that grows with the follower count; hybrid writes none of it and instead merges the celebrity's recent photos into every follower's feed query.",
+            limits: "One process, one fan-out worker (the default) and one Redis on the shared box, at one fixed load: the table compares the work and the latencies at equal load, not where each breaks. The seeded graph is skewed as before (a few early accounts are followed by hundreds) plus the celebrity; with the default threshold of 1000 followers only the celebrity (and at most a few of the most popular accounts) is merged at read time.",
         },
         Experiment {
             name: "read-load",

@@ -252,7 +252,7 @@ async fn run_experiment(
             fleet.as_ref().and_then(Fleet::direct),
         )?;
         let bin = binary(variant.stage.bin())?;
-        let ds = Dataset::of(args, variant.scale);
+        let ds = Dataset::of(args, variant.scale, variant.mix.unwrap_or(exp.mix));
         eprintln!(
             "lab {} {tag}: seeding {} users, {} photos into fresh {} storage",
             exp.name,
@@ -271,6 +271,7 @@ async fn run_experiment(
             .args(["--photos", &ds.photos.to_string()])
             .args(["--follows-per-user", &ds.follows_per_user.to_string()])
             .args(["--likes", &ds.likes.to_string()])
+            .args(["--celebrity-percent", &ds.celebrity_percent.to_string()])
             .output()
             .await
             .with_context(|| format!("cannot run {} seed", bin.display()))?;

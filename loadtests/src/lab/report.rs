@@ -183,7 +183,7 @@ pub(super) fn report(
     let whole: Vec<Value> = variants.iter().map(|v| json!(v)).collect();
     let rest = json!({
         "mix": exp.mix.name(),
-        "dataset": Dataset::of(args, 1.0).json(),
+        "dataset": Dataset::of(args, 1.0, exp.mix).json(),
         "load": {
             "model": match args.model { Model::Open => "open", Model::Closed => "closed" },
             "people": args.people,
