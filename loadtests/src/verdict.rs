@@ -201,6 +201,25 @@ pub fn saturated(s: &Step) -> String {
                 ),
             ));
         }
+        // Fan-out on write: a backlog means followers see photos late;
+        // the workers' time says whether they are the limit (1000 ms a
+        // second per worker: never idle) and on what they spend it.
+        let backlog = mean(keys::FANOUT_BACKLOG);
+        let fan_lag = peak(keys::FANOUT_LAG_MS);
+        if backlog >= 5.0 || fan_lag >= 2_000.0 {
+            queues.push((
+                backlog.max(fan_lag / 1000.0),
+                format!(
+                    "the fan-out workers (mean {backlog:.0}, peak {:.0} photos waiting; up to {:.1} s from post to every follower's timeline; {:.0} ms a second fanning out: {:.0} looking up followers, {:.0} writing {:.0} timelines/s)",
+                    peak(keys::FANOUT_BACKLOG),
+                    fan_lag / 1000.0,
+                    mean(keys::FANOUT_FOLLOWERS_MS) + mean(keys::FANOUT_WRITE_MS),
+                    mean(keys::FANOUT_FOLLOWERS_MS),
+                    mean(keys::FANOUT_WRITE_MS),
+                    mean(keys::FANOUT_WRITES),
+                ),
+            ));
+        }
         let hash = mean(keys::HASH_IN_FLIGHT);
         let hash_peak = peak(keys::HASH_IN_FLIGHT);
         // More hashes in flight than cores: sign-ins queue for the CPU. The

@@ -61,6 +61,8 @@ pub const FANOUT_WRITES: &str = "fanout.timelineWrites";
 pub const FANOUT_PHOTOS: &str = "fanout.photos";
 pub const FANOUT_CELEBRITY_POSTS: &str = "fanout.celebrityPhotos";
 pub const FANOUT_LOST: &str = "fanout.lost";
+pub const FANOUT_FOLLOWERS_MS: &str = "fanout.followersMs";
+pub const FANOUT_WRITE_MS: &str = "fanout.writeMs";
 pub const TIMELINES_BUILT: &str = "timelines.built";
 pub const TIMELINES_PAST_END: &str = "timelines.pastEnd";
 

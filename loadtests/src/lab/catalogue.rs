@@ -484,7 +484,7 @@ pub(super) fn experiments() -> Vec<Experiment> {
         Experiment {
             name: "celebrity",
             question: "What does one account followed by most users cost fan-out on write, and what does hybrid save?",
-            change: "stage 2's timelines while a celebrity (`user1`, followed by 80 % of the seeded users) posts 5 photos a second among 100 visits/s of the default mix, feed cache off: every photo fanned out to every follower (`--feed-strategy push`) → accounts with more than 1000 followers not fanned out, their photos merged into each follower's feed at read time (`hybrid`, the default threshold)",
+            change: "stage 2's timelines while a celebrity (`user1`, followed by 80 % of the seeded users) posts 5 photos a second among 100 visits/s of the default mix, feed cache off: every photo fanned out to every follower (`--feed-strategy push`, one fan-out worker) → the same with four workers (`--fanout-workers 4`: is the one worker the limit?) → accounts with more than 1000 followers not fanned out, their photos merged into each follower's feed at read time (`hybrid`, the default threshold)",
             mix: Mix::Celebrity,
             method: Method::Fixed,
             variants: vec![
@@ -492,6 +492,19 @@ pub(super) fn experiments() -> Vec<Experiment> {
                     "baseline",
                     Two,
                     &["--feed-cache", "off", "--feed-strategy", "push"],
+                    1,
+                ),
+                v(
+                    "four-workers",
+                    Two,
+                    &[
+                        "--feed-cache",
+                        "off",
+                        "--feed-strategy",
+                        "push",
+                        "--fanout-workers",
+                        "4",
+                    ],
                     1,
                 ),
                 v(
@@ -507,7 +520,7 @@ pub(super) fn experiments() -> Vec<Experiment> {
             topology: None,
             fixed_rate: Some(100.0),
             tradeoff: "Push writes a celebrity's photo into thousands of timelines (the table's timeline writes per second, almost all of them the celebrity's), so its followers read it from Redis at the cost of that write traffic, Redis memory per follower and a fan-out lag that grows with the follower count; hybrid writes none of it and instead merges the celebrity's recent photos into every follower's feed query.",
-            limits: "One process, one fan-out worker (the default) and one Redis on the shared box, at one fixed load: the table compares the work and the latencies at equal load, not where each breaks. The seeded graph is skewed as before (a few early accounts are followed by hundreds) plus the celebrity; with the default threshold of 1000 followers only the celebrity (and at most a few of the most popular accounts) is merged at read time.",
+            limits: "One process and one Redis on the shared box, so the workers, Redis, Postgres and the generator share two cores, at one fixed load: the table compares the work and the latencies at equal load, not where each breaks. The seeded graph is skewed as before (a few early accounts are followed by hundreds) plus the celebrity; with the default threshold of 1000 followers only the celebrity (and at most a few of the most popular accounts) is merged at read time.",
         },
         Experiment {
             name: "read-load",

@@ -425,6 +425,14 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
         row(&mut md, "timeline writes (/s)", &|v| {
             t(v, "timelineWritesPerSec").map_or("–".into(), |x| format!("{x:.0}"))
         });
+        row(
+            &mut md,
+            "fan-out workers' time: followers query / timeline writes (ms per s; 1000 = one worker never idle)",
+            &|v| match (t(v, "followersMsPerSec"), t(v, "writeMsPerSec")) {
+                (Some(a), Some(b)) => format!("{a:.0} / {b:.0}"),
+                _ => "–".into(),
+            },
+        );
         row(&mut md, "timelines built from Postgres (/s)", &|v| {
             t(v, "builtPerSec").map_or("–".into(), |x| format!("{x:.1}"))
         });

@@ -85,6 +85,9 @@ pub(super) fn timelines(s: &Step) -> Option<Value> {
             "celebrityPhotosPerSec": mean(keys::FANOUT_CELEBRITY_POSTS),
             "builtPerSec": built,
             "pastEndPerSec": mean(keys::TIMELINES_PAST_END),
+            // ms per second: 1000 is one worker never idle.
+            "followersMsPerSec": mean(keys::FANOUT_FOLLOWERS_MS),
+            "writeMsPerSec": mean(keys::FANOUT_WRITE_MS),
         })
     })
 }

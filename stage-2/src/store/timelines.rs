@@ -149,6 +149,11 @@ struct TimelineStats {
     /// Announcements that failed (the photo is committed; built timelines
     /// miss it until rebuilt).
     lost: AtomicU64,
+    /// Fan-out workers' time (ms) looking up followers in Postgres, and
+    /// running the timeline scripts in Redis: together, how busy the
+    /// workers are (1000 ms a second = one worker never idle).
+    followers_ms: AtomicU64,
+    write_ms: AtomicU64,
 }
 
 /// One announced photo, as a fan-out worker reads it from the stream.
@@ -290,7 +295,10 @@ impl Timelines {
     /// an entry fanned out twice (its worker died before XACK) writes the
     /// same ids again.
     pub async fn fan_out(&self, entry: Announced) -> anyhow::Result<()> {
+        let looked_up = std::time::Instant::now();
         let followers = self.db.followers(UserId(entry.owner)).await?;
+        add_ms(&self.stats.followers_ms, looked_up);
+        let writing = std::time::Instant::now();
         if self.strategy == FeedStrategy::Hybrid && followers.len() > self.celebrity_followers {
             let mut add = redis::cmd("SADD");
             add.arg(&self.celebrities).arg(entry.owner);
@@ -306,6 +314,7 @@ impl Timelines {
             }
             self.stats.fanned_out.fetch_add(1, Ordering::Relaxed);
         }
+        add_ms(&self.stats.write_ms, writing);
         let lag = (now_ms() - entry.at_ms).max(0) as u64;
         self.stats.lag_ms.store(lag, Ordering::Relaxed);
         Ok(())
@@ -386,6 +395,18 @@ impl Timelines {
                 &st.past_end,
             ),
             (
+                keys::FANOUT_FOLLOWERS_MS,
+                "Fan-out time looking up followers in Postgres, ms",
+                "minigram_fanout_followers_milliseconds_total",
+                &st.followers_ms,
+            ),
+            (
+                keys::FANOUT_WRITE_MS,
+                "Fan-out time writing timelines in Redis, ms",
+                "minigram_fanout_write_milliseconds_total",
+                &st.write_ms,
+            ),
+            (
                 keys::FANOUT_LOST,
                 "Announcements that failed (built timelines miss them until rebuilt)",
                 "minigram_fanout_lost_total",
@@ -397,6 +418,11 @@ impl Timelines {
         }
         out
     }
+}
+
+/// Adds the milliseconds since `since` to a time counter.
+fn add_ms(counter: &AtomicU64, since: std::time::Instant) {
+    counter.fetch_add(since.elapsed().as_millis() as u64, Ordering::Relaxed);
 }
 
 /// An entry of the stream as an [`Announced`] (None if malformed: it is
