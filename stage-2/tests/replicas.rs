@@ -7,6 +7,8 @@
 //!   and may see the write late (here: until replay resumes).
 //! - A replica killed under load costs no error (its reads move to the
 //!   primary) and comes back into service by itself.
+//! - Both contract suites pass with a replica behind every read, and again
+//!   with every stage-3 switch on (replica, hybrid timelines, feed cache).
 //!
 //! Needs PostgreSQL's server binaries and `redis-server`; fails, never
 //! skips, without them.
@@ -316,4 +318,43 @@ async fn a_killed_replica_costs_no_error_and_rejoins() {
 mod with_a_replica {
     use super::*;
     contract::contract_tests!(Replicated);
+}
+
+/// Every stage-3 switch at once: a replica behind every read, hybrid
+/// timelines with this process's fan-out workers (a threshold of one
+/// follower, so the contract's accounts take both paths: fanned out, and
+/// merged at read time) and the feed cache on.
+struct Everything(Replicated);
+
+impl Backend for Everything {
+    type Store = Stage2Store;
+
+    async fn fresh() -> Self {
+        let b = Replicated::start(1, |c| {
+            c.feed_cache = true;
+            c.feed_strategy = stage_2::store::FeedStrategy::Hybrid;
+            c.celebrity_followers = 1;
+        })
+        .await;
+        stage_2::fanout::start(b.store.clone());
+        Self(b)
+    }
+
+    fn store(&self) -> Stage2Store {
+        self.0.store()
+    }
+
+    fn uploads_dir(&self) -> PathBuf {
+        self.0.uploads_dir()
+    }
+
+    async fn count(&self, table: &'static str) -> i64 {
+        self.0.count(table).await
+    }
+}
+
+/// Both contract suites with every switch of stage 3 on.
+mod with_every_switch {
+    use super::*;
+    contract::contract_tests!(Everything);
 }
