@@ -212,7 +212,7 @@ impl Stage2Store {
         if self.inner.cache.is_none() {
             return Ok(());
         }
-        let mut viewers = self.inner.db.followers(owner).await?;
+        let mut viewers = self.inner.db.followers(owner, None).await?;
         viewers.push(owner.0);
         self.invalidate(&viewers)
             .await

@@ -644,12 +644,20 @@ impl Postgres {
     }
 
     /// Who follows `owner` (whose feeds a new photo of theirs changes).
-    pub async fn followers(&self, owner: UserId) -> StoreResult<Vec<i64>> {
+    /// The followers of `owner`, at most `most` of them (`None`: all).
+    /// Hybrid asks for one more than its threshold: enough to tell a
+    /// celebrity, without reading all their followers for every photo.
+    pub async fn followers(&self, owner: UserId, most: Option<usize>) -> StoreResult<Vec<i64>> {
+        // LIMIT NULL is no limit.
+        let most = most.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
         self.run(
             "reading followers",
-            sqlx::query_scalar::<_, i64>("SELECT follower_id FROM follows WHERE followee_id = $1")
-                .bind(owner.0)
-                .fetch_all(&self.pool),
+            sqlx::query_scalar::<_, i64>(
+                "SELECT follower_id FROM follows WHERE followee_id = $1 LIMIT $2",
+            )
+            .bind(owner.0)
+            .bind(most)
+            .fetch_all(&self.pool),
         )
         .await
     }

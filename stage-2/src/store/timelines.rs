@@ -296,7 +296,9 @@ impl Timelines {
     /// same ids again.
     pub async fn fan_out(&self, entry: Announced) -> anyhow::Result<()> {
         let looked_up = std::time::Instant::now();
-        let followers = self.db.followers(UserId(entry.owner)).await?;
+        let most = (self.strategy == FeedStrategy::Hybrid)
+            .then(|| self.celebrity_followers.saturating_add(1));
+        let followers = self.db.followers(UserId(entry.owner), most).await?;
         add_ms(&self.stats.followers_ms, looked_up);
         let writing = std::time::Instant::now();
         if self.strategy == FeedStrategy::Hybrid && followers.len() > self.celebrity_followers {
