@@ -207,15 +207,14 @@ pub fn saturated(s: &Step) -> String {
         let backlog = mean(keys::FANOUT_BACKLOG);
         let fan_lag = peak(keys::FANOUT_LAG_MS);
         if backlog >= 5.0 || fan_lag >= 2_000.0 {
+            let (looking, writing) = (mean(keys::FANOUT_FOLLOWERS_MS), mean(keys::FANOUT_WRITE_MS));
             queues.push((
                 backlog.max(fan_lag / 1000.0),
                 format!(
-                    "the fan-out workers (mean {backlog:.0}, peak {:.0} photos waiting; up to {:.1} s from post to every follower's timeline; {:.0} ms a second fanning out: {:.0} looking up followers, {:.0} writing {:.0} timelines/s)",
+                    "the fan-out workers (mean {backlog:.0}, peak {:.0} photos waiting; up to {:.1} s from post to every follower's timeline; {:.0} ms a second fanning out: {looking:.0} looking up followers, {writing:.0} writing {:.0} timelines/s)",
                     peak(keys::FANOUT_BACKLOG),
                     fan_lag / 1000.0,
-                    mean(keys::FANOUT_FOLLOWERS_MS) + mean(keys::FANOUT_WRITE_MS),
-                    mean(keys::FANOUT_FOLLOWERS_MS),
-                    mean(keys::FANOUT_WRITE_MS),
+                    looking + writing,
                     mean(keys::FANOUT_WRITES),
                 ),
             ));

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::{redis, timeline_key};
 use contract::Backend;
 use contract::crash::crash_during_writes;
 use contract::load::Process;
@@ -220,18 +221,11 @@ async fn feed_page(
     (ids, page["next"].as_str().map(str::to_owned))
 }
 
-async fn redis<T: redis::FromRedisValue>(store: &Stage2Store, cmd: &redis::Cmd) -> T {
-    let mut conn = store.redis_pool().get().await.expect("redis");
-    cmd.query_async(&mut conn.conn)
-        .await
-        .expect("redis command")
-}
-
 /// (follower, photo) pairs not yet in the follower's timeline.
 async fn missing(store: &Stage2Store, followers: &[TestUser], photos: &[i64]) -> usize {
     let mut left = 0;
     for f in followers {
-        let key = format!("{}:timeline:{}", store.config().redis_prefix, f.id);
+        let key = timeline_key(store, f.id);
         let mut cmd = redis::cmd("ZMSCORE");
         cmd.arg(&key).arg(photos);
         let scores: Vec<Option<f64>> = redis(store, &cmd).await;

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::figure;
+use common::{figure, redis, timeline_key};
 use contract::Backend;
 use contract::storage::{photo, user};
 use minigram::domain::{PageQuery, PhotoId, UserId};
@@ -115,22 +115,11 @@ async fn feed_ids(store: &Stage2Store, viewer: UserId, limit: u32) -> Vec<i64> {
         .collect()
 }
 
-async fn redis<T: redis::FromRedisValue>(store: &Stage2Store, cmd: &redis::Cmd) -> T {
-    let mut conn = store.redis_pool().get().await.expect("redis");
-    cmd.query_async(&mut conn.conn)
-        .await
-        .expect("redis command")
-}
-
-fn timeline_key(store: &Stage2Store, user: UserId) -> String {
-    format!("{}:timeline:{}", store.config().redis_prefix, user.0)
-}
-
 async fn in_timeline(store: &Stage2Store, user: UserId, photo: i64) -> bool {
     let score: Option<f64> = redis(
         store,
         redis::cmd("ZSCORE")
-            .arg(timeline_key(store, user))
+            .arg(timeline_key(store, user.0))
             .arg(photo),
     )
     .await;

@@ -258,6 +258,13 @@ impl Visit {
         }
     }
 
+    /// The visit is `visitor`'s, with the session they had.
+    fn begin_as(&mut self, visitor: Visitor) {
+        self.token = visitor.person.token.clone();
+        self.user_id = visitor.person.user_id;
+        self.visitor = Some(visitor);
+    }
+
     /// A person's think time before their next action.
     async fn pause(&self) {
         let (min, max) = self.think;
@@ -346,10 +353,8 @@ async fn come_back(user: &mut GooseUser, v: &mut Visit, shares: &Shares) -> Tran
     let fresh = rand::rng().random_bool(shares.signed_out);
     match visitor {
         Some(visitor) => {
-            v.token = visitor.person.token.clone();
-            v.user_id = visitor.person.user_id;
             let (username, password) = (visitor.person.username.clone(), visitor.person.password);
-            v.visitor = Some(visitor);
+            v.begin_as(visitor);
             if fresh || v.token.is_empty() {
                 login_as(user, v, &username, password).await?;
                 v.pause().await;
@@ -422,9 +427,7 @@ async fn uploader(user: &mut GooseUser, v: &mut Visit, shares: &Shares) -> Trans
 /// (a sign-in when they are signed out), a small photo, nothing else.
 async fn celebrity(user: &mut GooseUser, v: &mut Visit) -> TransactionResult {
     if let Some(visitor) = people::check_out_named(CELEBRITY) {
-        v.token = visitor.person.token.clone();
-        v.user_id = visitor.person.user_id;
-        v.visitor = Some(visitor);
+        v.begin_as(visitor);
     }
     if v.token.is_empty() {
         login_as(user, v, CELEBRITY, minigram::seed::SEED_PASSWORD).await?;

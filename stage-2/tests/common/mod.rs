@@ -96,6 +96,19 @@ pub async fn redis_keys(store: &Stage2Store, pattern: &str) -> i64 {
     keys.len() as i64
 }
 
+/// One Redis command on the store's pool (a test's own look inside).
+pub async fn redis<T: redis::FromRedisValue>(store: &Stage2Store, cmd: &redis::Cmd) -> T {
+    let mut conn = store.redis_pool().get().await.expect("redis");
+    cmd.query_async(&mut conn.conn)
+        .await
+        .expect("redis command")
+}
+
+/// The Redis key of a user's timeline (`--feed-strategy push|hybrid`).
+pub fn timeline_key(store: &Stage2Store, user: i64) -> String {
+    format!("{}:timeline:{user}", store.config().redis_prefix)
+}
+
 /// One of the store's figures by key (0 when absent).
 pub fn figure(store: &Stage2Store, key: &str) -> f64 {
     minigram::Store::figures(store)
