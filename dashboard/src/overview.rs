@@ -87,14 +87,7 @@ fn verdict(run: &Run) -> Verdict {
             String::new(),
         ),
     };
-    // "the postgres host (74% of ...); the Postgres pool (...)" → "the postgres host"
-    let saturated_first = saturated
-        .split(';')
-        .next()
-        .and_then(|s| s.split(" (").next())
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+    let saturated_first = measure::spread::saturated_first(&saturated);
     Verdict {
         variant: match &run.experiment {
             // "baseline" alone does not say which stage it was.

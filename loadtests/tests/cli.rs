@@ -164,6 +164,24 @@ fn help_has_examples() {
     );
 }
 
+/// A repeat count below 1 is refused in one line, before anything starts.
+#[test]
+fn a_lab_repeat_below_one_is_refused() {
+    for bad in ["0", "-1"] {
+        let o = Command::new(BIN)
+            .args(["lab", "hash-cost", "--repeat", bad])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "--repeat {bad}: {err}");
+        assert!(
+            err.contains("--repeat must be at least 1"),
+            "--repeat {bad}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
 #[test]
 fn unknown_lab_experiment() {
     let o = Command::new(BIN)
@@ -223,7 +241,7 @@ fn a_tiny_lab_run_writes_its_report() {
             "2",
         ])
         .args(["--max-arrival-rate", "8", "--people", "20"])
-        .args(["--step-secs", "2", "--bisect", "0"])
+        .args(["--step-secs", "2", "--bisect", "0", "--repeat", "2"])
         .arg("--out-dir")
         .arg(&out)
         .arg("--docs-dir")
@@ -263,6 +281,12 @@ fn a_tiny_lab_run_writes_its_report() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
+    assert!(
+        chapter.contains("**Repeats.** Each variant ran 2 times in interleaved order")
+            && chapter.contains("### Spread over the repeats")
+            && chapter.contains("### Differences"),
+        "{chapter}"
+    );
     for (variant, hosts) in [
         ("baseline", vec!["app-1", "generator"]),
         ("stage-2", vec!["app-1", "postgres", "redis", "generator"]),
@@ -281,6 +305,8 @@ fn a_tiny_lab_run_writes_its_report() {
                     && f.ends_with(".json")
             })
             .unwrap_or_else(|| panic!("{variant} result in {files:?}"));
+        // Two repeats, each its own file: -r1 and -r2.
+        assert!(f.ends_with("-r1.json") || f.ends_with("-r2.json"), "{f}");
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap();
         assert_eq!(v["experiment"]["name"], "stage1-vs-stage2");
@@ -321,6 +347,78 @@ fn a_tiny_lab_run_writes_its_report() {
         serde_json::from_str(&std::fs::read_to_string(out.join(report)).unwrap()).unwrap();
     assert_eq!(report["schema"], "minigram.lab/1");
     assert_eq!(report["variants"].as_array().unwrap().len(), 3);
+    assert_eq!(report["repeats"], 2);
+    // Interleaved: round 1 ran every variant before round 2 began.
+    let times: Vec<(u64, String)> = files
+        .iter()
+        .filter(|f| f.ends_with(".json") && !f.ends_with(".report.json"))
+        .map(|f| {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap();
+            (
+                v["experiment"]["repeat"].as_u64().unwrap(),
+                v["startedAt"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(times.len(), 6, "{files:?}");
+    let last_of_first = times
+        .iter()
+        .filter(|t| t.0 == 1)
+        .map(|t| &t.1)
+        .max()
+        .unwrap();
+    let first_of_second = times
+        .iter()
+        .filter(|t| t.0 == 2)
+        .map(|t| &t.1)
+        .min()
+        .unwrap();
+    assert!(last_of_first <= first_of_second, "{times:?}");
+    for v in report["variants"].as_array().unwrap() {
+        let repeats = v["repeats"].as_array().unwrap();
+        assert_eq!(repeats.len(), 2, "{v}");
+        assert_eq!(v["spread"]["repeats"], 2);
+        for figure in ["rps", "p95Ms"] {
+            let s = &v["spread"][figure];
+            let values: Vec<f64> = repeats
+                .iter()
+                .map(|r| r[figure].as_f64().unwrap())
+                .collect();
+            assert_eq!(s["values"].as_array().unwrap().len(), 2, "{s}");
+            let (lo, hi) = (values[0].min(values[1]), values[0].max(values[1]));
+            let median = s["median"].as_f64().unwrap();
+            assert_eq!(s["min"].as_f64().unwrap(), lo);
+            assert_eq!(s["max"].as_f64().unwrap(), hi);
+            assert!(lo <= median && median <= hi, "{figure}: {s}");
+            assert!((median - (lo + hi) / 2.0).abs() < 1e-9, "{figure}: {s}");
+        }
+        // The variant's file is one of its repeats' files.
+        assert!(
+            repeats.iter().any(|r| r["resultFile"] == v["resultFile"]),
+            "{v}"
+        );
+    }
+    // stage1-vs-stage2 names three comparisons, each by req/s and, where
+    // the SLO broke in both repeats of both sides, by the breaking point.
+    let comparisons = report["comparisons"].as_array().unwrap();
+    let by_rps = comparisons.iter().filter(|c| c["figure"] == "rps").count();
+    assert_eq!(by_rps, 3, "{comparisons:?}");
+    assert!(comparisons.len() <= 6, "{comparisons:?}");
+    for c in comparisons {
+        let d = &c["difference"];
+        assert_eq!(d["pairs"], 2, "{c}");
+        let (lo, hi) = (d["low"].as_f64().unwrap(), d["high"].as_f64().unwrap());
+        let reading = d["reading"].as_str().unwrap();
+        let expected = if lo > 1.0 {
+            "higher"
+        } else if hi < 1.0 {
+            "lower"
+        } else {
+            "no-measurable-difference"
+        };
+        assert_eq!(reading, expected, "{c}");
+    }
     assert!(
         !files.iter().any(|f| f.ends_with(".partial")),
         "no half-written file"
@@ -346,7 +444,7 @@ fn a_tiny_index_impact_run_draws_the_cost_curve() {
         .args(["--dataset-photos", "1000", "--dataset-likes", "500"])
         .args(["--dataset-follows-per-user", "5", "--fixed-rate", "4"])
         .args(["--people", "20"])
-        .args(["--step-secs", "2"])
+        .args(["--step-secs", "2", "--repeat", "1"])
         .arg("--out-dir")
         .arg(&out)
         .arg("--docs-dir")

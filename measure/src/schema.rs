@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 use crate::machine::Machine;
+use crate::spread::{Difference, Spread};
 
 /// A request's (or an SLO class's) count, errors and percentiles.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -177,9 +178,20 @@ pub struct LabReport {
     /// `breaking` (a breaking-point search per variant) or `fixed` (one
     /// step at the same load).
     pub method: String,
+    /// How many times each variant ran, interleaved (A B C, A B C …);
+    /// 0 in files from before repeats, which are single runs.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub repeats: usize,
+    /// The comparisons the experiment names, B ÷ A, with their spread.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<Comparison>,
     pub variants: Vec<LabVariant>,
     #[serde(flatten)]
     pub rest: Map<String, Value>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One variant of a lab report.
@@ -191,10 +203,106 @@ pub struct LabVariant {
     pub stage: String,
     /// Its flags beyond the baseline's.
     pub flags: Vec<String>,
-    /// The load-test result file of its run, beside the report.
+    /// The load-test result file of its run, beside the report (with
+    /// repeats: the repeat whose figures `rest` holds, see `spread`).
     pub result_file: Option<String>,
+    /// Each repeat's headline figures, in the order they ran.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repeats: Vec<RepeatFigures>,
+    /// Those figures over the repeats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spread: Option<VariantSpread>,
     #[serde(flatten)]
     pub rest: Map<String, Value>,
+}
+
+/// One repeat of a variant: its run's file and the figures its spread is
+/// made of, at the compared step (the breaking point, or the fixed load).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RepeatFigures {
+    /// 1 for the first round of the interleaved order.
+    pub repeat: usize,
+    pub result_file: String,
+    /// The last level that held the SLO (visits/s or users; `None`: the
+    /// SLO held at every step, or a fixed-load experiment).
+    pub breaking_point: Option<f64>,
+    /// Requests per second at the compared step.
+    pub rps: f64,
+    /// p95 of all requests and of each SLO class there.
+    pub p95_ms: f64,
+    pub class_p95_ms: BTreeMap<String, f64>,
+    /// What the verdict named as saturated (at the first failing step, or
+    /// the busiest at a fixed load), and its short name.
+    pub saturated: String,
+    pub saturated_first: String,
+}
+
+/// A variant's figures over its repeats.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VariantSpread {
+    pub repeats: usize,
+    /// Which repeat the variant's detailed figures come from: the one with
+    /// the median breaking point (or median p95 at a fixed load).
+    pub representative: usize,
+    /// Over the repeats that broke the SLO; `held` says how many did not.
+    pub breaking_point: Option<Spread>,
+    pub held: usize,
+    pub rps: Option<Spread>,
+    pub p95_ms: Option<Spread>,
+    pub class_p95_ms: BTreeMap<String, Spread>,
+    /// What saturated first, and in how many repeats, most named first.
+    pub saturated: Vec<Named>,
+}
+
+/// A name and in how many repeats it came up.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Named {
+    pub what: String,
+    pub repeats: usize,
+}
+
+/// A figure two variants are compared by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Figure {
+    /// The last level that held the SLO (higher is better).
+    BreakingPoint,
+    /// Requests per second at that level (higher is better).
+    Rps,
+    /// p95 of all requests at the compared step (lower is better).
+    P95Ms,
+}
+
+impl Figure {
+    pub fn text(self) -> &'static str {
+        match self {
+            Figure::BreakingPoint => "breaking point",
+            Figure::Rps => "req/s at the SLO",
+            Figure::P95Ms => "p95 of all requests",
+        }
+    }
+
+    /// The figure of one repeat.
+    pub fn of(self, r: &RepeatFigures) -> Option<f64> {
+        match self {
+            Figure::BreakingPoint => r.breaking_point,
+            Figure::Rps => Some(r.rps),
+            Figure::P95Ms => Some(r.p95_ms),
+        }
+    }
+}
+
+/// `variant` ÷ `baseline` for one figure, over paired repeats.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Comparison {
+    pub baseline: String,
+    pub variant: String,
+    pub figure: Figure,
+    pub difference: Difference,
 }
 
 impl LabReport {

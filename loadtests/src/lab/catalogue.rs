@@ -137,6 +137,11 @@ pub(super) struct Experiment {
     pub(super) mix: Mix,
     pub(super) method: Method,
     pub(super) variants: Vec<Variant>,
+    /// The comparisons it makes, (A, B) as labels: B is read against A.
+    /// `None`: every variant against the baseline.
+    pub(super) comparisons: Option<&'static [(&'static str, &'static str)]>,
+    /// How many times each variant runs when `--repeat` is not given.
+    pub(super) repeats: usize,
     /// Requests whose p95 the cost-curve table shows, per dataset size
     /// (only for experiments whose variants differ in dataset size).
     pub(super) curve: &'static [&'static str],
@@ -216,6 +221,27 @@ pub(super) const STAGE_TOPOLOGY: &str = "app=0.3,postgres=0.4,redis=0.2,generato
 pub(super) const READ_REPLICAS_TOPOLOGY: &str =
     "app=0.35,postgres=0.3,replica=0.3,redis=0.05,generator=0.35";
 
+/// Runs of each variant for a reference run: enough for a median and a
+/// range (the `repeatability` experiment measures how wide that range is).
+pub(super) const DEFAULT_REPEATS: usize = 3;
+
+impl Experiment {
+    /// The comparisons as variant indices (A, B): the named ones, or every
+    /// variant against the baseline.
+    pub(super) fn pairs(&self) -> Vec<(usize, usize)> {
+        let at = |label: &str| {
+            self.variants
+                .iter()
+                .position(|v| v.label == label)
+                .expect("the catalogue's comparisons name its variants")
+        };
+        match self.comparisons {
+            None => (1..self.variants.len()).map(|b| (0, b)).collect(),
+            Some(named) => named.iter().map(|(a, b)| (at(a), at(b))).collect(),
+        }
+    }
+}
+
 pub(super) fn experiments() -> Vec<Experiment> {
     use Stage::{One, Two};
     vec![
@@ -231,6 +257,12 @@ pub(super) fn experiments() -> Vec<Experiment> {
                 v("stage-2-two-app-hosts", Two, &[], 2),
             ],
             curve: &[],
+            comparisons: Some(&[
+                ("baseline", "stage-2"),
+                ("baseline", "stage-2-two-app-hosts"),
+                ("stage-2", "stage-2-two-app-hosts"),
+            ]),
+            repeats: DEFAULT_REPEATS,
             prices_sign_in: false,
             commit_rate: false,
             topology: Some(STAGE_TOPOLOGY),
@@ -249,6 +281,8 @@ pub(super) fn experiments() -> Vec<Experiment> {
                 v("cache-on", Two, &["--feed-cache", "on"], 1),
             ],
             curve: &[],
+            comparisons: None,
+            repeats: DEFAULT_REPEATS,
             prices_sign_in: false,
             commit_rate: false,
             topology: None,
@@ -283,6 +317,8 @@ pub(super) fn experiments() -> Vec<Experiment> {
                 ),
             ],
             curve: &[],
+            comparisons: None,
+            repeats: DEFAULT_REPEATS,
             prices_sign_in: false,
             commit_rate: false,
             topology: None,
@@ -305,6 +341,8 @@ pub(super) fn experiments() -> Vec<Experiment> {
                 sized("no-index-4x", &["--feed-index", "off"], 4.0),
             ],
             curve: &[name::FEED, name::FEED_OLDER, name::PROFILE],
+            comparisons: None,
+            repeats: DEFAULT_REPEATS,
             prices_sign_in: false,
             commit_rate: false,
             topology: None,
@@ -323,6 +361,8 @@ pub(super) fn experiments() -> Vec<Experiment> {
                 v("queue", Two, &["--photo-processing", "queue"], 1),
             ],
             curve: &[],
+            comparisons: None,
+            repeats: DEFAULT_REPEATS,
             prices_sign_in: false,
             commit_rate: false,
             topology: None,
@@ -342,6 +382,8 @@ pub(super) fn experiments() -> Vec<Experiment> {
                 v("m7-t5", One, &["--argon2", "m=7168,t=5,p=1"], 1),
             ],
             curve: &[],
+            comparisons: None,
+            repeats: DEFAULT_REPEATS,
             prices_sign_in: true,
             commit_rate: false,
             topology: None,
@@ -361,6 +403,8 @@ pub(super) fn experiments() -> Vec<Experiment> {
                 v("pool-40", Two, &["--pg-pool", "40"], 1),
             ],
             curve: &[],
+            comparisons: None,
+            repeats: DEFAULT_REPEATS,
             prices_sign_in: false,
             commit_rate: false,
             topology: None,
@@ -380,6 +424,8 @@ pub(super) fn experiments() -> Vec<Experiment> {
                 v("three-app-hosts", Two, &[], 3),
             ],
             curve: &[],
+            comparisons: None,
+            repeats: DEFAULT_REPEATS,
             prices_sign_in: false,
             commit_rate: false,
             topology: Some(SCALE_OUT_TOPOLOGY),
@@ -408,6 +454,8 @@ pub(super) fn experiments() -> Vec<Experiment> {
                 },
             ],
             curve: &[],
+            comparisons: None,
+            repeats: DEFAULT_REPEATS,
             prices_sign_in: false,
             commit_rate: false,
             topology: Some(STAGE_TOPOLOGY),
@@ -433,6 +481,8 @@ pub(super) fn experiments() -> Vec<Experiment> {
                 },
             ],
             curve: &[],
+            comparisons: None,
+            repeats: DEFAULT_REPEATS,
             prices_sign_in: false,
             commit_rate: false,
             topology: Some(READ_REPLICAS_TOPOLOGY),
@@ -474,6 +524,8 @@ pub(super) fn experiments() -> Vec<Experiment> {
                 ),
             ],
             curve: &[],
+            comparisons: None,
+            repeats: DEFAULT_REPEATS,
             prices_sign_in: false,
             commit_rate: false,
             topology: None,
@@ -515,6 +567,8 @@ pub(super) fn experiments() -> Vec<Experiment> {
                 ),
             ],
             curve: &[],
+            comparisons: None,
+            repeats: DEFAULT_REPEATS,
             prices_sign_in: false,
             commit_rate: false,
             topology: None,
@@ -530,6 +584,8 @@ pub(super) fn experiments() -> Vec<Experiment> {
             method: Method::Breaking,
             variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
             curve: &[],
+            comparisons: None,
+            repeats: DEFAULT_REPEATS,
             prices_sign_in: false,
             commit_rate: false,
             topology: None,
@@ -568,6 +624,13 @@ pub(super) fn experiments() -> Vec<Experiment> {
                 },
             ],
             curve: &[],
+            // Each switch against the same mix and journal with it off.
+            comparisons: Some(&[
+                ("baseline", "group-commit"),
+                ("delete-journal-off", "delete-journal-on"),
+                ("default-mix-off", "default-mix-on"),
+            ]),
+            repeats: DEFAULT_REPEATS,
             prices_sign_in: false,
             commit_rate: true,
             topology: None,
@@ -583,12 +646,32 @@ pub(super) fn experiments() -> Vec<Experiment> {
             method: Method::Breaking,
             variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
             curve: &[],
+            comparisons: None,
+            repeats: DEFAULT_REPEATS,
             prices_sign_in: false,
             commit_rate: false,
             topology: None,
             fixed_rate: None,
             tradeoff: "Stage 1 has one writer at a time behind a queue; stage 2 lets Postgres run writes in parallel but pays a round trip per statement.",
             limits: "Each upload decodes and re-encodes a small image on the app's CPU on both stages; the other writes are single-row transactions (one commit each).",
+        },
+        Experiment {
+            name: "repeatability",
+            question: "How much does a figure of this lab move when nothing changes? The same two variants, run again and again",
+            change: "nothing: stage 1 with its defaults and stage 2 with its defaults, each on stage1-vs-stage2's hosts, run again and again (five times unless `--repeat` says otherwise) in interleaved order (stage 1, stage 2, stage 1 …), each time on fresh storage and fresh servers",
+            mix: Mix::Default,
+            method: Method::Breaking,
+            variants: vec![v("baseline", One, &[], 1), v("stage-2", Two, &[], 1)],
+            curve: &[],
+            // Two architectures side by side, not a change: nothing to compare.
+            comparisons: Some(&[]),
+            repeats: 5,
+            prices_sign_in: false,
+            commit_rate: false,
+            topology: Some(STAGE_TOPOLOGY),
+            fixed_rate: None,
+            tradeoff: "None: this experiment measures the test bed. The coefficient of variation (standard deviation ÷ mean over the repeats) of a variant's breaking point and of its req/s at the SLO says how far apart two of this lab's runs of the same code can land; a difference between variants smaller than that is noise. The ladder's resolution is part of it: the search doubles the load and then bisects, so a breaking point can only land on the levels it tries.",
+            limits: "Five repeats give a rough spread, not a distribution. The hosts are CPU budgets on one 2-core machine (cgroups): memory bandwidth, CPU caches, the disk and the kernel are shared, and so is whatever else the machine runs meanwhile.",
         },
     ]
 }

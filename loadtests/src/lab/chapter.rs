@@ -2,6 +2,8 @@
 //! report and as `docs/experiments/<experiment>.md`, generated only from
 //! the report's data.
 
+use measure::schema::{LabReport, VariantSpread};
+use measure::spread::{Reading, Spread};
 use serde_json::Value;
 
 use super::Outcome;
@@ -246,6 +248,160 @@ pub(super) fn observation(v: &Value, fixed: bool) -> String {
     }
 }
 
+/// A variant's spread over its repeats, if the report has one.
+fn spread_of(v: &Value) -> Option<VariantSpread> {
+    serde_json::from_value(v["spread"].clone()).ok()
+}
+
+/// "6.2 (5.8–7.1)" from one figure of a variant's spread, when the report
+/// has more than one repeat (`None`: read the figure as before).
+fn spread_cell(
+    v: &Value,
+    figure: impl Fn(&VariantSpread) -> Option<&Spread>,
+    digits: usize,
+) -> Option<String> {
+    let s = spread_of(v)?;
+    (s.repeats > 1)
+        .then(|| figure(&s).map(|f| f.text(digits)))
+        .flatten()
+}
+
+/// The breaking point's median and range, and the repeats whose SLO held.
+fn breaking_cell(s: &VariantSpread, open: bool) -> String {
+    let unit = if open { " visits/s" } else { " users" };
+    let held = match s.held {
+        0 => String::new(),
+        n => format!(", SLO held in {n} of {}", s.repeats),
+    };
+    match &s.breaking_point {
+        Some(bp) => format!("{}{unit}{held}", bp.text(0)),
+        None => format!("SLO held (all {})", s.repeats),
+    }
+}
+
+/// "the app-1 host (3 of 3)" for each short name the repeats gave.
+fn named_cell(s: &VariantSpread) -> String {
+    if s.saturated.is_empty() {
+        return "–".into();
+    }
+    s.saturated
+        .iter()
+        .map(|n| format!("{} ({} of {})", n.what, n.repeats, s.repeats))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// How the figures were repeated, said under "Baseline and load".
+fn repeats_paragraph(r: &LabReport) -> String {
+    match r.repeats {
+        0 | 1 => "**Single run.** Each variant ran once, so no figure below has a spread and no difference is judged against run-to-run noise.\n".into(),
+        n => format!(
+            "**Repeats.** Each variant ran {n} times in interleaved order (every variant once, then again), each run on fresh storage and fresh servers. Cells with a range read \"median (lowest–highest)\" over the {n} repeats; the other rows come from the repeat with the median breaking point (the median p95 at a fixed load), which the result-file row names.\n"
+        ),
+    }
+}
+
+/// Each variant's spread: the headline figures' medians, ranges, each
+/// repeat's value in the order they ran, and the coefficient of variation
+/// (standard deviation ÷ mean) that says how far a re-run may land.
+fn spread_table(md: &mut String, r: &LabReport) {
+    if r.repeats < 2 {
+        return;
+    }
+    let fixed = r.method == "fixed";
+    md.push_str(&format!(
+        "### Spread over the repeats\n\n| variant | {} | each repeat | CV | req/s | CV | p95 (ms) | CV |\n|---|---:|---|---:|---:|---:|---:|---:|\n",
+        if fixed { "p95 (ms)" } else { "breaking point" }
+    ));
+    let cv = |s: Option<&Spread>| s.map_or("–".into(), |s| format!("{:.1}%", s.cv() * 100.0));
+    let text = |s: Option<&Spread>, d: usize| s.map_or("–".into(), |s| s.text(d));
+    for v in &r.variants {
+        let Some(s) = &v.spread else { continue };
+        let (head, each): (Option<&Spread>, String) = if fixed {
+            (
+                s.p95_ms.as_ref(),
+                join(v.repeats.iter().map(|x| format!("{:.1}", x.p95_ms))),
+            )
+        } else {
+            (
+                s.breaking_point.as_ref(),
+                join(
+                    v.repeats
+                        .iter()
+                        .map(|x| x.breaking_point.map_or("held".into(), |b| format!("{b}"))),
+                ),
+            )
+        };
+        md.push_str(&format!(
+            "| {} | {} | {each} | {} | {} | {} | {} | {} |\n",
+            v.label,
+            text(head, if fixed { 1 } else { 0 }),
+            cv(head),
+            text(s.rps.as_ref(), 1),
+            cv(s.rps.as_ref()),
+            text(s.p95_ms.as_ref(), 1),
+            cv(s.p95_ms.as_ref()),
+        ));
+    }
+    md.push('\n');
+}
+
+fn join(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join(", ")
+}
+
+/// The experiment's comparisons as a table: each figure's ratio of
+/// medians, its range over paired repeats, and what that supports.
+fn differences(md: &mut String, r: &LabReport) {
+    if r.comparisons.is_empty() {
+        return;
+    }
+    md.push_str("### Differences\n\nB ÷ A per figure: the ratio of the medians, and the lowest and highest ratio over paired repeats (repeat k of B against repeat k of A, which ran side by side). Where that range includes 1, the run shows no measurable difference.\n\n| A | B | figure | B ÷ A | paired repeats | reading |\n|---|---|---|---:|---:|---|\n");
+    for c in &r.comparisons {
+        let d = &c.difference;
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.2}× | {} | {} |\n",
+            c.baseline,
+            c.variant,
+            c.figure.text(),
+            d.ratio,
+            if d.pairs > 1 {
+                format!("{:.2}–{:.2}× ({} pairs)", d.low, d.high, d.pairs)
+            } else {
+                "one pair".into()
+            },
+            d.reading.text()
+        ));
+    }
+    md.push('\n');
+}
+
+/// One generated sentence per comparison, claiming only what its paired
+/// range supports.
+fn difference_sentence(c: &measure::schema::Comparison) -> String {
+    let d = &c.difference;
+    let what = c.figure.text();
+    match d.reading {
+        Reading::Higher | Reading::Lower => format!(
+            "**{}** against **{}**: {what} {} in every pair of repeats, {}.",
+            c.variant,
+            c.baseline,
+            d.reading.text(),
+            d.text()
+        ),
+        Reading::NoMeasurableDifference => format!(
+            "**{}** against **{}**: no measurable difference in {what} ({}: the repeats overlap).",
+            c.variant,
+            c.baseline,
+            d.text()
+        ),
+        Reading::SingleRun => format!(
+            "**{}** against **{}**: {what} {:.2}× in a single run, not judged against noise.",
+            c.variant, c.baseline, d.ratio
+        ),
+    }
+}
+
 pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -> String {
     let m = &report["machine"];
     let mut md = String::new();
@@ -302,6 +458,8 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
             report["startedAt"].as_str().unwrap_or("")
         ),
     );
+    let typed: LabReport = serde_json::from_value(report.clone()).unwrap_or_default();
+    line(&mut md, repeats_paragraph(&typed));
     line(&mut md, format!("## The change\n\n{}\n", exp.change));
     line(&mut md, "## Comparison\n".into());
     let variants = report["variants"].as_array().cloned().unwrap_or_default();
@@ -339,19 +497,20 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
             level(&at["arrivalRate"], &at["users"])
         });
         row(&mut md, "throughput (req/s)", &|v| {
-            f1(&v["atBreakingPoint"]["rps"])
+            spread_cell(v, |s| s.rps.as_ref(), 1)
+                .unwrap_or_else(|| f1(&v["atBreakingPoint"]["rps"]))
         });
     } else {
-        row(
-            &mut md,
-            "breaking point",
-            &|v| match v["breakingPoint"].as_object() {
+        row(&mut md, "breaking point", &|v| match spread_of(v) {
+            Some(s) => breaking_cell(&s, report["load"]["model"] == "open"),
+            None => match v["breakingPoint"].as_object() {
                 Some(bp) => level(&bp["arrivalRate"], &bp["users"]),
                 None => "SLO held".into(),
             },
-        );
+        });
         row(&mut md, "throughput there (req/s)", &|v| {
-            f1(&v["atBreakingPoint"]["rps"])
+            spread_cell(v, |s| s.rps.as_ref(), 1)
+                .unwrap_or_else(|| f1(&v["atBreakingPoint"]["rps"]))
         });
     }
     if report["load"]["model"] == "open" {
@@ -370,11 +529,15 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
         },
     );
     row(&mut md, "p50 (ms)", &|v| f1(&v["atBreakingPoint"]["p50Ms"]));
-    row(&mut md, "p95 (ms)", &|v| f1(&v["atBreakingPoint"]["p95Ms"]));
+    row(&mut md, "p95 (ms)", &|v| {
+        spread_cell(v, |s| s.p95_ms.as_ref(), 1)
+            .unwrap_or_else(|| f1(&v["atBreakingPoint"]["p95Ms"]))
+    });
     row(&mut md, "p99 (ms)", &|v| f1(&v["atBreakingPoint"]["p99Ms"]));
     for class in crate::slo::Class::ALL {
         row(&mut md, &format!("p95 of {} (ms)", class.name()), &|v| {
-            f1(&v["atBreakingPoint"]["classes"][class.name()]["p95Ms"])
+            spread_cell(v, |s| s.class_p95_ms.get(class.name()), 1)
+                .unwrap_or_else(|| f1(&v["atBreakingPoint"]["classes"][class.name()]["p95Ms"]))
         });
     }
     row(&mut md, "error rate (%)", &|v| {
@@ -470,6 +633,11 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
         row(&mut md, "busiest resource", &|v| {
             v["busiest"].as_str().unwrap_or("–").to_owned()
         });
+        if typed.repeats > 1 {
+            row(&mut md, "busiest first, over the repeats", &|v| {
+                spread_of(v).map_or("–".into(), |s| named_cell(&s))
+            });
+        }
     } else {
         row(&mut md, "SLO broken by", &|v| {
             v["breakingPoint"]["brokenBy"]
@@ -483,6 +651,11 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
                 .unwrap_or("–")
                 .to_owned()
         });
+        if typed.repeats > 1 {
+            row(&mut md, "saturated first, over the repeats", &|v| {
+                spread_of(v).map_or("–".into(), |s| named_cell(&s))
+            });
+        }
         row(&mut md, "USL σ (contention)", &|v| {
             v["usl"]["sigma"]
                 .as_f64()
@@ -541,6 +714,8 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
     if report["sqliteCommitRate"].is_object() {
         writer_against_disk(&mut md, report, &variants);
     }
+    spread_table(&mut md, &typed);
+    differences(&mut md, &typed);
     hostreport::hosts_markdown(&mut md, &variants);
     hostreport::usl_markdown(&mut md, &report["uslOverHosts"]);
     hostreport::round_trips_markdown(&mut md, &report["roundTrips"]);
@@ -564,12 +739,15 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
             ),
         );
     }
+    for c in &typed.comparisons {
+        line(&mut md, format!("- {}", difference_sentence(c)));
+    }
     md.push('\n');
     line(&mut md, format!("## Trade-off\n\n{}\n", exp.tradeoff));
     line(
         &mut md,
         format!(
-            "## Limits of this experiment\n\n{} {}; {}; each step is one {}-second measurement, so differences of a few percent are within run-to-run noise.\n",
+            "## Limits of this experiment\n\n{} {}; {}; each step is one {}-second measurement{}.\n",
             exp.limits,
             if variants.iter().any(|v| v["topology"].is_object()) {
                 "The load generator runs in a host of its own, inside its CPU budget (the hosts table shows what it used)"
@@ -581,7 +759,15 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
             } else {
                 "the load is a closed model with think times (users, not arrivals per second)"
             },
-            report["load"]["stepSecs"]
+            report["load"]["stepSecs"],
+            if typed.repeats > 1 {
+                format!(
+                    ", and each variant ran {} times: a range is the lowest and highest of those repeats, not a confidence interval, and a difference is claimed only where every pair of repeats agrees on its direction",
+                    typed.repeats
+                )
+            } else {
+                ", and each variant ran once: nothing here says how far a second run would land from this one (see the repeatability experiment for this machine's spread)".to_owned()
+            }
         ),
     );
     line(

@@ -23,20 +23,20 @@
 mod catalogue;
 mod chapter;
 mod report;
+mod run;
 mod setup;
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::fleet::Fleet;
 use crate::step::Step;
 use crate::topology::Topology;
-use crate::{Common, Record, verdict};
 pub use catalogue::names;
-use catalogue::{Dataset, Experiment, Method, Stage, Variant, experiments};
-use setup::{Storage, binary, check_reachable, seed_flags, sqlite_commit_rate, start_server};
+use catalogue::{Dataset, Experiment, Stage, Variant, experiments};
+use run::Run;
+use setup::{binary, check_reachable, sqlite_commit_rate};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LabArgs {
@@ -81,6 +81,16 @@ pub struct LabArgs {
     /// the SLO at the ladder's first rung in every variant alike.
     #[arg(long, default_value_t = 20)]
     pub warmup_secs: u64,
+    /// Runs of every variant, interleaved (A B C, A B C …), each on fresh
+    /// storage and servers; the report gives each figure's median and
+    /// range. Default: the experiment's own (3; repeatability 5).
+    #[arg(long, allow_negative_numbers = true)]
+    pub repeat: Option<i64>,
+    /// Go on with an interrupted run: the time stamp of its files
+    /// (`lab-<exp>-<variant>-<STAMP>-r<k>.json`). Runs whose file exists
+    /// (from this same build) are read back instead of run again.
+    #[arg(long, value_name = "STAMP")]
+    pub resume: Option<String>,
     /// Bisection steps after the ladder.
     #[arg(long, default_value_t = 3)]
     pub bisect: usize,
@@ -129,9 +139,13 @@ pub enum Model {
     Closed,
 }
 
-/// What one variant measured.
+/// What one run of a variant measured.
 struct Outcome {
     variant: Variant,
+    /// The variant's place in the experiment (0: the baseline).
+    index: usize,
+    /// The round of the interleaved order it ran in (1-based).
+    repeat: usize,
     dataset: Dataset,
     file: PathBuf,
     steps: Vec<Step>,
@@ -170,6 +184,13 @@ pub async fn run(args: LabArgs) -> anyhow::Result<std::process::ExitCode> {
         "--fixed-rate must be above 0"
     );
     anyhow::ensure!(args.step_secs > 0, "--step-secs must be at least 1");
+    anyhow::ensure!(
+        args.repeat.is_none_or(|r| r >= 1),
+        "--repeat must be at least 1 (runs of each variant)"
+    );
+    if let Some(stamp) = &args.resume {
+        started_at_of(stamp)?;
+    }
     args.slo.parse::<crate::slo::Slo>()?;
     crate::think(&args.think_ms)?;
     let topology: Option<Topology> = match args.topology.as_deref() {
@@ -219,8 +240,14 @@ async fn run_experiment(
     topology: Option<&Topology>,
 ) -> anyhow::Result<std::process::ExitCode> {
     let started = Instant::now();
-    let started_at = measure::machine::utc_now();
-    let stamp = started_at.replace([':', '-'], "");
+    let (started_at, stamp) = match &args.resume {
+        Some(stamp) => (started_at_of(stamp)?, stamp.clone()),
+        None => {
+            let at = measure::machine::utc_now();
+            let stamp = at.replace([':', '-'], "");
+            (at, stamp)
+        }
+    };
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
     let commit_rate = if exp.commit_rate {
@@ -228,201 +255,52 @@ async fn run_experiment(
     } else {
         None
     };
-    let n = exp.variants.len();
+    let repeats = args.repeat.map_or(exp.repeats, |r| r as usize);
+    let n = exp.variants.len() * repeats;
     let mut outcomes = Vec::new();
-    for (i, variant) in exp.variants.iter().enumerate() {
-        let tag = format!("[{}/{n}] {}", i + 1, variant.label);
-        let rtt_ms = variant.rtt_ms.or(topology.and_then(|t| t.rtt_ms));
-        let fleet = match topology {
-            Some(t) => {
-                let f = Fleet::start(t, variant.shape(), rtt_ms)?;
-                eprintln!(
-                    "lab {} {tag}: hosts: {}",
-                    exp.name,
-                    f.record["text"].as_str().unwrap_or("")
-                );
-                Some(f)
-            }
-            None => None,
-        };
-        let storage = Storage::new(
-            variant.stage,
-            args,
-            variant.label.replace('-', "_").as_str(),
-            fleet.as_ref().and_then(Fleet::direct),
-        )?;
-        let bin = binary(variant.stage.bin())?;
-        let ds = Dataset::of(args, variant.scale, variant.mix.unwrap_or(exp.mix));
-        eprintln!(
-            "lab {} {tag}: seeding {} users, {} photos into fresh {} storage",
-            exp.name,
-            ds.users,
-            ds.photos,
-            variant.stage.bin()
-        );
-        // Awaited, and killed if the run is interrupted meanwhile: seeding
-        // takes minutes on small hosts, and Ctrl-C must not wait for it.
-        let seed = tokio::process::Command::new(&bin)
-            .kill_on_drop(true)
-            .arg("seed")
-            .args(storage.flags())
-            .args(seed_flags(variant.flags))
-            .args(["--users", &ds.users.to_string()])
-            .args(["--photos", &ds.photos.to_string()])
-            .args(["--follows-per-user", &ds.follows_per_user.to_string()])
-            .args(["--likes", &ds.likes.to_string()])
-            .args(["--celebrity-percent", &ds.celebrity_percent.to_string()])
-            .output()
-            .await
-            .with_context(|| format!("cannot run {} seed", bin.display()))?;
-        anyhow::ensure!(
-            seed.status.success(),
-            "{} seed failed: {}",
-            bin.display(),
-            String::from_utf8_lossy(&seed.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-        if let Some(f) = &fleet {
-            f.replicas_caught_up(std::time::Duration::from_secs(600))
-                .await?;
-        }
-        let mut servers = Vec::new();
-        let via = fleet.as_ref().and_then(Fleet::for_app);
-        for p in 0..variant.processes {
-            let mut serve = vec!["--listen".to_owned(), "127.0.0.1:0".to_owned()];
-            serve.extend(storage.flags_via(via.as_ref()));
-            serve.extend(variant.flags.iter().map(|f| f.to_string()));
-            let log = storage.dir.path().join(format!("server-{p}.log"));
-            servers.push(start_server(&bin, &serve, &log)?);
-        }
-        let hosts: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
-        eprintln!(
-            "lab {} {tag}: {} {} on {}",
-            exp.name,
-            variant.stage.bin(),
-            variant.flags.join(" "),
-            hosts.join(", ")
-        );
-        let common = Common {
-            hosts: hosts.clone(),
-            json_out: None,
-            users: args.users,
-            arrival_rate: (args.model == Model::Open).then_some(args.arrival_rate),
-            max_visits: args.max_visits,
-            people: args.people,
-            newcomer_share: None,
-            signed_out_share: None,
-            logout_share: None,
-            duration: args.step_secs,
-            seeded_users: ds.users,
-            think_ms: args.think_ms.clone(),
-            slo: args.slo.clone(),
-            mix: variant.mix.unwrap_or(exp.mix),
-            ack_log: None,
-            // The lab places the generator itself (its topology's host).
-            generator_cpus: None,
-        };
-        let (slo, journeys, servers_meta) = crate::prepare(&common, false).await?;
-        // Into their hosts only now: signing the people in (not measured)
-        // would take minutes of password hashing on a small budget.
-        if let Some(f) = &fleet {
-            for (server, host) in servers.iter().zip(&f.apps) {
-                host.place(server.child.id())?;
-            }
-        }
-        let load_json = crate::load_model(&common, &journeys);
-        let stage = servers_meta[0]["stage"]
-            .as_str()
-            .unwrap_or("unknown")
-            .to_owned();
-        let out = args
-            .out_dir
-            .join(format!("lab-{}-{}-{stamp}.json", exp.name, variant.label));
-        let report = out.with_extension("html");
-        let cpu_hosts = fleet.as_ref().map_or(&[][..], |f| f.hosts.all());
-        let plan = crate::step::planner(&hosts, journeys, &report, false, cpu_hosts);
-        // The load is generated inside the generator's host, if any.
-        let inside = match &fleet {
-            Some(f) => Some(f.hosts.enter(&f.generator)?),
-            None => None,
-        };
-        if args.warmup_secs > 0 {
-            let level = match (exp.method, args.model) {
-                (Method::Fixed, Model::Open) => fixed_rate(args, exp),
-                (Method::Fixed, Model::Closed) => args.fixed_users as f64,
-                (Method::Breaking, _) => common.start_level(),
+    // Interleaved: every variant once per round, so whatever drifts on the
+    // machine over the run (other load, the disk, the page cache) lands on
+    // each variant alike instead of on the last one.
+    for repeat in 1..=repeats {
+        for (index, variant) in exp.variants.iter().enumerate() {
+            let run = Run {
+                exp,
+                variant,
+                index,
+                repeat,
+                tag: format!(
+                    "[{}/{n}] {} (repeat {repeat} of {repeats})",
+                    outcomes.len() + 1,
+                    variant.label
+                ),
+                file: args.out_dir.join(format!(
+                    "lab-{}-{}-{stamp}-r{repeat}.json",
+                    exp.name, variant.label
+                )),
             };
-            // Measured like a step, then dropped: nothing of it is kept.
-            verdict::measure(&plan, common.load(level), args.warmup_secs, "warm-up").await?;
+            let outcome = if args.resume.is_some() && run.file.exists() {
+                eprintln!(
+                    "lab {} {}: measured before, read from {}",
+                    exp.name,
+                    run.tag,
+                    run.file.display()
+                );
+                run.read_back(args)?
+            } else {
+                run.measure(args, topology).await?
+            };
+            outcomes.push(outcome);
         }
-        let (steps, bp) = match exp.method {
-            Method::Breaking => {
-                let max = match args.model {
-                    Model::Open => args.max_arrival_rate,
-                    Model::Closed => args.max_users as f64,
-                };
-                verdict::breaking(
-                    &plan,
-                    &|level| common.load(level),
-                    common.start_level(),
-                    max,
-                    args.step_secs,
-                    args.bisect,
-                    &slo,
-                )
-                .await?
-            }
-            Method::Fixed => {
-                let level = match args.model {
-                    Model::Open => fixed_rate(args, exp),
-                    Model::Closed => args.fixed_users as f64,
-                };
-                let step =
-                    verdict::measure(&plan, common.load(level), args.step_secs, "fixed load")
-                        .await?;
-                (vec![step], None)
-            }
-        };
-        drop(inside);
-        let mut result = crate::result_json(&Record {
-            mode: exp.method.mode(),
-            mix: variant.mix.unwrap_or(exp.mix),
-            stage: &stage,
-            hosts: &hosts,
-            slo: &slo,
-            dataset: ds.json(),
-            steps: &steps,
-            breaking_point: &bp,
-            summary: &json!({"processes": variant.processes, "flags": variant.flags}),
-            report: &report,
-            experiment: Some(json!({
-                "name": exp.name,
-                "variant": variant.label,
-                "change": if i == 0 { Value::Null } else { json!(exp.change) },
-            })),
-            load: load_json,
-        });
-        let topology_record = fleet.as_ref().map(|f| f.record.clone());
-        result["topology"] = topology_record.clone().into();
-        crate::write_result(&out, &result)?;
-        crate::print_table(&steps);
-        drop(plan);
-        drop(servers);
-        drop(storage);
-        drop(fleet);
-        outcomes.push(Outcome {
-            variant: variant.clone(),
-            dataset: ds,
-            file: out,
-            steps,
-            breaking_point: bp,
-            topology: topology_record,
-        });
     }
 
-    let mut typed = report::report(args, exp, &outcomes, &started_at, started.elapsed());
+    let mut typed = report::report(
+        args,
+        exp,
+        repeats,
+        &outcomes,
+        &started_at,
+        started.elapsed(),
+    );
     if let Some(rate) = commit_rate {
         typed.rest.insert("sqliteCommitRate".into(), rate);
     }
@@ -453,6 +331,28 @@ async fn run_experiment(
          (draws them from the result files into the chapter's Charts section)"
     );
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// "2026-12-06T03:36:25Z" from the stamp "20261206T033625Z" of a run's
+/// file names.
+fn started_at_of(stamp: &str) -> anyhow::Result<String> {
+    let b = stamp.as_bytes();
+    anyhow::ensure!(
+        b.len() == 16
+            && b[8] == b'T'
+            && b[15] == b'Z'
+            && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit),
+        "--resume {stamp:?}: expected the time stamp of a run's files, like 20261206T033625Z"
+    );
+    Ok(format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &stamp[..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    ))
 }
 
 /// The fixed load of a Method::Fixed experiment, visits/s.

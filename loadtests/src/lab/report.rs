@@ -2,9 +2,13 @@
 //! per variant, its breaking point, the key step's figures, the verdict,
 //! the topology it ran on.
 
-use measure::schema::{LabReport, LabVariant};
+use measure::schema::{
+    Comparison, Figure, LabReport, LabVariant, Named, RepeatFigures, VariantSpread,
+};
+use measure::spread::{Difference, Spread};
 use minigram::figure_keys as keys;
 use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -119,69 +123,31 @@ pub(super) fn sqlite_writer(s: &Step) -> Option<Value> {
 pub(super) fn report(
     args: &LabArgs,
     exp: &Experiment,
+    repeats: usize,
     outcomes: &[Outcome],
     started_at: &str,
     took: Duration,
 ) -> LabReport {
-    let variants: Vec<LabVariant> = outcomes
+    // Each variant's runs in the order they ran (round 1, 2, …).
+    let runs: Vec<Vec<&Outcome>> = (0..exp.variants.len())
+        .map(|i| outcomes.iter().filter(|o| o.index == i).collect())
+        .collect();
+    let figures: Vec<Vec<RepeatFigures>> = runs
         .iter()
-        .map(|o| {
-            let key = key_step(o);
-            let failing = failing_step(o);
-            let figures = json!({
-                "processes": o.variant.processes,
-                "mix": o.variant.mix.unwrap_or(exp.mix).name(),
-                "dataset": o.dataset.json(),
-                "scale": o.variant.scale,
-                "breakingPoint": o.breaking_point,
-                "usl": match exp.method {
-                    Method::Breaking => verdict::usl_of(&o.steps),
-                    Method::Fixed => Value::Null,
-                },
-                // Fixed load: what was busiest during the one step.
-                "busiest": match exp.method {
-                    Method::Breaking => Value::Null,
-                    Method::Fixed => key.map(verdict::saturated).into(),
-                },
-                // Queued photo processing at that step (stage 2, queue mode).
-                "photoQueue": key.and_then(photo_queue),
-                // Stage 1's writer at that step: writes, commits, groups.
-                "sqliteWriter": key.and_then(sqlite_writer),
-                // Read replicas at that step: reads served, lag.
-                "replication": key.and_then(|s| replication(s, o.variant.replicas)),
-                // Timelines at that step: fan-out lag, backlog, writes.
-                "timelines": key.and_then(timelines),
-                // Simulated hosts: their budgets, and what each used at
-                // that step and where the SLO broke.
-                "topology": o.topology,
-                "hostCpuAtBreakingPoint": key.filter(|s| !s.host_cpu.is_empty()).map(|s| &s.host_cpu),
-                "hostCpuWhereBroken": failing.filter(|s| !s.host_cpu.is_empty()).map(|s| &s.host_cpu),
-                "rpsWhereBroken": failing.map(|s| s.rps),
-                "atBreakingPoint": key.map(|s| json!({
-                    "users": s.users,
-                    "arrivalRate": s.arrival_rate,
-                    "visitsInProgress": s.visits_in_progress,
-                    "signInShare": s.sign_in_share,
-                    "signInsPerSec": s.classes.get("sign-in").map_or(0.0, |c| c.count as f64 / s.duration_secs),
-                    "serverWork": s.server_work,
-                    "classes": s.classes,
-                    "rps": s.rps,
-                    "errorRate": s.error_rate,
-                    "p50Ms": s.p50_ms,
-                    "p95Ms": s.p95_ms,
-                    "p99Ms": s.p99_ms,
-                    "requests": s.requests,
-                })),
-            });
-            LabVariant {
-                label: o.variant.label.to_owned(),
-                stage: o.variant.stage.bin().to_owned(),
-                flags: o.variant.flags.iter().map(|f| (*f).to_owned()).collect(),
-                result_file: o.file.file_name().map(|f| f.to_string_lossy().into_owned()),
-                rest: object(figures),
-            }
+        .map(|r| r.iter().map(|o| repeat_figures(exp, o)).collect())
+        .collect();
+    let variants: Vec<LabVariant> = runs
+        .iter()
+        .zip(&figures)
+        .map(|(runs, figures)| {
+            let spread = spread(exp, figures);
+            let mut v = variant(exp, runs[spread.representative - 1]);
+            v.repeats = figures.clone();
+            v.spread = Some(spread);
+            v
         })
         .collect();
+    let comparisons = comparisons(exp, &figures);
     // The host tables read each variant whole, typed fields included.
     let whole: Vec<Value> = variants.iter().map(|v| json!(v)).collect();
     let rest = json!({
@@ -217,9 +183,185 @@ pub(super) fn report(
         command: command_line(),
         minutes: took.as_secs_f64() / 60.0,
         method: exp.method.name().to_owned(),
+        repeats,
+        comparisons,
         variants,
         rest: object(rest),
     }
+}
+
+/// A variant's report entry from one of its runs.
+fn variant(exp: &Experiment, o: &Outcome) -> LabVariant {
+    let key = key_step(o);
+    let failing = failing_step(o);
+    let figures = json!({
+        "processes": o.variant.processes,
+        "mix": o.variant.mix.unwrap_or(exp.mix).name(),
+        "dataset": o.dataset.json(),
+        "scale": o.variant.scale,
+        "breakingPoint": o.breaking_point,
+        "usl": match exp.method {
+            Method::Breaking => verdict::usl_of(&o.steps),
+            Method::Fixed => Value::Null,
+        },
+        // Fixed load: what was busiest during the one step.
+        "busiest": match exp.method {
+            Method::Breaking => Value::Null,
+            Method::Fixed => key.map(verdict::saturated).into(),
+        },
+        // Queued photo processing at that step (stage 2, queue mode).
+        "photoQueue": key.and_then(photo_queue),
+        // Stage 1's writer at that step: writes, commits, groups.
+        "sqliteWriter": key.and_then(sqlite_writer),
+        // Read replicas at that step: reads served, lag.
+        "replication": key.and_then(|s| replication(s, o.variant.replicas)),
+        // Timelines at that step: fan-out lag, backlog, writes.
+        "timelines": key.and_then(timelines),
+        // Simulated hosts: their budgets, and what each used at
+        // that step and where the SLO broke.
+        "topology": o.topology,
+        "hostCpuAtBreakingPoint": key.filter(|s| !s.host_cpu.is_empty()).map(|s| &s.host_cpu),
+        "hostCpuWhereBroken": failing.filter(|s| !s.host_cpu.is_empty()).map(|s| &s.host_cpu),
+        "rpsWhereBroken": failing.map(|s| s.rps),
+        "atBreakingPoint": key.map(|s| json!({
+            "users": s.users,
+            "arrivalRate": s.arrival_rate,
+            "visitsInProgress": s.visits_in_progress,
+            "signInShare": s.sign_in_share,
+            "signInsPerSec": s.classes.get("sign-in").map_or(0.0, |c| c.count as f64 / s.duration_secs),
+            "serverWork": s.server_work,
+            "classes": s.classes,
+            "rps": s.rps,
+            "errorRate": s.error_rate,
+            "p50Ms": s.p50_ms,
+            "p95Ms": s.p95_ms,
+            "p99Ms": s.p99_ms,
+            "requests": s.requests,
+        })),
+    });
+    LabVariant {
+        label: o.variant.label.to_owned(),
+        stage: o.variant.stage.bin().to_owned(),
+        flags: o.variant.flags.iter().map(|f| (*f).to_owned()).collect(),
+        result_file: o.file.file_name().map(|f| f.to_string_lossy().into_owned()),
+        repeats: Vec::new(),
+        spread: None,
+        rest: object(figures),
+    }
+}
+
+/// The figures a repeat's spread and comparisons are made of.
+fn repeat_figures(exp: &Experiment, o: &Outcome) -> RepeatFigures {
+    let key = key_step(o);
+    let bp = o.breaking_point.as_ref();
+    let saturated = match exp.method {
+        Method::Breaking => bp
+            .and_then(|b| b["saturated"].as_str())
+            .unwrap_or("")
+            .to_owned(),
+        Method::Fixed => key.map(verdict::saturated).unwrap_or_default(),
+    };
+    RepeatFigures {
+        repeat: o.repeat,
+        result_file: o
+            .file
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        breaking_point: bp.and_then(|b| b["arrivalRate"].as_f64().or(b["users"].as_f64())),
+        rps: key.map_or(0.0, |s| s.rps),
+        p95_ms: key.map_or(0.0, |s| s.p95_ms),
+        class_p95_ms: key
+            .map(|s| {
+                s.classes
+                    .iter()
+                    .map(|(c, r)| (c.clone(), r.p95_ms))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        saturated_first: measure::spread::saturated_first(&saturated),
+        saturated,
+    }
+}
+
+/// A variant's figures over its repeats, and which repeat stands for it:
+/// the median breaking point (a repeat whose SLO held counts as the
+/// highest), or the median p95 at a fixed load; the lower of two middles.
+fn spread(exp: &Experiment, figures: &[RepeatFigures]) -> VariantSpread {
+    let mut order: Vec<&RepeatFigures> = figures.iter().collect();
+    match exp.method {
+        Method::Breaking => order.sort_by(|a, b| {
+            let level = |r: &RepeatFigures| r.breaking_point.unwrap_or(f64::INFINITY);
+            level(a).total_cmp(&level(b))
+        }),
+        Method::Fixed => order.sort_by(|a, b| a.p95_ms.total_cmp(&b.p95_ms)),
+    }
+    let representative = order[(order.len() - 1) / 2].repeat;
+    let breaking: Vec<f64> = figures.iter().filter_map(|r| r.breaking_point).collect();
+    let mut classes: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in figures {
+        for (c, p95) in &r.class_p95_ms {
+            classes.entry(c.clone()).or_default().push(*p95);
+        }
+    }
+    let mut named: Vec<Named> = Vec::new();
+    for r in figures.iter().filter(|r| !r.saturated_first.is_empty()) {
+        match named.iter_mut().find(|n| n.what == r.saturated_first) {
+            Some(n) => n.repeats += 1,
+            None => named.push(Named {
+                what: r.saturated_first.clone(),
+                repeats: 1,
+            }),
+        }
+    }
+    // Most named first; a tie keeps the order they first came up in.
+    named.sort_by_key(|n| std::cmp::Reverse(n.repeats));
+    VariantSpread {
+        repeats: figures.len(),
+        representative,
+        breaking_point: match exp.method {
+            Method::Breaking => Spread::of(&breaking),
+            Method::Fixed => None,
+        },
+        held: match exp.method {
+            Method::Breaking => figures.len() - breaking.len(),
+            Method::Fixed => 0,
+        },
+        rps: Spread::of(&figures.iter().map(|r| r.rps).collect::<Vec<_>>()),
+        p95_ms: Spread::of(&figures.iter().map(|r| r.p95_ms).collect::<Vec<_>>()),
+        class_p95_ms: classes
+            .into_iter()
+            .filter_map(|(c, v)| Some((c, Spread::of(&v)?)))
+            .collect(),
+        saturated: named,
+    }
+}
+
+/// The experiment's comparisons, B ÷ A, each figure over paired repeats:
+/// the breaking point and req/s at it (breaking-point search), or the p95
+/// at the one load (fixed load).
+fn comparisons(exp: &Experiment, figures: &[Vec<RepeatFigures>]) -> Vec<Comparison> {
+    let compared: &[Figure] = match exp.method {
+        Method::Breaking => &[Figure::BreakingPoint, Figure::Rps],
+        Method::Fixed => &[Figure::P95Ms],
+    };
+    let mut out = Vec::new();
+    for (a, b) in exp.pairs() {
+        for &figure in compared {
+            let values = |i: usize| -> Vec<Option<f64>> {
+                figures[i].iter().map(|r| figure.of(r)).collect()
+            };
+            if let Some(difference) = Difference::of(&values(a), &values(b)) {
+                out.push(Comparison {
+                    baseline: exp.variants[a].label.to_owned(),
+                    variant: exp.variants[b].label.to_owned(),
+                    figure,
+                    difference,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The fields of a `json!({...})` object.
