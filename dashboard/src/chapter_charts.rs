@@ -3,6 +3,12 @@
 //! load for each variant, as SVG files beside the chapter, so the chapter
 //! shows its result as a picture on any Markdown viewer.
 //!
+//! A variant run several times (`loadtests lab --repeat N`) is drawn as
+//! its median repeat, with its other repeats as thin lines of the same
+//! colour (or, at a fixed load, a whisker from the lowest to the highest
+//! repeat over its bar): the spread is in the picture, not only in the
+//! tables.
+//!
 //! `dashboard report` writes them wherever a chapter holds a
 //! `<!-- report:charts:NAME -->` block (and with `--check` fails if one
 //! differs from what the result files give). A chart shows at most
@@ -56,22 +62,22 @@ const MEASURES: [Measure; 2] = [
     },
 ];
 
+/// A variant's runs: the one that stands for it (its median repeat)
+/// first, then its other repeats.
+pub type Repeats<'a> = Vec<&'a Run>;
+
 /// The chart files of `experiment`'s chapter from the runs of one lab run,
 /// its baseline first (empty without runs).
-pub fn for_experiment(experiment: &str, runs: &[&Run]) -> anyhow::Result<Vec<ChartFile>> {
+pub fn for_experiment(experiment: &str, runs: &[Repeats]) -> anyhow::Result<Vec<ChartFile>> {
     let Some((baseline, changes)) = runs.split_first() else {
         return Ok(Vec::new());
     };
-    let groups: Vec<Vec<&Run>> = if changes.is_empty() {
+    let groups: Vec<Vec<&Repeats>> = if changes.is_empty() {
         vec![vec![baseline]]
     } else {
         changes
             .chunks(SERIES_PER_CHART - 1)
-            .map(|c| {
-                std::iter::once(*baseline)
-                    .chain(c.iter().copied())
-                    .collect()
-            })
+            .map(|c| std::iter::once(baseline).chain(c.iter()).collect())
             .collect()
     };
     let mut files = Vec::new();
@@ -82,14 +88,17 @@ pub fn for_experiment(experiment: &str, runs: &[&Run]) -> anyhow::Result<Vec<Cha
             } else {
                 String::new()
             };
-            let one_step = group.iter().all(|r| r.steps.len() <= 1);
+            let one_step = group
+                .iter()
+                .flat_map(|r| r.iter())
+                .all(|r| r.steps.len() <= 1);
             let title = format!("{experiment}: {} ({})", m.what, m.unit);
             let svg = if one_step {
                 bars(&title, m, group)?
             } else {
                 lines(&title, m, group)?
             };
-            let names: Vec<String> = group.iter().map(|r| variant(r)).collect();
+            let names: Vec<String> = group.iter().map(|r| variant(r[0])).collect();
             files.push(ChartFile {
                 file: format!("{experiment}-{}{part}.svg", m.slug),
                 alt: if one_step {
@@ -119,7 +128,8 @@ const SIZE: (u32, u32) = (760, 320);
 const PLOT_WIDTH: u32 = 560;
 
 /// A line per variant: the measure at each step of its search.
-fn lines(title: &str, m: &Measure, runs: &[&Run]) -> anyhow::Result<String> {
+fn lines(title: &str, m: &Measure, variants: &[&Repeats]) -> anyhow::Result<String> {
+    let runs: Vec<&Run> = variants.iter().flat_map(|r| r.iter().copied()).collect();
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
@@ -148,8 +158,7 @@ fn lines(title: &str, m: &Measure, runs: &[&Run]) -> anyhow::Result<String> {
             })
             .y_desc(m.unit)
             .draw()?;
-        for (i, run) in runs.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
+        let curve = |run: &Run| {
             let mut points: Vec<(f64, f64)> = run
                 .steps
                 .iter()
@@ -157,6 +166,18 @@ fn lines(title: &str, m: &Measure, runs: &[&Run]) -> anyhow::Result<String> {
                 .collect();
             // The bisection revisits levels: draw the curve in load order.
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            points
+        };
+        for (i, repeats) in variants.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            // The other repeats first, thin and faint, under the median one.
+            for other in repeats.iter().skip(1) {
+                chart.draw_series(LineSeries::new(
+                    curve(other),
+                    color.mix(0.35).stroke_width(1),
+                ))?;
+            }
+            let points = curve(repeats[0]);
             chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?;
             chart.draw_series(
                 points
@@ -164,21 +185,23 @@ fn lines(title: &str, m: &Measure, runs: &[&Run]) -> anyhow::Result<String> {
                     .map(|p| Circle::new(p, 3, color.filled())),
             )?;
         }
-        draw_legend(&legend, runs)?;
+        let shown: Vec<&Run> = variants.iter().map(|r| r[0]).collect();
+        draw_legend(&legend, &shown)?;
         root.present()?;
     }
     Ok(svg)
 }
 
 /// A bar per variant: fixed-load experiments measure one step each.
-fn bars(title: &str, m: &Measure, runs: &[&Run]) -> anyhow::Result<String> {
+fn bars(title: &str, m: &Measure, variants: &[&Repeats]) -> anyhow::Result<String> {
+    let runs: Vec<&Run> = variants.iter().map(|r| r[0]).collect();
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE)?;
         let (plot, legend) = root.split_horizontally(PLOT_WIDTH);
         let value = |r: &Run| r.steps.last().map_or(0.0, m.value);
-        let max_y = y_top(runs.iter().map(|r| value(r)));
+        let max_y = y_top(variants.iter().flat_map(|r| r.iter()).map(|r| value(r)));
         let n = runs.len() as f64;
         let mut chart = ChartBuilder::on(&plot)
             .caption(title, ("sans-serif", 16))
@@ -200,8 +223,20 @@ fn bars(title: &str, m: &Measure, runs: &[&Run]) -> anyhow::Result<String> {
                 [(x + 0.2, 0.0), (x + 0.8, value(run))],
                 color.filled(),
             )))?;
+            // The range over the repeats, as a whisker over the bar.
+            let values: Vec<f64> = variants[i].iter().map(|r| value(r)).collect();
+            if values.len() > 1 {
+                let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let ink = BLACK.stroke_width(2);
+                chart.draw_series([
+                    PathElement::new(vec![(x + 0.5, lo), (x + 0.5, hi)], ink),
+                    PathElement::new(vec![(x + 0.4, lo), (x + 0.6, lo)], ink),
+                    PathElement::new(vec![(x + 0.4, hi), (x + 0.6, hi)], ink),
+                ])?;
+            }
         }
-        draw_legend(&legend, runs)?;
+        draw_legend(&legend, &runs)?;
         root.present()?;
     }
     Ok(svg)

@@ -9,7 +9,7 @@ use std::path::PathBuf;
     name = "dashboard",
     version,
     about = "Render the lab's result files into one self-contained HTML page",
-    after_help = "Examples:\n  dashboard                          writes results/dashboard.html\n  dashboard --results /tmp/r --out /tmp/r/index.html\n  dashboard --serve                  and serves it on http://127.0.0.1:8090\n  dashboard report                   rewrites the generated tables of README.md and docs/ from results/\n  dashboard report --check           fails if README.md or docs/ differ from what results/ give"
+    after_help = "Examples:\n  dashboard                          writes results/dashboard.html\n  dashboard --results /tmp/r --out /tmp/r/index.html\n  dashboard --serve                  and serves it on http://127.0.0.1:8090\n  dashboard report                   rewrites the generated tables of README.md and docs/ from results/\n  dashboard report --check           fails if README.md, docs/ or results/dashboard.html differ from what results/ give"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,12 +39,6 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-}
-
-fn now_utc() -> String {
-    measure::machine::utc_now()
-        .replace('T', " ")
-        .replace('Z', " UTC")
 }
 
 #[actix_web::main]
@@ -82,7 +76,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     for (file, why) in &results.skipped {
         eprintln!("  skipped {file}: {why}");
     }
-    let html = dashboard::render(&results, now_utc())?;
+    // Dated by its files, not by the clock: `dashboard report --check`
+    // compares results/dashboard.html with what the files give.
+    let sources = dashboard::report::Sources::load(&cli.results)?;
+    let html = dashboard::render(&results, dashboard::report::newest_run_date(&sources))?;
     let out = cli
         .out
         .unwrap_or_else(|| cli.results.join("dashboard.html"));

@@ -71,6 +71,26 @@ pub fn runs_of<'a>(results: &'a Results, lab: &LabFile) -> Vec<&'a Run> {
         .collect()
 }
 
+/// Each variant's runs of a report, in its order: the run its figures come
+/// from (the median repeat) first, then its other repeats (reports from
+/// before repeats: that one run).
+pub fn repeats_of<'a>(results: &'a Results, lab: &LabFile) -> Vec<Vec<&'a Run>> {
+    let find = |f: &str| results.runs.iter().find(|r| r.file == f);
+    lab.report
+        .variants
+        .iter()
+        .filter_map(|v| {
+            let main = find(v.result_file.as_deref()?)?;
+            let others = v
+                .repeats
+                .iter()
+                .filter(|r| Some(r.result_file.as_str()) != v.result_file.as_deref())
+                .filter_map(|r| find(&r.result_file));
+            Some(std::iter::once(main).chain(others).collect())
+        })
+        .collect()
+}
+
 fn verdict(run: &Run) -> Verdict {
     let key = run.key_step();
     let (level, held_text, broken_by, saturated) = match &run.breaking_point {
@@ -128,7 +148,8 @@ fn section(results: &Results, lab: &LabFile) -> anyhow::Result<Section> {
         question: report.question.clone(),
         change: report.change.clone(),
         caption: format!(
-            "{}; commit {}; {}; {}; {}",
+            "{}; {}; commit {}; {}; {}; {}",
+            runs_text(report),
             report.machine.describe(),
             report.commit.get(..12).unwrap_or(&report.commit),
             report.date(),
@@ -136,9 +157,20 @@ fn section(results: &Results, lab: &LabFile) -> anyhow::Result<Section> {
             lab.file
         ),
         file: lab.file.clone(),
-        charts: chapter_charts::for_experiment(&report.experiment, &runs)?,
+        charts: chapter_charts::for_experiment(&report.experiment, &repeats_of(results, lab))?,
         verdicts: runs.iter().map(|r| verdict(r)).collect(),
     })
+}
+
+/// How many times each variant ran: said on every section, so figures of
+/// a single run are never read as if they had a spread.
+fn runs_text(report: &measure::schema::LabReport) -> String {
+    match report.repeats {
+        0 | 1 => "single run (no spread measured)".into(),
+        n => format!(
+            "{n} repeats per variant, interleaved; each variant shown by its median repeat (ranges and differences in the chapter)"
+        ),
+    }
 }
 
 /// One section per experiment, the newest run of each, by name; the

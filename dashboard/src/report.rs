@@ -20,6 +20,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::chapter_charts::{self, ChartFile};
+use measure::schema::LabReport;
+use measure::spread::Spread;
 
 /// The result files, by name, parsed.
 pub struct Sources {
@@ -70,7 +72,7 @@ impl Sources {
             .into_iter()
             .find(|l| l.report.experiment == experiment)
             .with_context(|| format!("no lab report of {experiment} in results/"))?;
-        let runs = crate::overview::runs_of(&self.results, lab);
+        let runs = crate::overview::repeats_of(&self.results, lab);
         Ok((
             lab.file.clone(),
             chapter_charts::for_experiment(experiment, &runs)?,
@@ -121,6 +123,7 @@ pub fn block(src: &Sources, key: &str, prefix: &str) -> anyhow::Result<String> {
     let body = match key.split_once(':').unwrap_or((key, "")) {
         ("headline", _) => headline(src)?,
         ("lab-summary", _) => lab_summary(src),
+        ("repeatability", _) => repeatability(src)?,
         ("bench", file) => bench(src, file)?,
         ("storage", stage) => storage(src, stage)?,
         ("breaking", stage) => breaking(src, stage),
@@ -205,10 +208,43 @@ fn lab_summary(src: &Sources) -> String {
         }
     }
     let mut t = String::from(
-        "| experiment | what each variant measured | minutes | report |\n|---|---|---:|---|\n",
+        "| experiment | runs per variant | what each variant measured | minutes | report |\n|---|---|---|---:|---|\n",
     );
     for (exp, (name, r)) in &latest {
         let fixed = r["method"] == "fixed";
+        let typed: LabReport = serde_json::from_value((*r).clone()).unwrap_or_default();
+        let runs = match typed.repeats {
+            0 | 1 => "single run".to_owned(),
+            n => format!("{n}, interleaved: median (range)"),
+        };
+        let repeated: Vec<String> = typed
+            .variants
+            .iter()
+            .filter(|_| typed.repeats > 1)
+            .filter_map(|v| {
+                let sp = v.spread.as_ref()?;
+                Some(if fixed {
+                    format!(
+                        "{}: p95 {} ms",
+                        v.label,
+                        sp.p95_ms.as_ref().map_or("–".into(), |x| x.text(1))
+                    )
+                } else {
+                    format!(
+                        "{}: {}, {} req/s",
+                        v.label,
+                        match (&sp.breaking_point, sp.held) {
+                            (Some(bp), 0) => format!("{} visits/s", bp.text(0)),
+                            (Some(bp), held) => {
+                                format!("{} visits/s (SLO held in {held})", bp.text(0))
+                            }
+                            (None, _) => "SLO held".into(),
+                        },
+                        sp.rps.as_ref().map_or("–".into(), |x| x.text(0))
+                    )
+                })
+            })
+            .collect();
         let cells: Vec<String> = r["variants"]
             .as_array()
             .into_iter()
@@ -239,8 +275,9 @@ fn lab_summary(src: &Sources) -> String {
                 }
             })
             .collect();
+        let cells = if repeated.is_empty() { cells } else { repeated };
         t.push_str(&format!(
-            "| [{exp}](docs/experiments/{exp}.md) | {} | {} | [`{name}`](results/{name}) |\n",
+            "| [{exp}](docs/experiments/{exp}.md) | {runs} | {} | {} | [`{name}`](results/{name}) |\n",
             cells.join(" · "),
             f(&r["minutes"], 1)
         ));
@@ -249,6 +286,51 @@ fn lab_summary(src: &Sources) -> String {
         "\n<sub>Source: the newest `results/lab-<experiment>-<time>.report.json` of each experiment, written by `loadtests lab <experiment>`; machine and commit are in each report and chapter.</sub>\n",
     );
     t
+}
+
+/// How far a figure of this lab moves when nothing changes: the newest
+/// `repeatability` run, per variant the breaking point and req/s at the
+/// SLO over its repeats with their coefficient of variation.
+fn repeatability(src: &Sources) -> anyhow::Result<String> {
+    let (name, v) = src
+        .lab("repeatability")
+        .context("no lab-repeatability report in results/: run `loadtests lab repeatability`")?;
+    let r: LabReport = serde_json::from_value(v.clone())?;
+    let mut t = String::from(
+        "| variant | hosts | repeats | breaking point (visits/s): median (range) | CV | req/s at the SLO: median (range) | CV | saturated first |\n|---|---|---:|---:|---:|---:|---:|---|\n",
+    );
+    let cv = |x: Option<&Spread>| x.map_or("–".into(), |x| format!("{:.1}%", x.cv() * 100.0));
+    for variant in &r.variants {
+        let Some(sp) = &variant.spread else { continue };
+        let hosts = variant
+            .rest
+            .get("topology")
+            .and_then(|t| t["text"].as_str())
+            .unwrap_or("shared box");
+        t.push_str(&format!(
+            "| {} ({}) | {hosts} | {} | {}{} | {} | {} | {} | {} |\n",
+            variant.label,
+            variant.stage,
+            sp.repeats,
+            sp.breaking_point.as_ref().map_or("–".into(), |x| x.text(0)),
+            if sp.held > 0 {
+                format!(", SLO held in {}", sp.held)
+            } else {
+                String::new()
+            },
+            cv(sp.breaking_point.as_ref()),
+            sp.rps.as_ref().map_or("–".into(), |x| x.text(0)),
+            cv(sp.rps.as_ref()),
+            sp.saturated
+                .iter()
+                .map(|n| format!("{} ({} of {})", n.what, n.repeats, sp.repeats))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    t.push('\n');
+    t.push_str(&source(name, v));
+    Ok(t)
 }
 
 fn bench(src: &Sources, file: &str) -> anyhow::Result<String> {
@@ -477,6 +559,19 @@ pub fn rewrite(src: &Sources, text: &str, prefix: &str) -> anyhow::Result<(Strin
 
 /// Rewrites (or with `check`, compares) every document under `root`;
 /// returns a line per document that has blocks.
+/// "from the result files up to 2026-12-07": the newest start time any
+/// result file records (the page's own date would change it every run).
+pub fn newest_run_date(src: &Sources) -> String {
+    let newest = src
+        .files
+        .values()
+        .filter_map(|v| v["startedAt"].as_str())
+        .filter_map(|d| d.get(..10))
+        .max()
+        .unwrap_or("(no dated file)");
+    format!("from the result files up to {newest}")
+}
+
 pub fn run(root: &Path, results: &Path, check: bool) -> anyhow::Result<Vec<String>> {
     let src = Sources::load(results)?;
     let mut lines = Vec::new();
@@ -513,6 +608,26 @@ pub fn run(root: &Path, results: &Path, check: bool) -> anyhow::Result<Vec<Strin
             }
         ));
     }
+    // The dashboard page too: drawn from the same files, with a date that
+    // is theirs (the newest run's), so the same files give the same page.
+    let page_path = results.join("dashboard.html");
+    let page = crate::render(&src.results, newest_run_date(&src))?;
+    let old = std::fs::read_to_string(&page_path).unwrap_or_default();
+    let changed = page != old;
+    if changed && check {
+        stale.push(format!("{}", page_path.display()));
+    } else if changed {
+        measure::files::write_whole(&page_path, page.as_bytes())?;
+    }
+    lines.push(format!(
+        "{}: {}",
+        page_path.display(),
+        match (changed, check) {
+            (false, _) => "up to date",
+            (true, true) => "OUT OF DATE",
+            (true, false) => "rewritten",
+        }
+    ));
     if !stale.is_empty() {
         bail!(
             "{} do not match the result files: run `cargo run --release -p dashboard -- report` and commit the result",

@@ -456,3 +456,51 @@ fn strip_tags(html: &str) -> String {
     }
     out
 }
+
+/// `report --check` covers the dashboard page too: a page that is not what
+/// the result files give is caught, and `report` redraws it.
+#[test]
+fn check_catches_a_stale_dashboard_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    std::fs::create_dir_all(&results).unwrap();
+    for e in std::fs::read_dir(repo().join("results")).unwrap().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".json") {
+            std::fs::copy(e.path(), results.join(e.file_name())).unwrap();
+        }
+    }
+    let page = results.join("dashboard.html");
+    std::fs::write(&page, "<p>an old page</p>").unwrap();
+    let report = |check: bool| {
+        let mut c = Command::new(BIN);
+        c.arg("--results")
+            .arg(&results)
+            .arg("report")
+            .arg("--root")
+            .arg(dir.path());
+        if check {
+            c.arg("--check");
+        }
+        c.output().unwrap()
+    };
+    let o = report(true);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("dashboard.html"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&page).unwrap(),
+        "<p>an old page</p>"
+    );
+    assert!(report(false).status.success());
+    let redrawn = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        redrawn.contains("from the result files up to"),
+        "dated by its files"
+    );
+    assert!(
+        report(true).status.success(),
+        "up to date after the rewrite"
+    );
+}
