@@ -43,7 +43,13 @@ pub struct Stage2Stats {
 /// Every figure of a stage-2 process, read every second by the metrics.
 pub fn figures(db: &Postgres, redis: &RedisPool, st: &Stage2Stats) -> Vec<Figure> {
     let pg_size = db.pool().size() as f64;
-    let pg_idle = db.pool().num_idle() as f64;
+    // The idle count can wrap below zero (two reference results recorded
+    // 1.8e19 idle connections, 2^64 less a few): a count above the pool's
+    // size is such a wrap, and there is no idle connection then.
+    let pg_idle = match db.pool().num_idle() as f64 {
+        idle if idle > pg_size => 0.0,
+        idle => idle,
+    };
     let pg_used = (pg_size - pg_idle).max(0.0);
     let pg_waiting = (st.pg_in_flight.load(Ordering::Relaxed) as f64 - pg_used).max(0.0);
     let redis = redis.pool().state();
