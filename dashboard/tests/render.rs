@@ -151,9 +151,14 @@ fn repo() -> PathBuf {
 /// `dashboard report [--check]` on the documents under `root`, from the
 /// repository's results.
 fn report_in(root: &Path, check: bool) -> std::process::Output {
+    report_from(&repo().join("results"), root, check)
+}
+
+/// `dashboard report` of `results` into `root`.
+fn report_from(results: &Path, root: &Path, check: bool) -> std::process::Output {
     let mut c = Command::new(BIN);
     c.arg("--results")
-        .arg(repo().join("results"))
+        .arg(results)
         .arg("report")
         .arg("--root")
         .arg(root);
@@ -471,18 +476,7 @@ fn check_catches_a_stale_dashboard_page() {
     }
     let page = results.join("dashboard.html");
     std::fs::write(&page, "<p>an old page</p>").unwrap();
-    let report = |check: bool| {
-        let mut c = Command::new(BIN);
-        c.arg("--results")
-            .arg(&results)
-            .arg("report")
-            .arg("--root")
-            .arg(dir.path());
-        if check {
-            c.arg("--check");
-        }
-        c.output().unwrap()
-    };
+    let report = |check: bool| report_from(&results, dir.path(), check);
     let o = report(true);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
