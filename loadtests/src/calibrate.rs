@@ -68,6 +68,7 @@ pub async fn run(c: &Common) -> anyhow::Result<std::process::ExitCode> {
         include_warmup: true,
         explore_only: true,
         cpu_hosts: &[],
+        settle: true,
     })
     .await?;
     let goose_us = s.generator_cpu_seconds * 1e6 / s.client_requests.max(1) as f64;

@@ -174,6 +174,9 @@ struct Breaking {
     /// Bisection steps between the last passing and the first failing step.
     #[arg(long, default_value_t = 3)]
     bisect: usize,
+    /// Seconds of each bisection step (default: --step-secs).
+    #[arg(long)]
+    bisect_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -466,8 +469,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 &|level| common.load(level),
                 common.start_level(),
                 max,
-                b.step_secs,
-                b.bisect,
+                verdict::Steps {
+                    ladder_secs: b.step_secs,
+                    bisect_secs: b.bisect_secs.unwrap_or(b.step_secs),
+                    bisect: b.bisect,
+                },
                 &slo,
             )
             .await?;

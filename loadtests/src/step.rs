@@ -82,6 +82,10 @@ pub struct Plan<'a> {
     /// The simulated hosts of a topology run, whose CPU the step records
     /// (none on the shared box).
     pub cpu_hosts: &'a [Arc<Host>],
+    /// Wait before the step until the servers have nothing in flight
+    /// (`settle`). Off where the step is meant to see what the last one
+    /// left behind: a spike's recovery.
+    pub settle: bool,
 }
 
 /// The plan of every step of a run: the same hosts, journeys and report,
@@ -103,7 +107,41 @@ pub fn planner<'a>(
         include_warmup,
         explore_only: false,
         cpu_hosts,
+        settle: true,
     }
+}
+
+/// The longest a step waits for the servers to go quiet.
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Waits until no server has a request in flight but the one asking
+/// (its own `/api/metrics`), then half a second more for work that follows
+/// the answers (group commit's last batch, the fan-out queue), up to
+/// `SETTLE_LIMIT`. Without it a step after an overloaded one (the
+/// ladder's doubling goes well past the break) starts on a backlog, and
+/// the breaking point depends on the path the ladder took. Returns the
+/// seconds it waited.
+async fn settle(client: &reqwest::Client, hosts: &[String]) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    loop {
+        let mut busy = 0i64;
+        for h in hosts {
+            let m = server_metrics(client, h, 0).await?;
+            busy += (m["activeRequests"].as_i64().unwrap_or(0) - 1).max(0);
+        }
+        if busy == 0 || t0.elapsed() >= SETTLE_LIMIT {
+            if busy > 0 {
+                eprintln!(
+                    "  servers still busy after {} s ({busy} requests in flight): starting anyway",
+                    SETTLE_LIMIT.as_secs()
+                );
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(t0.elapsed().as_secs_f64())
 }
 
 /// The server's `/api/metrics` (and its request counter), with its last
@@ -171,6 +209,10 @@ fn stats_of_histogram(h: &hdrhistogram::Histogram<u64>, count: u64, errors: u64)
 
 pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
     let client = reqwest::Client::new();
+    let settle_secs = match plan.settle {
+        true => Some(settle(&client, plan.hosts).await?),
+        false => None,
+    };
     let mut before = Counters::default();
     for h in plan.hosts {
         before.add(&Counters::of(&server_metrics(&client, h, 0).await?));
@@ -395,6 +437,7 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         sample_errors,
         shed_client,
         host_cpu,
+        settle_secs,
     })
 }
 

@@ -309,8 +309,24 @@ pub async fn measure<'a>(
     secs: u64,
     label: &str,
 ) -> anyhow::Result<Step> {
+    measure_after(plan, load, secs, label, true).await
+}
+
+/// `measure`, with `settle` off for a step that must start on whatever
+/// the last one left in flight (a spike's recovery).
+async fn measure_after<'a>(
+    plan: &PlanFn<'a>,
+    load: Load,
+    secs: u64,
+    label: &str,
+    settle: bool,
+) -> anyhow::Result<Step> {
     eprintln!("{label}: {} for {secs} s", load.describe());
-    let s = step::run(plan(load, secs, true)).await?;
+    let s = step::run(Plan {
+        settle,
+        ..plan(load, secs, true)
+    })
+    .await?;
     eprintln!(
         "  {:.1} req/s, errors {:.2}%, p95 {:.0} ms, {:.1} visits in progress (peak {}), sign-ins {:.2}% of requests, generator CPU {:.0}%",
         s.rps,
@@ -324,19 +340,35 @@ pub async fn measure<'a>(
     Ok(s)
 }
 
+/// How long the steps of a breaking-point search run.
+#[derive(Debug, Clone, Copy)]
+pub struct Steps {
+    /// Seconds of each ladder step.
+    pub ladder_secs: u64,
+    /// Seconds of each bisection step: these decide the breaking point
+    /// between two close levels, where a short window's p95 is noisiest,
+    /// so the lab gives them longer.
+    pub bisect_secs: u64,
+    /// How many bisection steps at most.
+    pub bisect: usize,
+}
+
 /// The step ladder (doubling the load level: users, or visits per second)
 /// then bisection. `load` turns a level into a step's load. Returns all
 /// steps and the verdict (`None` if the SLO held up to `max`).
-#[allow(clippy::too_many_arguments)]
 pub async fn breaking<'a>(
     plan: &PlanFn<'a>,
     load: &dyn Fn(f64) -> Load,
     start: f64,
     max: f64,
-    secs: u64,
-    bisect: usize,
+    steps_of: Steps,
     slo: &Slo,
 ) -> anyhow::Result<(Vec<Step>, Option<Value>)> {
+    let Steps {
+        ladder_secs: secs,
+        bisect_secs,
+        bisect,
+    } = steps_of;
     let mut steps: Vec<Step> = Vec::new();
     let (mut pass, mut fail): (Option<usize>, Option<usize>) = (None, None);
     let mut level = start.clamp(1.0, max);
@@ -366,11 +398,12 @@ pub async fn breaking<'a>(
     for _ in 0..bisect {
         let lo = pass.map_or(0.0, |p| steps[p].level());
         let hi = steps[f].level();
-        if hi - lo <= (lo / 10.0).max(1.0) {
+        // Close enough: within 1/20 of the level (and a whole visit/s).
+        if hi - lo <= (lo / 20.0).max(1.0) {
             break;
         }
         let mid = ((lo + hi) / 2.0).ceil();
-        let s = measure(plan, load(mid), secs, "bisect").await?;
+        let s = measure(plan, load(mid), bisect_secs, "bisect").await?;
         let ok = slo.check(&s);
         steps.push(s);
         // Each bisection step says its verdict, as the ladder's do.
@@ -421,7 +454,7 @@ pub async fn spike<'a>(
     let mut steps = vec![base, spiked];
     let mut recovered_after = None;
     for i in 1..=6u64 {
-        let s = measure(plan, base_load, 5, "recovery").await?;
+        let s = measure_after(plan, base_load, 5, "recovery", false).await?;
         let ok = s.p95_ms <= target && s.error_rate <= slo.error_rate;
         steps.push(s);
         if ok {

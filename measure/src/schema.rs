@@ -135,6 +135,10 @@ pub struct Step {
     /// Each simulated host's CPU over the step, from its cgroup's own
     /// accounting (empty on the shared box).
     pub host_cpu: Vec<HostUse>,
+    /// Seconds the step waited before starting for the servers to finish
+    /// what the step before left in flight (absent in older files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settle_secs: Option<f64>,
 }
 
 impl Step {

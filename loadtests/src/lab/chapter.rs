@@ -747,7 +747,7 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
     line(
         &mut md,
         format!(
-            "## Limits of this experiment\n\n{} {}; {}; each step is one {}-second measurement{}.\n",
+            "## Limits of this experiment\n\n{} {}; {}; each step is one measurement of {} seconds{}.\n",
             exp.limits,
             if variants.iter().any(|v| v["topology"].is_object()) {
                 "The load generator runs in a host of its own, inside its CPU budget (the hosts table shows what it used)"
@@ -759,7 +759,13 @@ pub(super) fn markdown(exp: &Experiment, report: &Value, outcomes: &[Outcome]) -
             } else {
                 "the load is a closed model with think times (users, not arrivals per second)"
             },
-            report["load"]["stepSecs"],
+            match report["load"]["bisectSecs"].as_u64() {
+                Some(b)
+                    if typed.method == "breaking"
+                        && Some(b) != report["load"]["stepSecs"].as_u64() =>
+                    format!("{} (each bisection step {b})", report["load"]["stepSecs"]),
+                _ => report["load"]["stepSecs"].to_string(),
+            },
             if typed.repeats > 1 {
                 format!(
                     ", and each variant ran {} times: a range is the lowest and highest of those repeats, not a confidence interval, and a difference is claimed only where every pair of repeats agrees on its direction",

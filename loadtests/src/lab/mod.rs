@@ -91,9 +91,19 @@ pub struct LabArgs {
     /// (from this same build) are read back instead of run again.
     #[arg(long, value_name = "STAMP")]
     pub resume: Option<String>,
-    /// Bisection steps after the ladder.
-    #[arg(long, default_value_t = 3)]
+    /// Bisection steps after the ladder. Four take the last passing and
+    /// first failing level to within about 1/16 of each other from any
+    /// ladder rung; three left 64–72 or 72–80 visits/s apart, an 11 %
+    /// step whose rounding alone has a CV of about 3 % (the repeatability
+    /// run measured 10 % for stage 1 with three).
+    #[arg(long, default_value_t = 4)]
     pub bisect: usize,
+    /// Seconds of each bisection step. Longer than the ladder's: they
+    /// decide between two close levels, where p95 over 20 s varied most
+    /// (stage 1 at 64 visits/s: 97 to 360 ms over eight runs of
+    /// results/lab-repeatability-* and lab-stage1-vs-stage2-*).
+    #[arg(long, default_value_t = 30)]
+    pub bisect_secs: u64,
     #[arg(long, default_value = crate::slo::DEFAULT)]
     pub slo: String,
     #[arg(long, default_value = "200-800")]
@@ -184,6 +194,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<std::process::ExitCode> {
         "--fixed-rate must be above 0"
     );
     anyhow::ensure!(args.step_secs > 0, "--step-secs must be at least 1");
+    anyhow::ensure!(args.bisect_secs > 0, "--bisect-secs must be at least 1");
     anyhow::ensure!(
         args.repeat.is_none_or(|r| r >= 1),
         "--repeat must be at least 1 (runs of each variant)"

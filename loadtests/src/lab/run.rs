@@ -183,8 +183,11 @@ impl Run<'_> {
                     &|level| common.load(level),
                     common.start_level(),
                     max,
-                    args.step_secs,
-                    args.bisect,
+                    verdict::Steps {
+                        ladder_secs: args.step_secs,
+                        bisect_secs: args.bisect_secs,
+                        bisect: args.bisect,
+                    },
                     &slo,
                 )
                 .await?
