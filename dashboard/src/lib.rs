@@ -10,9 +10,11 @@
 //! chapter), then, folded, the history: every run's breaking point, USL
 //! fit, spike and per-request breakdown. Benchmark files give their
 //! headline figures. Each section says once the machine, commit, dataset
-//! and date of the runs it shows.
+//! and date of the runs it shows, and whether the code it measured has
+//! changed since ([`freshness`]).
 
 pub mod chapter_charts;
+pub mod freshness;
 pub mod model;
 pub mod overview;
 pub mod report;

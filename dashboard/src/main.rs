@@ -9,7 +9,7 @@ use std::path::PathBuf;
     name = "dashboard",
     version,
     about = "Render the lab's result files into one self-contained HTML page",
-    after_help = "Examples:\n  dashboard                          writes results/dashboard.html\n  dashboard --results /tmp/r --out /tmp/r/index.html\n  dashboard --serve                  and serves it on http://127.0.0.1:8090\n  dashboard report                   rewrites the generated tables of README.md and docs/ from results/\n  dashboard report --check           fails if README.md, docs/ or results/dashboard.html differ from what results/ give"
+    after_help = "Examples:\n  dashboard                          writes results/dashboard.html\n  dashboard --results /tmp/r --out /tmp/r/index.html\n  dashboard --serve                  and serves it on http://127.0.0.1:8090\n  dashboard report                   rewrites the generated tables of README.md and docs/ from results/\n  dashboard report --check           fails if README.md, docs/ or results/dashboard.html differ from what results/ give\n  dashboard stale                    lists the reference runs older than the code they measure"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +39,10 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Lists the reference runs (the newest report of each experiment,
+    /// and the benchmark files) whose code has changed since they were
+    /// measured; exit 1 if there is any.
+    Stale,
 }
 
 #[actix_web::main]
@@ -63,6 +67,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         for line in dashboard::report::run(root, &results, *check)? {
             eprintln!("{line}");
         }
+        return Ok(());
+    }
+    if let Some(Command::Stale) = &cli.command {
+        let results = dashboard::load(&cli.results)?;
+        let stale = dashboard::freshness::report(&results);
+        for line in &stale.lines {
+            println!("{line}");
+        }
+        anyhow::ensure!(
+            stale.stale == 0,
+            "{} of {} reference runs are older than the code they measure: re-run them (each line names its command)",
+            stale.stale,
+            stale.lines.len()
+        );
         return Ok(());
     }
     eprintln!("dashboard 1/2: reading {}", cli.results.display());

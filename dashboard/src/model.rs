@@ -5,6 +5,7 @@
 use anyhow::Context;
 use serde::Deserialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use measure::machine::Machine;
@@ -183,6 +184,10 @@ pub struct Bench {
     pub file: String,
     pub title: String,
     pub commit: String,
+    /// The command that wrote it (to measure it again).
+    pub command: String,
+    /// "current code" or why it is stale (`freshness.rs`; set by `load`).
+    pub age: String,
     pub machine: String,
     pub dataset: String,
     pub rows: Vec<(String, String)>,
@@ -199,6 +204,9 @@ pub struct Results {
     pub lab_reports: Vec<LabFile>,
     /// Files that were not understood, with the reason.
     pub skipped: Vec<(String, String)>,
+    /// Whether each reference file is older than the code it measures,
+    /// by file name (`freshness.rs`).
+    pub ages: BTreeMap<String, crate::freshness::Age>,
 }
 
 fn num(v: &Value, path: &[&str]) -> Option<f64> {
@@ -363,6 +371,11 @@ pub(crate) fn bench(file: String, v: &Value) -> Option<Bench> {
         file,
         title: title.into(),
         commit: v["commit"].as_str().unwrap_or("unknown").into(),
+        command: v["command"]
+            .as_str()
+            .unwrap_or("(command not recorded)")
+            .into(),
+        age: String::new(),
         machine: machine.describe(),
         dataset: dataset.describe(),
         rows,
@@ -379,6 +392,7 @@ pub fn load(dir: &Path) -> anyhow::Result<Results> {
         .collect();
     files.sort();
     let mut results = Results::default();
+    let checker = crate::freshness::Checker::for_results(dir);
     for path in files {
         let name = path
             .file_name()
@@ -397,6 +411,9 @@ pub fn load(dir: &Path) -> anyhow::Result<Results> {
                 continue;
             }
         };
+        if let Some(age) = checker.of(&value) {
+            results.ages.insert(name.clone(), age);
+        }
         match value["schema"].as_str() {
             Some(s) if s.starts_with("minigram.loadtest/1") => {
                 match serde_json::from_value::<Run>(value) {
@@ -427,7 +444,13 @@ pub fn load(dir: &Path) -> anyhow::Result<Results> {
                 ))
             }
             _ => match bench(name.clone(), &value) {
-                Some(b) => results.benches.push(b),
+                Some(mut b) => {
+                    b.age = results
+                        .ages
+                        .get(&name)
+                        .map_or_else(|| "code age unknown".to_owned(), |a| a.text());
+                    results.benches.push(b)
+                }
                 None => results
                     .skipped
                     .push((name, format!("unknown schema {}", value["schema"]))),

@@ -148,10 +148,15 @@ fn section(results: &Results, lab: &LabFile) -> anyhow::Result<Section> {
         question: report.question.clone(),
         change: report.change.clone(),
         caption: format!(
-            "{}; {}; commit {}; {}; {}; {}",
+            "{}; {}; {}; commit {} ({}); {}; {}; {}",
             runs_text(report),
+            test_bed(report),
             report.machine.describe(),
             report.commit.get(..12).unwrap_or(&report.commit),
+            results
+                .ages
+                .get(&lab.file)
+                .map_or_else(|| "code age unknown".to_owned(), |a| a.text()),
             report.date(),
             dataset,
             lab.file
@@ -160,6 +165,20 @@ fn section(results: &Results, lab: &LabFile) -> anyhow::Result<Section> {
         charts: chapter_charts::for_experiment(&report.experiment, &repeats_of(results, lab))?,
         verdicts: runs.iter().map(|r| verdict(r)).collect(),
     })
+}
+
+/// Where the variants ran: simulated hosts (CPU budgets, named in the
+/// hosts table) or the shared box.
+pub fn test_bed(report: &measure::schema::LabReport) -> &'static str {
+    let hosts = report
+        .variants
+        .iter()
+        .any(|v| v.rest.get("topology").is_some_and(|t| t.is_object()));
+    if hosts {
+        "on simulated hosts (CPU budgets)"
+    } else {
+        "on the shared box (every process on the same cores)"
+    }
 }
 
 /// How many times each variant ran: said on every section, so figures of

@@ -79,6 +79,14 @@ impl Sources {
         ))
     }
 
+    /// "current code" or why the file is stale (`freshness.rs`).
+    fn age(&self, name: &str) -> String {
+        self.results
+            .ages
+            .get(name)
+            .map_or_else(|| "code age unknown".to_owned(), |a| a.text())
+    }
+
     fn named(&self, name: &str) -> Option<(&str, &Value)> {
         self.files.get_key_value(name).map(|(n, v)| (n.as_str(), v))
     }
@@ -92,8 +100,9 @@ fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("–")
 }
 
-/// "Source: `results/x.json`, made by `cmd` at commit c on <machine>, <date>."
-fn source(name: &str, v: &Value) -> String {
+/// "Source: `results/x.json`, made by `cmd` at commit c (current code) on
+/// <machine>, <date>."
+fn source(src: &Sources, name: &str, v: &Value) -> String {
     let m = &v["machine"];
     // The command as typed: `loadtests spike …`, not the binary's full path.
     let command = v["command"]
@@ -105,9 +114,10 @@ fn source(name: &str, v: &Value) -> String {
         })
         .unwrap_or_else(|| "(command not recorded)".into());
     format!(
-        "<sub>Source: [`results/{name}`](results/{name}), written by `{}` at commit `{}` on {} cores / {} MiB ({}), {}.</sub>\n",
+        "<sub>Source: [`results/{name}`](results/{name}), written by `{}` at commit `{}` ({}) on {} cores / {} MiB ({}), {}.</sub>\n",
         command,
         v["commit"].as_str().unwrap_or("unknown"),
+        src.age(name),
         m["cores"],
         m["memoryMib"],
         m["cpu"].as_str().unwrap_or("cpu not recorded"),
@@ -194,7 +204,7 @@ fn headline(src: &Sources) -> anyhow::Result<String> {
         },
         f(&r["minutes"], 1)
     ));
-    t.push_str(&source(name, r));
+    t.push_str(&source(src, name, r));
     Ok(t)
 }
 
@@ -208,7 +218,7 @@ fn lab_summary(src: &Sources) -> String {
         }
     }
     let mut t = String::from(
-        "| experiment | runs per variant | what each variant measured | minutes | report |\n|---|---|---|---:|---|\n",
+        "| experiment | runs per variant | what each variant measured | test bed | machine | code | minutes | report |\n|---|---|---|---|---|---|---:|---|\n",
     );
     for (exp, (name, r)) in &latest {
         let fixed = r["method"] == "fixed";
@@ -277,13 +287,21 @@ fn lab_summary(src: &Sources) -> String {
             .collect();
         let cells = if repeated.is_empty() { cells } else { repeated };
         t.push_str(&format!(
-            "| [{exp}](docs/experiments/{exp}.md) | {runs} | {} | {} | [`{name}`](results/{name}) |\n",
+            "| [{exp}](docs/experiments/{exp}.md) | {runs} | {} | {} | {} ({} cores) | {} | {} | [`{name}`](results/{name}) |\n",
             cells.join(" · "),
+            if typed.variants.iter().any(|v| v.rest.get("topology").is_some_and(Value::is_object)) {
+                "simulated hosts"
+            } else {
+                "shared box"
+            },
+            typed.machine.cpu,
+            typed.machine.cores,
+            src.age(name),
             f(&r["minutes"], 1)
         ));
     }
     t.push_str(
-        "\n<sub>Source: the newest `results/lab-<experiment>-<time>.report.json` of each experiment, written by `loadtests lab <experiment>`; machine and commit are in each report and chapter.</sub>\n",
+        "\n<sub>Source: the newest `results/lab-<experiment>-<time>.report.json` of each experiment, written by `loadtests lab <experiment>`; commit and hosts are in each report and chapter. \"Simulated hosts\": each process in a cgroup with a CPU budget; \"shared box\": every process on the same cores. \"Stale\": the code the run measured has changed since its commit (`dashboard stale` lists them).</sub>\n",
     );
     t
 }
@@ -329,7 +347,7 @@ fn repeatability(src: &Sources) -> anyhow::Result<String> {
         ));
     }
     t.push('\n');
-    t.push_str(&source(name, v));
+    t.push_str(&source(src, name, v));
     Ok(t)
 }
 
@@ -344,7 +362,7 @@ fn bench(src: &Sources, file: &str) -> anyhow::Result<String> {
         t.push_str(&format!("| {k} | {val} |\n"));
     }
     t.push_str(&format!("\nDataset: {}.\n\n", b.dataset));
-    t.push_str(&source(name, v));
+    t.push_str(&source(src, name, v));
     Ok(t)
 }
 
@@ -362,7 +380,7 @@ fn storage(src: &Sources, stage: &str) -> anyhow::Result<String> {
         v["dataset"]["likes"],
         s(&v["method"])
     ));
-    t.push_str(&source(name, v));
+    t.push_str(&source(src, name, v));
     Ok(t)
 }
 
@@ -370,7 +388,7 @@ fn storage(src: &Sources, stage: &str) -> anyhow::Result<String> {
 /// runs and the lab's variants, newest first.
 fn breaking(src: &Sources, stage: &str) -> String {
     let mut t = String::from(
-        "| run | mix | settings | dataset (users / photos) | breaking point | req/s there | the SLO broke on | saturated first |\n|---|---|---|---|---:|---:|---|---|\n",
+        "| run | mix | settings | dataset (users / photos) | breaking point | req/s there | the SLO broke on | saturated first | machine | code |\n|---|---|---|---|---:|---:|---|---|---|---|\n",
     );
     let mut n = 0;
     for (name, v) in src.files.iter().rev() {
@@ -398,7 +416,7 @@ fn breaking(src: &Sources, stage: &str) -> String {
         // budgets, not of the whole machine.
         let settings = match v["topology"]["text"].as_str() {
             Some(hosts) => format!("{settings}; hosts: {hosts}"),
-            None => settings,
+            None => format!("{settings}; shared box"),
         };
         // Files before the mix was recorded: a lab variant's mix is its
         // experiment's (in the report); a plain run used the default.
@@ -427,17 +445,20 @@ fn breaking(src: &Sources, stage: &str) -> String {
             &ds["users"]
         };
         t.push_str(&format!(
-            "| [{run}](results/{name}) | {} | {settings} | {} / {} | {users} | {rps} | {} | {} |\n",
+            "| [{run}](results/{name}) | {} | {settings} | {} / {} | {users} | {rps} | {} | {} | {} ({} cores) | {} |\n",
             mix.unwrap_or("default"),
             count(ds_users),
             count(&ds["photos"]),
             s(&bp["brokenBy"]),
-            s(&bp["saturated"])
+            s(&bp["saturated"]),
+            s(&v["machine"]["cpu"]),
+            v["machine"]["cores"],
+            src.age(name)
         ));
         n += 1;
     }
     t.push_str(&format!(
-        "\n<sub>Source: the {n} `minigram.loadtest/1` files of {stage} in `results/` with mode `breaking`, written by `loadtests breaking` or `loadtests lab`; each names its command, commit and machine.</sub>\n"
+        "\n<sub>Source: the {n} `minigram.loadtest/1` files of {stage} in `results/` with mode `breaking`, written by `loadtests breaking` or `loadtests lab`; each names its command and commit.</sub>\n"
     ));
     t
 }
@@ -448,8 +469,25 @@ fn spike(src: &Sources, stage: &str) -> anyhow::Result<String> {
         .with_context(|| format!("no spike run of {stage} in results/"))?;
     let m = &v["summary"];
     let c = &m["shedAsClientsSawIt"];
+    // The spike step's two counts, and (files since 2026-12-07) what only
+    // the servers counted: see `steps[].edge` in docs/results-schema.md.
+    let spiked = &v["steps"][1];
+    let edge = &spiked["edge"];
+    let counts = format!(
+        "{} / {}{}",
+        spiked["clientRequests"],
+        spiked["serverRequests"],
+        if edge.is_object() {
+            format!(
+                " ({} of them in the second the users launched in, which Goose leaves out; {} in flight as the step began)",
+                edge["launchRequests"], edge["inFlightAtStart"]
+            )
+        } else {
+            " (file from before the difference was recorded)".to_owned()
+        }
+    );
     let t = format!(
-        "| figure | value |\n|---|---:|\n| users in the spike | {} |\n| requests shed (server count) | {} |\n| slowest shed answer, server side | {} ms |\n| shed answers as clients saw them: p50 / p99 / max | {} / {} / {} ms |\n| error rate in the spike | {} % |\n| peak memory (RSS) | {} MiB |\n| server up after the spike | {} |\n| p95 back under {} ms within | {} s |\n\n{}",
+        "| figure | value |\n|---|---:|\n| users in the spike | {} |\n| requests in the spike: client / server count | {counts} |\n| requests shed (server count) | {} |\n| slowest shed answer, server side | {} ms |\n| shed answers as clients saw them: p50 / p99 / max | {} / {} / {} ms |\n| error rate in the spike | {} % |\n| peak memory (RSS) | {} MiB |\n| server up after the spike | {} |\n| p95 back under {} ms within | {} s |\n\n{}",
         m["spikeUsers"],
         m["shedInSpike"],
         f(&m["slowestShedMs"], 0),
@@ -465,7 +503,7 @@ fn spike(src: &Sources, stage: &str) -> anyhow::Result<String> {
         },
         f(&m["recoveryTargetP95Ms"], 0),
         m["recoveredWithinSecs"],
-        source(name, v)
+        source(src, name, v)
     );
     Ok(t)
 }

@@ -210,6 +210,7 @@ pub fn round_trips(variants: &[Value]) -> Value {
                     "p50Ms": pts.iter().map(|p| json!({"rttMs": p.0, "p50Ms": p.1})).collect::<Vec<_>>(),
                     "roundTrips": slope,
                     "p50AtZeroMs": intercept,
+                    "fitR2": r_squared(&pts, slope, intercept),
                     "expected": expected(name),
                 })
             })
@@ -265,6 +266,40 @@ fn least_squares(pts: &[(f64, f64)]) -> (f64, f64) {
     (slope, my - slope * mx)
 }
 
+/// How much of the p50's variation over the RTTs the line explains (1:
+/// all of it). With two points it is 1 whatever they are.
+fn r_squared(pts: &[(f64, f64)], slope: f64, intercept: f64) -> f64 {
+    let n = pts.len() as f64;
+    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
+    let total: f64 = pts.iter().map(|p| (p.1 - my).powi(2)).sum();
+    let residual: f64 = pts
+        .iter()
+        .map(|p| (p.1 - (intercept + slope * p.0)).powi(2))
+        .sum();
+    if total > 0.0 {
+        1.0 - residual / total
+    } else {
+        1.0
+    }
+}
+
+/// A slope is read as a count of round trips only where the line fits:
+/// below this R² the p50 moved with something besides the RTT (a password
+/// hash on a throttled host varies by more than a few RTTs).
+const MIN_FIT_R2: f64 = 0.9;
+
+/// The slope cell: the count, or why it is not one.
+fn slope_cell(r: &Value) -> String {
+    let slope = r["roundTrips"].as_f64().unwrap_or(0.0);
+    match r["fitR2"].as_f64() {
+        Some(r2) if r2 < MIN_FIT_R2 => format!(
+            "{slope:.1} — not a count: the line explains {:.0} % of the p50's change (R² {r2:.2}); the p50 moved with more than the RTT",
+            r2.max(0.0) * 100.0
+        ),
+        _ => format!("{slope:.1}"),
+    }
+}
+
 pub fn round_trips_markdown(md: &mut String, rt: &Value) {
     let (Some(rtts), Some(rows)) = (rt["rttMs"].as_array(), rt["requests"].as_array()) else {
         return;
@@ -287,10 +322,10 @@ pub fn round_trips_markdown(md: &mut String, rt: &Value) {
             })
             .collect();
         md.push_str(&format!(
-            "| {} | {} | {:.1} | {} |\n",
+            "| {} | {} | {} | {} |\n",
             r["request"].as_str().unwrap_or(""),
             p50.join(" | "),
-            r["roundTrips"].as_f64().unwrap_or(0.0),
+            slope_cell(r),
             match r["expected"]["roundTrips"].as_u64() {
                 Some(n) => format!("{n}: {}", r["expected"]["why"].as_str().unwrap_or("")),
                 None => "–".into(),
@@ -327,6 +362,13 @@ mod tests {
             "{rt}"
         );
         assert_eq!(feed["expected"]["roundTrips"], 2);
+        assert!((feed["fitR2"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{rt}");
+        assert_eq!(slope_cell(feed), "2.0");
+        // network-latency's login (results/lab-network-latency-20261205T130257Z):
+        // 48.2, 78.8, 79.8 ms at 0, 0.5 and 2 ms is not 12 round trips.
+        let login = [variant(0.0, 48.2), variant(0.5, 78.8), variant(2.0, 79.8)];
+        let cell = slope_cell(&round_trips(&login)["requests"][0]);
+        assert!(cell.starts_with("12.3 — not a count"), "{cell}");
         // One RTT only: nothing to fit.
         assert!(round_trips(&[variant(0.5, 2.0), variant(0.5, 2.1)]).is_null());
     }

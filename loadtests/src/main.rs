@@ -523,13 +523,21 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     if !extra.as_object().is_some_and(|o| o.is_empty()) {
         println!("\n{}", serde_json::to_string_pretty(&extra)?);
     }
+    let edges = steps
+        .iter()
+        .filter_map(|s| s.edge)
+        .fold((0, 0), |(l, f), e| {
+            (l + e.launch_requests, f + e.in_flight_at_start)
+        });
     println!(
-        "client requests {client_total}, server requests {server_total} ({:.1} % apart)",
+        "client requests {client_total}, server requests {server_total} ({:.1} % apart; the servers also counted {} requests of the seconds Goose's users launched in, which Goose resets out, and {} in flight as steps began)",
         if server_total > 0 {
             (client_total as f64 / server_total as f64 - 1.0).abs() * 100.0
         } else {
             0.0
-        }
+        },
+        edges.0,
+        edges.1
     );
     println!("wrote {} and {}", out.display(), report.display());
     Ok(if ok {

@@ -36,7 +36,7 @@ use crate::arrivals;
 use crate::hosts::{self, Host};
 use crate::journeys::{self, JourneyConfig};
 use crate::slo::Class;
-pub use measure::schema::{Concurrency, RequestStats, ServerWork, ShedTimes, Step};
+pub use measure::schema::{Concurrency, CountsAtEdges, RequestStats, ServerWork, ShedTimes, Step};
 
 /// The slowest request of a class in a step: (name, p95).
 pub fn slowest_of(step: &Step, class: Class) -> Option<(&str, f64)> {
@@ -115,32 +115,37 @@ pub fn planner<'a>(
 const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
 /// Waits until no server has a request in flight but the one asking
-/// (its own `/api/metrics`), then half a second more for work that follows
-/// the answers (group commit's last batch, the fan-out queue), up to
-/// `SETTLE_LIMIT`. Without it a step after an overloaded one (the
-/// ladder's doubling goes well past the break) starts on a backlog, and
-/// the breaking point depends on the path the ladder took. Returns the
-/// seconds it waited.
+/// (its own `/api/metrics`), up to `SETTLE_LIMIT`; after a backlog, half a
+/// second more for the work that follows the last answers (group
+/// commit's batch, the fan-out queue). Without it a step after an
+/// overloaded one (the ladder's doubling goes well past the break) starts
+/// on a backlog, and the breaking point depends on the path the ladder
+/// took. Returns the seconds it waited.
 async fn settle(client: &reqwest::Client, hosts: &[String]) -> anyhow::Result<f64> {
     let t0 = Instant::now();
+    let mut waited = false;
     loop {
         let mut busy = 0i64;
         for h in hosts {
             let m = server_metrics(client, h, 0).await?;
             busy += (m["activeRequests"].as_i64().unwrap_or(0) - 1).max(0);
         }
-        if busy == 0 || t0.elapsed() >= SETTLE_LIMIT {
-            if busy > 0 {
-                eprintln!(
-                    "  servers still busy after {} s ({busy} requests in flight): starting anyway",
-                    SETTLE_LIMIT.as_secs()
-                );
-            }
+        if busy == 0 {
             break;
         }
+        if t0.elapsed() >= SETTLE_LIMIT {
+            eprintln!(
+                "  servers still busy after {} s ({busy} requests in flight): starting anyway",
+                SETTLE_LIMIT.as_secs()
+            );
+            break;
+        }
+        waited = true;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    if waited {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     Ok(t0.elapsed().as_secs_f64())
 }
 
@@ -214,8 +219,13 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         false => None,
     };
     let mut before = Counters::default();
+    // Requests the servers were still working on as the step began: they
+    // finish inside it, in the servers' count but not the client's.
+    let mut in_flight_at_start = 0u64;
     for h in plan.hosts {
-        before.add(&Counters::of(&server_metrics(&client, h, 0).await?));
+        let m = server_metrics(&client, h, 0).await?;
+        in_flight_at_start += (m["activeRequests"].as_i64().unwrap_or(0) - 1).max(0) as u64;
+        before.add(&Counters::of(&m));
     }
     let (goose_users, open) = match plan.load {
         Load::Users(n) => (n, None),
@@ -307,6 +317,10 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
     };
     arrivals::closed();
     let own_times = arrivals::take_latencies();
+    // The generator's own count covers the whole attack; Goose's drops the
+    // second its users launch in (it resets its metrics then, unless the
+    // step includes it). The difference is in the servers' count.
+    let own_count: u64 = own_times.values().map(|h| h.len()).sum();
     let shed_client = ShedTimes::of(&journeys::take_shed_micros());
     let wall = t0.elapsed().as_secs_f64().max(0.001);
     let host_cpu = hosts::usage_since(plan.cpu_hosts, &hosts0, wall);
@@ -438,6 +452,10 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
         shed_client,
         host_cpu,
         settle_secs,
+        edge: Some(CountsAtEdges {
+            in_flight_at_start,
+            launch_requests: own_count.saturating_sub(total),
+        }),
     })
 }
 

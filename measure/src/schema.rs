@@ -139,6 +139,26 @@ pub struct Step {
     /// what the step before left in flight (absent in older files).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settle_secs: Option<f64>,
+    /// Why `client_requests` and `server_requests` differ (absent in
+    /// older files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge: Option<CountsAtEdges>,
+}
+
+/// The requests one side of a step counts and the other does not: the
+/// servers count every request that finished between their two counter
+/// reads, the client only those Goose kept. So `server_requests` ≈
+/// `client_requests` + `launch_requests` + `in_flight_at_start` (less
+/// what was still in flight when the step ended, which neither counts).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CountsAtEdges {
+    /// Requests the servers were still serving when the step began (a
+    /// spike's recovery starts on its backlog).
+    pub in_flight_at_start: u64,
+    /// Requests of the second Goose's users launched in: the generator
+    /// timed them, Goose reset them out of its counts.
+    pub launch_requests: u64,
 }
 
 impl Step {
@@ -196,6 +216,19 @@ pub struct LabReport {
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+/// The directories whose code a run of `stage` measures (a binary name,
+/// `stage-1` or `stage-2`, as result files record it): the stage's own
+/// crate and the app code both stages share. A reference run is stale
+/// once any of them changed after the commit it was measured at (the
+/// dashboard's `freshness` reads this).
+pub fn code_paths(stage: &str) -> Vec<String> {
+    let mut paths = vec!["shared/src".to_owned()];
+    if matches!(stage, "stage-1" | "stage-2") {
+        paths.push(format!("{stage}/src"));
+    }
+    paths
 }
 
 /// One variant of a lab report.
@@ -315,6 +348,19 @@ impl LabReport {
     /// The date it started (`YYYY-MM-DD`).
     pub fn date(&self) -> &str {
         self.started_at.get(..10).unwrap_or(&self.started_at)
+    }
+
+    /// The code the experiment measures: that of every stage its
+    /// variants ran (see [`code_paths`]).
+    pub fn code_paths(&self) -> Vec<String> {
+        let mut paths: Vec<String> = self
+            .variants
+            .iter()
+            .flat_map(|v| code_paths(&v.stage))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
     }
 }
 
