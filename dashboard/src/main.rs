@@ -84,7 +84,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("dashboard 1/2: reading {}", cli.results.display());
-    let results = dashboard::load(&cli.results)?;
+    let sources = dashboard::report::Sources::load(&cli.results)?;
+    let results = sources.results();
     eprintln!(
         "dashboard 2/2: rendering {} load-test runs and {} benchmark files ({} skipped)",
         results.runs.len(),
@@ -96,8 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // Dated by its files, not by the clock: `dashboard report --check`
     // compares results/dashboard.html with what the files give.
-    let sources = dashboard::report::Sources::load(&cli.results)?;
-    let html = dashboard::render(&results, dashboard::report::newest_run_date(&sources))?;
+    let html = dashboard::render(results, dashboard::report::newest_run_date(&sources))?;
     let out = cli
         .out
         .unwrap_or_else(|| cli.results.join("dashboard.html"));

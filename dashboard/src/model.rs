@@ -209,6 +209,15 @@ pub struct Results {
     pub ages: BTreeMap<String, crate::freshness::Age>,
 }
 
+impl Results {
+    /// "current code", or why the file is stale (`freshness.rs`).
+    pub fn age_of(&self, file: &str) -> String {
+        self.ages
+            .get(file)
+            .map_or_else(|| "code age unknown".to_owned(), |a| a.text())
+    }
+}
+
 fn num(v: &Value, path: &[&str]) -> Option<f64> {
     path.iter()
         .try_fold(v, |v, k| match k.parse::<usize>() {
@@ -445,10 +454,7 @@ pub fn load(dir: &Path) -> anyhow::Result<Results> {
             }
             _ => match bench(name.clone(), &value) {
                 Some(mut b) => {
-                    b.age = results
-                        .ages
-                        .get(&name)
-                        .map_or_else(|| "code age unknown".to_owned(), |a| a.text());
+                    b.age = results.age_of(&name);
                     results.benches.push(b)
                 }
                 None => results

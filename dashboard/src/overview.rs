@@ -153,10 +153,7 @@ fn section(results: &Results, lab: &LabFile) -> anyhow::Result<Section> {
             test_bed(report),
             report.machine.describe(),
             report.commit.get(..12).unwrap_or(&report.commit),
-            results
-                .ages
-                .get(&lab.file)
-                .map_or_else(|| "code age unknown".to_owned(), |a| a.text()),
+            results.age_of(&lab.file),
             report.date(),
             dataset,
             lab.file
@@ -170,11 +167,7 @@ fn section(results: &Results, lab: &LabFile) -> anyhow::Result<Section> {
 /// Where the variants ran: simulated hosts (CPU budgets, named in the
 /// hosts table) or the shared box.
 pub fn test_bed(report: &measure::schema::LabReport) -> &'static str {
-    let hosts = report
-        .variants
-        .iter()
-        .any(|v| v.rest.get("topology").is_some_and(|t| t.is_object()));
-    if hosts {
+    if report.on_hosts() {
         "on simulated hosts (CPU budgets)"
     } else {
         "on the shared box (every process on the same cores)"

@@ -79,12 +79,9 @@ impl Sources {
         ))
     }
 
-    /// "current code" or why the file is stale (`freshness.rs`).
-    fn age(&self, name: &str) -> String {
-        self.results
-            .ages
-            .get(name)
-            .map_or_else(|| "code age unknown".to_owned(), |a| a.text())
+    /// The same files, typed (`model.rs`).
+    pub fn results(&self) -> &crate::model::Results {
+        &self.results
     }
 
     fn named(&self, name: &str) -> Option<(&str, &Value)> {
@@ -117,7 +114,7 @@ fn source(src: &Sources, name: &str, v: &Value) -> String {
         "<sub>Source: [`results/{name}`](results/{name}), written by `{}` at commit `{}` ({}) on {} cores / {} MiB ({}), {}.</sub>\n",
         command,
         v["commit"].as_str().unwrap_or("unknown"),
-        src.age(name),
+        src.results.age_of(name),
         m["cores"],
         m["memoryMib"],
         m["cpu"].as_str().unwrap_or("cpu not recorded"),
@@ -289,14 +286,14 @@ fn lab_summary(src: &Sources) -> String {
         t.push_str(&format!(
             "| [{exp}](docs/experiments/{exp}.md) | {runs} | {} | {} | {} ({} cores) | {} | {} | [`{name}`](results/{name}) |\n",
             cells.join(" · "),
-            if typed.variants.iter().any(|v| v.rest.get("topology").is_some_and(Value::is_object)) {
+            if typed.on_hosts() {
                 "simulated hosts"
             } else {
                 "shared box"
             },
             typed.machine.cpu,
             typed.machine.cores,
-            src.age(name),
+            src.results.age_of(name),
             f(&r["minutes"], 1)
         ));
     }
@@ -453,7 +450,7 @@ fn breaking(src: &Sources, stage: &str) -> String {
             s(&bp["saturated"]),
             s(&v["machine"]["cpu"]),
             v["machine"]["cores"],
-            src.age(name)
+            src.results.age_of(name)
         ));
         n += 1;
     }
@@ -595,8 +592,6 @@ pub fn rewrite(src: &Sources, text: &str, prefix: &str) -> anyhow::Result<(Strin
     Ok((out, keys))
 }
 
-/// Rewrites (or with `check`, compares) every document under `root`;
-/// returns a line per document that has blocks.
 /// "from the result files up to 2026-12-07": the newest start time any
 /// result file records (the page's own date would change it every run).
 pub fn newest_run_date(src: &Sources) -> String {
@@ -610,6 +605,8 @@ pub fn newest_run_date(src: &Sources) -> String {
     format!("from the result files up to {newest}")
 }
 
+/// Rewrites (or with `check`, compares) every document under `root`;
+/// returns a line per document that has blocks.
 pub fn run(root: &Path, results: &Path, check: bool) -> anyhow::Result<Vec<String>> {
     let src = Sources::load(results)?;
     let mut lines = Vec::new();

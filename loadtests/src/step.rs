@@ -111,6 +111,11 @@ pub fn planner<'a>(
     }
 }
 
+/// Requests a server is serving, from its `/api/metrics`, less that call.
+fn in_flight(metrics: &Value) -> u64 {
+    (metrics["activeRequests"].as_i64().unwrap_or(0) - 1).max(0) as u64
+}
+
 /// The longest a step waits for the servers to go quiet.
 const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
@@ -125,10 +130,9 @@ async fn settle(client: &reqwest::Client, hosts: &[String]) -> anyhow::Result<f6
     let t0 = Instant::now();
     let mut waited = false;
     loop {
-        let mut busy = 0i64;
+        let mut busy = 0;
         for h in hosts {
-            let m = server_metrics(client, h, 0).await?;
-            busy += (m["activeRequests"].as_i64().unwrap_or(0) - 1).max(0);
+            busy += in_flight(&server_metrics(client, h, 0).await?);
         }
         if busy == 0 {
             break;
@@ -224,7 +228,7 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
     let mut in_flight_at_start = 0u64;
     for h in plan.hosts {
         let m = server_metrics(&client, h, 0).await?;
-        in_flight_at_start += (m["activeRequests"].as_i64().unwrap_or(0) - 1).max(0) as u64;
+        in_flight_at_start += in_flight(&m);
         before.add(&Counters::of(&m));
     }
     let (goose_users, open) = match plan.load {

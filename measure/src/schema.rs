@@ -350,6 +350,14 @@ impl LabReport {
         self.started_at.get(..10).unwrap_or(&self.started_at)
     }
 
+    /// Whether its variants ran on simulated hosts (a `topology` record)
+    /// rather than the shared box.
+    pub fn on_hosts(&self) -> bool {
+        self.variants
+            .iter()
+            .any(|v| v.rest.get("topology").is_some_and(Value::is_object))
+    }
+
     /// The code the experiment measures: that of every stage its
     /// variants ran (see [`code_paths`]).
     pub fn code_paths(&self) -> Vec<String> {

@@ -92,8 +92,8 @@ pub struct LabArgs {
     #[arg(long, value_name = "STAMP")]
     pub resume: Option<String>,
     /// Bisection steps after the ladder. Four take the last passing and
-    /// first failing level to within about 1/16 of each other from any
-    /// ladder rung; three left 64–72 or 72–80 visits/s apart, an 11 %
+    /// first failing level to within about 1/20 of each other (where the
+    /// search stops, `verdict::breaking`) from any ladder rung; three left 64–72 or 72–80 visits/s apart, an 11 %
     /// step whose rounding alone has a CV of about 3 % (the repeatability
     /// run measured 10 % for stage 1 with three).
     #[arg(long, default_value_t = 4)]
