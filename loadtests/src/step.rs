@@ -213,6 +213,7 @@ fn stats_of_histogram(h: &hdrhistogram::Histogram<u64>, count: u64, errors: u64)
         p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
         p95_ms: h.value_at_quantile(0.95) as f64 / 1000.0,
         p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
+        p95_low_ms: 0.0,
     }
 }
 
@@ -394,10 +395,9 @@ pub async fn run(plan: Plan<'_>) -> anyhow::Result<Step> {
     let classes: BTreeMap<String, RequestStats> = per_class
         .iter()
         .map(|(class, (h, count, errors))| {
-            (
-                class.name().to_owned(),
-                stats_of_histogram(h, *count, *errors),
-            )
+            let mut stats = stats_of_histogram(h, *count, *errors);
+            stats.p95_low_ms = crate::slo::p95_lower_bound(h);
+            (class.name().to_owned(), stats)
         })
         .collect();
     let all = stats_of_histogram(&overall, total, failed);

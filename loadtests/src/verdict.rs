@@ -75,6 +75,17 @@ pub fn figure_peak(server: &Value, key: &str, secs: f64) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Mean SQLite read slots held over a step: from the time-integral
+/// counter where the server has it (so it is never below the connections
+/// running SQL, averaged the same way), else from the once-a-second gauge.
+pub fn sqlite_readers_held(server: &Value, secs: f64) -> f64 {
+    if figure_peak(server, keys::SQLITE_READ_HELD_MS, secs) > 0.0 {
+        figure_mean(server, keys::SQLITE_READ_HELD_MS, secs) / 1000.0
+    } else {
+        figure_mean(server, keys::SQLITE_READERS_BUSY, secs)
+    }
+}
+
 /// Names what saturated during a step, from measurements. The queues —
 /// SQLite's writer and readers, the Postgres and Redis pools, the photo
 /// queue, password hashing — are ranked by how far each is over its
@@ -132,7 +143,7 @@ pub fn saturated(s: &Step) -> String {
                 ),
             ));
         }
-        let readers = mean(keys::SQLITE_READERS_BUSY);
+        let readers = sqlite_readers_held(server, secs);
         let readers_peak = peak(keys::SQLITE_READERS_BUSY);
         // A read holds its connection's slot from before its blocking
         // thread runs: on a machine short of CPU most of that is waiting

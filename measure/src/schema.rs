@@ -21,6 +21,15 @@ pub struct RequestStats {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// SLO classes only: a one-sided 95 % lower confidence bound on the
+    /// p95 from this many samples, which the SLO judges (0: not recorded —
+    /// files from before it, and single requests).
+    #[serde(skip_serializing_if = "is_zero_ms")]
+    pub p95_low_ms: f64,
+}
+
+fn is_zero_ms(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// Visits in progress over a step (sampled every 100 ms).

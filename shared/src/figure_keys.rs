@@ -23,8 +23,12 @@ pub const SQLITE_LARGEST_BATCH: &str = "sqlite.largestBatch";
 pub const SQLITE_BUSY: &str = "sqlite.busy";
 /// Stage 1: milliseconds reads spent running SQL (a counter).
 pub const SQLITE_READ_MS: &str = "sqlite.readMs";
-/// Stage 1: read connections in use.
+/// Stage 1: read connections in use (an instant, for the live page).
 pub const SQLITE_READERS_BUSY: &str = "sqlite.readersBusy";
+/// Stage 1: milliseconds read connections' slots were held, waiting for a
+/// core or running SQL (a counter: per second, the mean slots held — on
+/// the same footing as `sqlite.readMs`, which it always includes).
+pub const SQLITE_READ_HELD_MS: &str = "sqlite.readHeldMs";
 
 /// Stage 2: Postgres connections in use, idle, and calls waiting for one.
 pub const POSTGRES_USED: &str = "postgres.used";

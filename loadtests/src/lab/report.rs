@@ -112,7 +112,7 @@ pub(super) fn sqlite_writer(s: &Step) -> Option<Value> {
             "meanWaiting": mean(keys::SQLITE_WRITERS_WAITING),
             "peakWaiting": verdict::figure_peak(server, keys::SQLITE_WRITERS_WAITING, secs),
             "queueMsPerSec": mean(keys::SQLITE_WRITE_WAIT_MS),
-            "readersBusy": mean(keys::SQLITE_READERS_BUSY),
+            "readersBusy": verdict::sqlite_readers_held(server, secs),
             "readersReading": mean(keys::SQLITE_READ_MS) / 1000.0,
         })
     })

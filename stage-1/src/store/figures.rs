@@ -62,6 +62,12 @@ impl SqliteStore {
                 "minigram_sqlite_read_milliseconds_total",
                 st.read_us.load(Ordering::Relaxed) as f64 / 1000.0,
             ),
+            Figure::counter(
+                keys::SQLITE_READ_HELD_MS,
+                "SQLite reads: ms read connections were held (per second: connections held)",
+                "minigram_sqlite_read_held_milliseconds_total",
+                st.read_held_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            ),
             Figure::gauge(
                 keys::SQLITE_READERS_BUSY,
                 "SQLite read connections in use",
