@@ -14,6 +14,8 @@ const CODE: &[&str] = &[
     "stage-2",
     "loadtests",
     "dashboard",
+    "measure",
+    "crosscheck",
     "Cargo.toml",
     "Cargo.lock",
 ];

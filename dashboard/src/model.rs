@@ -452,6 +452,8 @@ pub fn load(dir: &Path) -> anyhow::Result<Results> {
                     format!("{:.1}", value["minutes"].as_f64().unwrap_or(0.0)),
                 ))
             }
+            // Read by the report's `crosscheck` block; its age is kept above.
+            Some(measure::schema::Crosscheck::SCHEMA) => {}
             _ => match bench(name.clone(), &value) {
                 Some(mut b) => {
                     b.age = results.age_of(&name);

@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::chapter_charts::{self, ChartFile};
-use measure::schema::LabReport;
-use measure::spread::Spread;
+use measure::schema::{Crosscheck, CrosscheckRun, LabReport};
+use measure::spread::{Difference, Spread};
 
 /// The result files, by name, parsed.
 pub struct Sources {
@@ -131,6 +131,7 @@ pub fn block(src: &Sources, key: &str, prefix: &str) -> anyhow::Result<String> {
         ("headline", _) => headline(src)?,
         ("lab-summary", _) => lab_summary(src),
         ("repeatability", _) => repeatability(src)?,
+        ("crosscheck", _) => crosscheck(src)?,
         ("bench", file) => bench(src, file)?,
         ("storage", stage) => storage(src, stage)?,
         ("breaking", stage) => breaking(src, stage),
@@ -344,6 +345,79 @@ fn repeatability(src: &Sources) -> anyhow::Result<String> {
         ));
     }
     t.push('\n');
+    t.push_str(&source(src, name, v));
+    Ok(t)
+}
+
+/// The outside-generator cross-check: per generator, stage 1's breaking
+/// point and req/s there over the repeats, and ours ÷ Locust's paired by
+/// repeat, against the 20 % the lab promises.
+fn crosscheck(src: &Sources) -> anyhow::Result<String> {
+    let (name, v) = src
+        .latest(|_, v| v["schema"] == Crosscheck::SCHEMA)
+        .context("no crosscheck-locust file in results/: run `scripts/crosscheck.sh`")?;
+    let c: Crosscheck = serde_json::from_value(v.clone())?;
+    let ours = |r: &&CrosscheckRun| r.generator.starts_with(Crosscheck::OURS);
+    let (mine, theirs): (Vec<&CrosscheckRun>, Vec<&CrosscheckRun>) = c.runs.iter().partition(ours);
+    let mut t = String::from(
+        "| generator | repeats | breaking point (users): median (range) | req/s at the SLO: median (range) | its own CPU where the SLO broke (cores) | the SLO broke on |\n|---|---:|---:|---:|---:|---|\n",
+    );
+    let spread = |runs: &[&CrosscheckRun], f: &dyn Fn(&CrosscheckRun) -> Option<f64>, d: usize| {
+        Spread::of(&runs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
+            .map_or("–".into(), |s| s.text(d))
+    };
+    for runs in [&mine, &theirs] {
+        let Some(first) = runs.first() else { continue };
+        let mut broke: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in runs.iter() {
+            let what = match r.broken_by.as_deref() {
+                None | Some("") => "SLO held",
+                Some(b) if b.starts_with("error") => "errors",
+                Some(b) => b.split(' ').next().unwrap_or(b),
+            };
+            *broke.entry(what).or_default() += 1;
+        }
+        t.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            first.generator,
+            runs.len(),
+            spread(runs, &|r| r.users, 0),
+            spread(runs, &|r| r.rps, 0),
+            spread(runs, &|r| r.generator_cores_at_failure, 2),
+            broke
+                .iter()
+                .map(|(w, n)| format!("{w} ({n} of {})", runs.len()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    // Paired by repeat: Locust's run is A, ours B.
+    let by_repeat = |runs: &[&CrosscheckRun], f: &dyn Fn(&CrosscheckRun) -> Option<f64>| {
+        (1..=c.repeats)
+            .map(|k| runs.iter().find(|r| r.repeat == k).and_then(|r| f(r)))
+            .collect::<Vec<_>>()
+    };
+    let within = |d: &Difference| {
+        if (0.8..=1.2).contains(&d.ratio) {
+            "within the 20 % the lab promises"
+        } else {
+            "**not** within the 20 % the lab promises"
+        }
+    };
+    let figures: [(&str, &dyn Fn(&CrosscheckRun) -> Option<f64>); 2] = [
+        ("breaking point", &|r| r.users),
+        ("req/s at the SLO", &|r| r.rps),
+    ];
+    for (what, f) in figures {
+        if let Some(d) = Difference::of(&by_repeat(&theirs, f), &by_repeat(&mine, f)) {
+            t.push_str(&format!(
+                "\nOurs ÷ Locust's, {what}: {} — {}.",
+                d.text(),
+                within(&d)
+            ));
+        }
+    }
+    t.push_str(&format!("\n\nTest bed: {}; {}.\n\n", c.test_bed, c.model));
     t.push_str(&source(src, name, v));
     Ok(t)
 }

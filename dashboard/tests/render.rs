@@ -498,3 +498,54 @@ fn check_catches_a_stale_dashboard_page() {
         "up to date after the rewrite"
     );
 }
+
+/// The cross-check block (invented numbers): each generator's median and
+/// range over its repeats, ours ÷ Locust's paired by repeat, and whether
+/// that is within the lab's 20 %.
+#[test]
+fn crosscheck_block_pairs_the_generators_by_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |generator: &str, repeat: usize, users: f64, rps: f64| {
+        serde_json::json!({
+            "generator": generator, "repeat": repeat, "users": users, "rps": rps,
+            "brokenBy": "reads p95 = 300 ms > 250 ms", "generatorCoresAtFailure": 0.5,
+        })
+    };
+    let file = serde_json::json!({
+        "schema": "minigram.crosscheck/1", "commit": "abc", "startedAt": "2026-12-07T00:00:00Z",
+        "stage": "stage-1", "testBed": "shared box", "model": "closed", "repeats": 2,
+        "machine": {"cores": 2, "memoryMib": 1, "cpu": "test cpu"},
+        "runs": [
+            run("loadtests (Goose)", 1, 100.0, 400.0), run("locust 2.47.0", 1, 80.0, 300.0),
+            run("locust 2.47.0", 2, 100.0, 320.0), run("loadtests (Goose)", 2, 120.0, 420.0),
+        ],
+    });
+    std::fs::write(
+        dir.path().join("crosscheck-locust-20261207T000000Z.json"),
+        file.to_string(),
+    )
+    .unwrap();
+    let src = dashboard::report::Sources::load(dir.path()).unwrap();
+    let block = dashboard::report::block(&src, "crosscheck", "").unwrap();
+    assert!(
+        block.contains(
+            "| loadtests (Goose) | 2 | 110 (100–120) | 410 (400–420) | 0.50 (0.50–0.50) | reads (2 of 2) |"
+        ),
+        "{block}"
+    );
+    assert!(
+        block.contains("| locust 2.47.0 | 2 | 90 (80–100) |"),
+        "{block}"
+    );
+    // Paired: 100/80 = 1.25, 120/100 = 1.20; medians 110/90 = 1.22.
+    assert!(
+        block.contains("breaking point: 1.22× (paired repeats 1.20–1.25×) — **not** within"),
+        "{block}"
+    );
+    assert!(block.contains("req/s at the SLO: 1.32×"), "{block}");
+    let page = render(dir.path());
+    assert!(
+        !page.contains("unknown schema"),
+        "a cross-check is not skipped"
+    );
+}

@@ -390,6 +390,45 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<serde_json:
     })
 }
 
+/// The outside-generator cross-check (`minigram.crosscheck/1`, written by
+/// crosscheck/run.py): stage 1's breaking point found by the lab's
+/// generator and by Locust, interleaved repeats on fresh servers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Crosscheck {
+    pub command: String,
+    pub commit: String,
+    pub started_at: String,
+    pub stage: String,
+    pub test_bed: String,
+    pub model: String,
+    pub repeats: usize,
+    pub runs: Vec<CrosscheckRun>,
+}
+
+impl Crosscheck {
+    pub const SCHEMA: &'static str = "minigram.crosscheck/1";
+    /// The lab's own generator's runs are named so.
+    pub const OURS: &'static str = "loadtests";
+}
+
+/// One search of one generator.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CrosscheckRun {
+    /// `loadtests (Goose)` or `locust <version>`.
+    pub generator: String,
+    pub repeat: usize,
+    /// The last level (closed model: users) that held the SLO, and its
+    /// req/s (`None`: it never broke).
+    pub users: Option<f64>,
+    pub rps: Option<f64>,
+    pub broken_by: Option<String>,
+    /// The generator's own CPU in the first failing step (cores): a
+    /// generator near a core of its own is its own limit.
+    pub generator_cores_at_failure: Option<f64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
