@@ -143,10 +143,13 @@ def main():
     ap.add_argument("--bins", default=os.path.join(
         os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")), "release"))
     ap.add_argument("--python", default=sys.executable, help="a Python with Locust")
+    ap.add_argument("--command", help="the command as typed, for the result file "
+                    "(scripts/crosscheck.sh passes its own)")
     a = ap.parse_args()
     if a.repeat < 1:
         raise SystemExit("--repeat must be at least 1")
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
     runs, began = [], time.monotonic()
     host_budget = ServerHost(a.server_cores)
     for r in range(1, a.repeat + 1):
@@ -175,8 +178,8 @@ def main():
         "schema": "minigram.crosscheck/1",
         "commit": goose["commit"],
         "machine": goose["machine"],
-        "command": "scripts/crosscheck.sh " + " ".join(sys.argv[1:]),
-        "startedAt": stamp,
+        "command": a.command or " ".join(["python", "crosscheck/run.py"] + sys.argv[1:]),
+        "startedAt": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "stage": "stage-1",
         "testBed": (f"stage 1 in a host of {a.server_cores:g} cores (a cgroup CPU quota), "
                     "the generator outside it on the rest of the machine"

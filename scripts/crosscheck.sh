@@ -19,4 +19,5 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/minigram-target}"
 # The whole workspace, as scripts/test.sh builds it: building two packages
 # alone unifies features differently and rebuilds half the tree.
 cargo build --release --workspace
-exec "$venv/bin/python" crosscheck/run.py --python "$venv/bin/python" "$@"
+exec "$venv/bin/python" crosscheck/run.py --python "$venv/bin/python" \
+    --command "scripts/crosscheck.sh $*" "$@"

@@ -6,7 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says how long the one before it took, so a slow CI run shows
+# where its minutes went.
+began=$SECONDS
+last=$SECONDS
+step() {
+    if [ "$last" != "$began" ] || [ "$SECONDS" != "$began" ]; then
+        printf '    (%d s)\n' $((SECONDS - last))
+    fi
+    last=$SECONDS
+    printf '\n==> %s\n' "$*"
+}
 
 if ! command -v cargo >/dev/null; then
     echo "cargo not found: install Rust from https://rustup.rs, then run this again" >&2
@@ -44,4 +54,5 @@ set -e
 # One closing line for people and CI: the totals over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+printf '    (%d s)\ntest command: %d s in all\n' $((SECONDS - last)) $((SECONDS - began))
 exit "$status"
