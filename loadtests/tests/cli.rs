@@ -241,7 +241,10 @@ fn a_tiny_lab_run_writes_its_report() {
             "2",
         ])
         .args(["--max-arrival-rate", "8", "--people", "20"])
+        // A one-second warm-up keeps that path run without spending the
+        // default 20 s on each of the six runs.
         .args(["--step-secs", "2", "--bisect", "0", "--repeat", "2"])
+        .args(["--warmup-secs", "1"])
         .arg("--out-dir")
         .arg(&out)
         .arg("--docs-dir")
@@ -444,7 +447,7 @@ fn a_tiny_index_impact_run_draws_the_cost_curve() {
         .args(["--dataset-photos", "1000", "--dataset-likes", "500"])
         .args(["--dataset-follows-per-user", "5", "--fixed-rate", "4"])
         .args(["--people", "20"])
-        .args(["--step-secs", "2", "--repeat", "1"])
+        .args(["--step-secs", "2", "--repeat", "1", "--warmup-secs", "1"])
         .arg("--out-dir")
         .arg(&out)
         .arg("--docs-dir")
