@@ -349,6 +349,9 @@ fn repeatability(src: &Sources) -> anyhow::Result<String> {
     Ok(t)
 }
 
+/// One figure of a cross-check run (users or req/s at the breaking point).
+type Figure = fn(&CrosscheckRun) -> Option<f64>;
+
 /// The outside-generator cross-check: per generator, stage 1's breaking
 /// point and req/s there over the repeats, and ours ÷ Locust's paired by
 /// repeat, against the 20 % the lab promises.
@@ -362,7 +365,7 @@ fn crosscheck(src: &Sources) -> anyhow::Result<String> {
     let mut t = String::from(
         "| generator | repeats | breaking point (users): median (range) | req/s at the SLO: median (range) | its own CPU where the SLO broke (cores) | the SLO broke on |\n|---|---:|---:|---:|---:|---|\n",
     );
-    let spread = |runs: &[&CrosscheckRun], f: &dyn Fn(&CrosscheckRun) -> Option<f64>, d: usize| {
+    let spread = |runs: &[&CrosscheckRun], f: Figure, d: usize| {
         Spread::of(&runs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
             .map_or("–".into(), |s| s.text(d))
     };
@@ -381,9 +384,9 @@ fn crosscheck(src: &Sources) -> anyhow::Result<String> {
             "| {} | {} | {} | {} | {} | {} |\n",
             first.generator,
             runs.len(),
-            spread(runs, &|r| r.users, 0),
-            spread(runs, &|r| r.rps, 0),
-            spread(runs, &|r| r.generator_cores_at_failure, 2),
+            spread(runs, |r| r.users, 0),
+            spread(runs, |r| r.rps, 0),
+            spread(runs, |r| r.generator_cores_at_failure, 2),
             broke
                 .iter()
                 .map(|(w, n)| format!("{w} ({n} of {})", runs.len()))
@@ -392,7 +395,7 @@ fn crosscheck(src: &Sources) -> anyhow::Result<String> {
         ));
     }
     // Paired by repeat: Locust's run is A, ours B.
-    let by_repeat = |runs: &[&CrosscheckRun], f: &dyn Fn(&CrosscheckRun) -> Option<f64>| {
+    let by_repeat = |runs: &[&CrosscheckRun], f: Figure| {
         (1..=c.repeats)
             .map(|k| runs.iter().find(|r| r.repeat == k).and_then(|r| f(r)))
             .collect::<Vec<_>>()
@@ -404,9 +407,9 @@ fn crosscheck(src: &Sources) -> anyhow::Result<String> {
             "**not** within the 20 % the lab promises"
         }
     };
-    let figures: [(&str, &dyn Fn(&CrosscheckRun) -> Option<f64>); 2] = [
-        ("breaking point", &|r| r.users),
-        ("req/s at the SLO", &|r| r.rps),
+    let figures: [(&str, Figure); 2] = [
+        ("breaking point", |r| r.users),
+        ("req/s at the SLO", |r| r.rps),
     ];
     for (what, f) in figures {
         if let Some(d) = Difference::of(&by_repeat(&theirs, f), &by_repeat(&mine, f)) {
