@@ -9,11 +9,9 @@ cd "$(dirname "$0")/.."
 # Each step says how long the one before it took, so a slow CI run shows
 # where its minutes went.
 began=$SECONDS
-last=$SECONDS
+last=  # when the step under way began; empty before the first
 step() {
-    if [ "$last" != "$began" ] || [ "$SECONDS" != "$began" ]; then
-        printf '    (%d s)\n' $((SECONDS - last))
-    fi
+    if [ -n "$last" ]; then printf '    (%d s)\n' $((SECONDS - last)); fi
     last=$SECONDS
     printf '\n==> %s\n' "$*"
 }

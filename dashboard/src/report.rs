@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use crate::chapter_charts::{self, ChartFile};
 use measure::schema::{Crosscheck, CrosscheckRun, LabReport};
-use measure::spread::{Difference, Spread};
+use measure::spread::{Difference, Spread, broken_on};
 
 /// The result files, by name, parsed.
 pub struct Sources {
@@ -373,12 +373,7 @@ fn crosscheck(src: &Sources) -> anyhow::Result<String> {
         let Some(first) = runs.first() else { continue };
         let mut broke: BTreeMap<&str, usize> = BTreeMap::new();
         for r in runs.iter() {
-            let what = match r.broken_by.as_deref() {
-                None | Some("") => "SLO held",
-                Some(b) if b.starts_with("error") => "errors",
-                Some(b) => b.split(' ').next().unwrap_or(b),
-            };
-            *broke.entry(what).or_default() += 1;
+            *broke.entry(broken_on(r.broken_by.as_deref())).or_default() += 1;
         }
         t.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} |\n",

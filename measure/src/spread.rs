@@ -182,9 +182,35 @@ pub fn saturated_first(saturated: &str) -> String {
         .to_owned()
 }
 
+/// The short name of what broke the SLO, from a breach as `slo.rs` words
+/// it: "reads p95 = 305 ms > 250 ms, …" → "reads", "error rate 1.6% > 1%"
+/// → "errors"; no breach → "SLO held".
+pub fn broken_on(broken_by: Option<&str>) -> &str {
+    match broken_by {
+        None | Some("") => "SLO held",
+        Some(b) if b.starts_with("error") => "errors",
+        Some(b) => b.split(' ').next().unwrap_or(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_broke_is_named_by_its_class() {
+        assert_eq!(
+            broken_on(Some("reads p95 = 305 ms > 250 ms, ≥ 290 ms")),
+            "reads"
+        );
+        assert_eq!(
+            broken_on(Some("sign-in p95 = 1988 ms > 1000 ms")),
+            "sign-in"
+        );
+        assert_eq!(broken_on(Some("error rate 1.56% > 1%")), "errors");
+        assert_eq!(broken_on(Some("")), "SLO held");
+        assert_eq!(broken_on(None), "SLO held");
+    }
 
     #[test]
     fn a_spread_has_its_median_and_range() {
